@@ -1,0 +1,1 @@
+"""pyctr's image store: Alpine pulls, verification, safe unpacking."""

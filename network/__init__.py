@@ -1,0 +1,1 @@
+"""pyctr's network drivers: none, host, bridge (NAT) and routed (Calico-style)."""

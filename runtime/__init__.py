@@ -1,0 +1,1 @@
+"""pyctr's runtime: the CLI, container records, spawning, cgroups and privileges."""

@@ -1,0 +1,3 @@
+from pyctr.runtime.cli import run
+
+run()

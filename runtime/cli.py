@@ -1,0 +1,219 @@
+"""The `pyctr` command line: argparse subcommands with Docker's flags and exit codes.
+
+Handlers are named as "module:function" strings and imported only when their command
+runs, so `pyctr --version` and `pyctr ps` never pay for pyroute2, requests or yaml.
+"""
+
+import argparse
+import os
+import sys
+
+VERSION = "0.1.0"
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _runtime_handler(name: str) -> str:
+    return f"pyctr.runtime.commands:{name}"
+
+
+def add_container_config_flags(p: argparse.ArgumentParser) -> None:
+    """The flags `run` and `create` share (Docker's names)."""
+    p.add_argument("--name", help="assign a name to the container")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY[=VALUE]",
+                   help="set an environment variable")
+    p.add_argument("--env-file", action="append", default=[], metavar="FILE",
+                   help="read environment variables from a file")
+    p.add_argument("-w", "--workdir", help="working directory inside the container")
+    p.add_argument("-u", "--user", help="USER[:GROUP] or UID[:GID]")
+    p.add_argument("-h", "--hostname", help="container host name")
+    p.add_argument("-v", "--volume", action="append", default=[], metavar="HOST:CONTAINER[:ro]",
+                   help="bind mount a volume")
+    p.add_argument("--read-only", action="store_true", help="mount the root filesystem read-only")
+    p.add_argument("--cap-add", action="append", default=[], metavar="CAP", help="add a capability")
+    p.add_argument("--cap-drop", action="append", default=[], metavar="CAP", help="drop a capability")
+    p.add_argument("--privileged", action="store_true", help="give all capabilities, no masking")
+    p.add_argument("-m", "--memory", help="memory limit (e.g. 32m, 1g)")
+    p.add_argument("--cpus", help="number of CPUs (e.g. 0.5)")
+    p.add_argument("--cpu-shares", type=int, help="relative CPU weight")
+    p.add_argument("--pids-limit", type=int, help="maximum number of processes")
+    p.add_argument("--network", "--net", default="bridge", metavar="NETWORK",
+                   help="none, host, or a network name (default: bridge)")
+    p.add_argument("--ip", help="IPv4 address on the network")
+    p.add_argument("-p", "--publish", action="append", default=[],
+                   metavar="[IP:]HOSTPORT:CONTAINERPORT[/PROTO]", help="publish a port")
+    p.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    p.add_argument("--help", action="help", help="show this help message and exit")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pyctr",
+        description="A container runtime you can read in an afternoon.",
+    )
+    parser.add_argument("--version", action="version", version=f"pyctr {VERSION}")
+    parser.add_argument("--root", help="persistent data (default /var/lib/pyctr, env PYCTR_ROOT)")
+    parser.add_argument("--state", help="runtime state (default /run/pyctr, env PYCTR_STATE)")
+    parser.add_argument("--explain", action="store_true",
+                        help="print every step as the shell command a person would type")
+    parser.add_argument("--log-level", choices=LOG_LEVELS,
+                        default=os.environ.get("PYCTR_LOG_LEVEL", "warning"))
+    sub = parser.add_subparsers(dest="command_name", metavar="COMMAND")
+
+    def command(name: str, handler: str, help: str, **kw) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, **kw)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("run", _runtime_handler("cmd_run"), "create and start a container", add_help=False)
+    p.add_argument("-d", "--detach", action="store_true", help="run in the background, print the ID")
+    add_container_config_flags(p)
+
+    p = command("create", _runtime_handler("cmd_create"), "create a container", add_help=False)
+    add_container_config_flags(p)
+
+    p = command("start", _runtime_handler("cmd_start"), "start one or more containers")
+    p.add_argument("-a", "--attach", action="store_true", help="attach output and wait for exit")
+    p.add_argument("-i", "--interactive", action="store_true", help="attach STDIN")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    p = command("ps", _runtime_handler("cmd_ps"), "list containers")
+    _add_ps_flags(p)
+
+    p = command("stop", _runtime_handler("cmd_stop"), "stop running containers")
+    p.add_argument("-t", "--time", type=int, default=10, help="seconds to wait before SIGKILL")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    p = command("restart", _runtime_handler("cmd_restart"), "restart containers")
+    p.add_argument("-t", "--time", type=int, default=10, help="seconds to wait before SIGKILL")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    p = command("kill", _runtime_handler("cmd_kill"), "send a signal to running containers")
+    p.add_argument("-s", "--signal", default="KILL", help="signal name or number (default KILL)")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    p = command("rm", _runtime_handler("cmd_rm"), "remove containers")
+    p.add_argument("-f", "--force", action="store_true", help="kill a running container first")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    p = command("logs", _runtime_handler("cmd_logs"), "show a container's output")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("--tail", default="all", help="lines from the end (default all)")
+    p.add_argument("-t", "--timestamps", action="store_true")
+    p.add_argument("container", metavar="CONTAINER")
+
+    p = command("inspect", _runtime_handler("cmd_inspect"), "show containers as JSON")
+    p.add_argument("-f", "--format", help="a {{.Path.To.Field}} template")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    p = command("wait", _runtime_handler("cmd_wait"), "wait for containers and print exit codes")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    p = command("stats", _runtime_handler("cmd_stats"), "memory, cpu and pids of containers")
+    p.add_argument("--no-stream", action="store_true", help="print once and exit")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("containers", nargs="*", metavar="CONTAINER")
+
+    p = command("top", _runtime_handler("cmd_top"), "the processes of a container")
+    p.add_argument("container", metavar="CONTAINER")
+
+    p = command("exec", _runtime_handler("cmd_exec"), "run a command in a running container",
+                add_help=False)
+    p.add_argument("-d", "--detach", action="store_true")
+    p.add_argument("-i", "--interactive", action="store_true")
+    p.add_argument("-t", "--tty", action="store_true")
+    p.add_argument("-e", "--env", action="append", default=[])
+    p.add_argument("-w", "--workdir")
+    p.add_argument("-u", "--user")
+    p.add_argument("--privileged", action="store_true")
+    p.add_argument("--help", action="help")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
+
+    p = command("debug", _runtime_handler("cmd_debug"),
+                "run a host command in a container's network namespace (the nsenter trick)")
+    p.add_argument("--pid", action="store_true", help="also enter the PID namespace")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
+
+    p = command("container", "", "manage containers")
+    csub = p.add_subparsers(dest="container_command", metavar="COMMAND", required=True)
+    cp = csub.add_parser("prune", help="remove all stopped containers")
+    cp.add_argument("-f", "--force", action="store_true", help="do not ask (pyctr never asks)")
+    cp.set_defaults(handler=_runtime_handler("cmd_prune"))
+    cp = csub.add_parser("ls", help="list containers")
+    _add_ps_flags(cp)
+    cp.set_defaults(handler=_runtime_handler("cmd_ps"))
+
+    from pyctr.images import commands as image_commands
+    from pyctr.network import commands as network_commands
+
+    image_commands.register(sub, command)
+    network_commands.register(sub, command)
+    return parser
+
+
+def _add_ps_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-a", "--all", action="store_true", help="show all containers (default: running)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only IDs")
+    p.add_argument("--no-trunc", action="store_true")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from pyctr.runtime import explain, log, settings
+
+    if args.explain:
+        explain.enable()
+    log.set_level(args.log_level)
+    settings.configure(args.root, args.state)
+    handler = getattr(args, "handler", None)
+    if not handler:
+        build_parser().print_help(sys.stderr)
+        return 125
+    module_name, func_name = handler.split(":")
+    try:
+        import importlib
+
+        func = getattr(importlib.import_module(module_name), func_name)
+        return func(args) or 0
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # one line for the user, the traceback only at debug level
+        return _report(e, args.log_level)
+
+
+def _report(error: Exception, level: str) -> int:
+    from pyctr.runtime.errors import PyctrError
+
+    if level == "debug":
+        import traceback
+
+        traceback.print_exc()
+    if isinstance(error, PyctrError):
+        print(f"Error: {error}", file=sys.stderr)
+        return error.exit_code
+    if isinstance(error, PermissionError):
+        print(f"Error: {error} (pyctr must run as root)", file=sys.stderr)
+        return 125
+    if isinstance(error, OSError):
+        print(f"Error: {error}", file=sys.stderr)
+        return 125
+    print(f"Error: {type(error).__name__}: {error} (rerun with --log-level debug for details)",
+          file=sys.stderr)
+    return 125
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
