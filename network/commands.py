@@ -1,5 +1,54 @@
-"""CLI commands for networks: `pyctr network create|ls|inspect|rm|route`."""
+"""CLI commands for networks: `pyctr network create|ls|inspect|rm|route`.
+
+Only argparse lives here (the CLI imports it at start-up); the handlers are in
+pyctr.network.handlers and are imported when their command runs.
+"""
+
+import argparse
+
+
+def _handler(name: str) -> str:
+    return f"pyctr.network.handlers:{name}"
 
 
 def register(sub, command) -> None:
     """Add the network subcommands. `command(name, "module:function", help)` returns a subparser."""
+    p = command("network", "", "manage networks")
+    nsub = p.add_subparsers(dest="network_command", metavar="COMMAND", required=True)
+
+    c = nsub.add_parser("create", help="create a network")
+    c.add_argument("-d", "--driver", default="bridge", help="bridge (default), routed, or a plug-in")
+    c.add_argument("--subnet", metavar="CIDR", help="e.g. 172.19.35.0/24 (routed: this node's block)")
+    c.add_argument("--gateway", metavar="IP", help="bridge: the bridge's address (default: first host)")
+    c.add_argument("--bridge", metavar="IFNAME", help="bridge: the interface name (default: br-ID)")
+    c.add_argument("--masquerade", action=argparse.BooleanOptionalAction, default=None,
+                   help="NAT traffic leaving the network (default: on for bridge, off for routed)")
+    c.add_argument("--cluster-cidr", metavar="CIDR",
+                   help="routed: traffic to this range keeps its source address (no NAT)")
+    c.add_argument("name", metavar="NAME")
+    c.set_defaults(handler=_handler("cmd_create"))
+
+    c = nsub.add_parser("ls", help="list networks")
+    c.add_argument("-q", "--quiet", action="store_true", help="only names")
+    c.set_defaults(handler=_handler("cmd_ls"))
+
+    c = nsub.add_parser("inspect", help="show networks as JSON")
+    c.add_argument("names", nargs="+", metavar="NAME")
+    c.set_defaults(handler=_handler("cmd_inspect"))
+
+    c = nsub.add_parser("rm", help="remove networks (refused while containers use them)")
+    c.add_argument("names", nargs="+", metavar="NAME")
+    c.set_defaults(handler=_handler("cmd_rm"))
+
+    r = nsub.add_parser("route", help="routes to other nodes' blocks (routed networks)")
+    rsub = r.add_subparsers(dest="route_command", metavar="COMMAND", required=True)
+    for verb, help_text in (("add", "route CIDR via another node"), ("rm", "remove a route")):
+        c = rsub.add_parser(verb, help=help_text)
+        c.add_argument("name", metavar="NAME")
+        c.add_argument("cidr", metavar="CIDR", help="the other node's block")
+        c.add_argument("via_keyword", choices=["via"], metavar="via")
+        c.add_argument("node_ip", metavar="NODE_IP", help="the other node's address")
+        c.set_defaults(handler=_handler(f"cmd_route_{verb}"))
+    c = rsub.add_parser("ls", help="list a network's routes")
+    c.add_argument("name", metavar="NAME")
+    c.set_defaults(handler=_handler("cmd_route_ls"))

@@ -1,0 +1,128 @@
+"""The bridge driver, Docker's default: containers share a layer-2 segment behind NAT.
+
+    node:       bridge (holds the gateway address) -- vethXXXX ... (one per container)
+                ip_forward=1; nft: masquerade SUBNET leaving by any other interface,
+                forward accepts, DNAT for published ports
+    container:  eth0 IP/PREFIX, default via GATEWAY
+"""
+
+import errno
+import ipaddress
+
+from pyctr.network import netlink, networks, nft, sysctl, veth
+from pyctr.network.driver import Endpoint, NetworkDriver, PortMapping
+from pyctr.runtime import explain
+from pyctr.runtime.errors import ConflictError, PyctrError
+
+
+class BridgeDriver(NetworkDriver):
+    publishes_ports = True
+
+    def check_definition(self, net: networks.Network) -> None:
+        if net.cluster_cidr:
+            raise PyctrError("--cluster-cidr is for routed networks")
+        networks.check_interface_name(net.bridge)
+        for other in networks.all_networks():
+            if other.bridge == net.bridge and other.name != net.name:
+                raise ConflictError(f"bridge {net.bridge} is already used by network {other.name}")
+        if netlink.link_exists(net.bridge):
+            raise ConflictError(f"bridge name {net.bridge} is in use by an existing interface")
+        gateway = ipaddress.IPv4Address(net.gateway)
+        subnet = net.network
+        if gateway not in subnet or gateway in (subnet.network_address, subnet.broadcast_address):
+            raise PyctrError(f"gateway {gateway} is not a host address of {subnet}")
+
+    def is_ready(self, net: networks.Network) -> bool:
+        return netlink.link_exists(net.bridge)
+
+    def create(self, net: networks.Network) -> None:
+        prefixlen = net.network.prefixlen
+        with netlink.host() as ipr:
+            index = netlink.link_index(ipr, net.bridge)
+            if index is None:
+                explain.step("ip", "link", "add", net.bridge, "type", "bridge")
+                try:
+                    ipr.link("add", ifname=net.bridge, kind="bridge")
+                except netlink.netlink_error() as e:
+                    if e.code != errno.EEXIST:
+                        raise
+                index = netlink.link_index(ipr, net.bridge)
+            elif _kind(ipr, index) != "bridge":
+                raise ConflictError(f"bridge name {net.bridge} is in use by a non-bridge interface")
+            held = {(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(index=index)}
+            if (net.gateway, prefixlen) not in held:
+                explain.step("ip", "addr", "add", f"{net.gateway}/{prefixlen}", "dev", net.bridge)
+                ipr.addr("add", index=index, address=net.gateway, prefixlen=prefixlen)
+            explain.step("ip", "link", "set", net.bridge, "up")
+            ipr.link("set", index=index, state="up")
+        sysctl.write("net.ipv4.ip_forward", 1)
+        nft.replace_rules(nft.network_owner(net.name), _network_rules(net))
+
+    def remove(self, net: networks.Network) -> None:
+        nft.delete_rules(nft.network_owner(net.name))
+        if netlink.link_exists(net.bridge):
+            explain.step("ip", "link", "del", net.bridge)
+            with netlink.host() as ipr:
+                index = netlink.link_index(ipr, net.bridge)
+                if index is not None and _kind(ipr, index) == "bridge":
+                    ipr.link("del", index=index)
+
+    def attach(self, net: networks.Network, container_id: str, pid: int,
+               address: ipaddress.IPv4Address, ports: list[PortMapping]) -> Endpoint:
+        host_name = veth.host_interface(container_id)
+        mac = veth.mac_address(address)
+        prefixlen = net.network.prefixlen
+        default_route = {"dst": "0.0.0.0/0", "gateway": net.gateway,
+                         "text": f"default via {net.gateway}"}
+        try:
+            with netlink.sockets(pid) as (ipr, cipr):
+                host_index = veth.create_pair(ipr, host_name, pid, mac)
+                explain.step("ip", "link", "set", host_name, "master", net.bridge, "up")
+                ipr.link("set", index=host_index, master=netlink.link_index(ipr, net.bridge),
+                         state="up")
+                veth.configure_container_side(cipr, pid, address, prefixlen, [default_route])
+            if ports:
+                nft.replace_rules(nft.container_owner(container_id), _port_rules(net, address, ports))
+        except BaseException:
+            self.detach(net, container_id)
+            raise
+        return Endpoint(interface=veth.CONTAINER_INTERFACE, host_interface=host_name, mac=mac,
+                        address=address, prefixlen=prefixlen, gateway=net.gateway,
+                        routes=[f"default via {net.gateway} dev eth0"], ports=list(ports))
+
+    def detach(self, net: networks.Network, container_id: str) -> None:
+        veth.delete_host_end(veth.host_interface(container_id))
+        nft.delete_rules(nft.container_owner(container_id))
+
+
+def _kind(ipr, index: int) -> str | None:
+    info = ipr.get_links(index)[0].get("IFLA_LINKINFO")
+    return info.get("IFLA_INFO_KIND") if info else None
+
+
+def _network_rules(net: networks.Network) -> list[nft.Rule]:
+    bridge = f'"{net.bridge}"'
+    rules = []
+    if net.masquerade:
+        # What leaves the node (any interface but the bridge) takes the node's address.
+        rules.append(nft.Rule("postrouting", f"ip saddr {net.subnet} oifname != {bridge} masquerade"))
+    # A container reaching a published port of its own node is sent back onto the bridge; without
+    # NAT the answer would come straight from the other container and not match the connection.
+    rules.append(nft.Rule("postrouting", f"oifname {bridge} ip saddr {net.subnet} ct status dnat masquerade"))
+    rules.append(nft.Rule("forward", f"iifname {bridge} accept"))
+    rules.append(nft.Rule("forward", f"oifname {bridge} ct state established,related accept"))
+    rules.append(nft.Rule("forward", f"oifname {bridge} ct status dnat accept"))
+    return rules
+
+
+def _port_rules(net: networks.Network, address: ipaddress.IPv4Address,
+                ports: list[PortMapping]) -> list[nft.Rule]:
+    rules = []
+    for p in ports:
+        match = f"ip daddr {p.host_ip} " if p.host_ip else "fib daddr type local "
+        match += f"{p.protocol} dport {p.host_port}"
+        target = f"dnat to {address}:{p.container_port}"
+        # prerouting: from other hosts and from containers; output: from the node itself.
+        rules.append(nft.Rule("prerouting", f"{match} {target}"))
+        rules.append(nft.Rule("output", f"ip daddr != 127.0.0.0/8 {match} {target}"))
+    return rules

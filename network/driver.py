@@ -1,0 +1,110 @@
+"""The interface every network driver implements, and the registry that finds drivers by name.
+
+Built-in drivers: none, host, bridge, routed. A third-party package adds one by declaring an
+entry point in the group `pyctr.network_drivers`, e.g. in its pyproject.toml:
+
+    [project.entry-points."pyctr.network_drivers"]
+    vxlan = "mypkg.vxlan:VxlanDriver"
+"""
+
+import abc
+import ipaddress
+from dataclasses import dataclass, field
+
+from pyctr.runtime.errors import NotFoundError
+
+ENTRY_POINT_GROUP = "pyctr.network_drivers"
+
+# Looked up without scanning installed packages (the built-ins are also declared as entry
+# points, so a listing shows them; this table only saves the scan on the start-up path).
+BUILTIN_DRIVERS = {
+    "none": "pyctr.network.drivers:NoneDriver",
+    "host": "pyctr.network.drivers:HostDriver",
+    "bridge": "pyctr.network.bridge:BridgeDriver",
+    "routed": "pyctr.network.routed:RoutedDriver",
+}
+
+
+@dataclass
+class PortMapping:
+    """-p HOSTPORT:CONTAINERPORT/PROTO; host_ip empty means every address of the node."""
+    host_port: int
+    container_port: int
+    protocol: str = "tcp"
+    host_ip: str = ""
+
+
+@dataclass
+class Endpoint:
+    """What a container got from attach(): enough for Docker's NetworkSettings."""
+    interface: str  # inside the container, e.g. "eth0" ("" for none and host)
+    host_interface: str = ""  # the host end of the veth
+    mac: str = ""
+    address: ipaddress.IPv4Address | None = None
+    prefixlen: int = 0
+    gateway: str = ""
+    routes: list[str] = field(default_factory=list)  # inside the container, as `ip route` shows
+    ports: list[PortMapping] = field(default_factory=list)
+
+
+class NetworkDriver(abc.ABC):
+    """One kind of network. `net` is a pyctr.network.networks.Network definition."""
+
+    name: str = ""
+    # Whether containers on its networks get an address from pyctr's IPAM.
+    uses_ipam: bool = True
+    # Whether -p works on its networks.
+    publishes_ports: bool = False
+
+    def check_definition(self, net) -> None:
+        """Refuse a bad `network create` (PyctrError). Called before the definition is saved."""
+
+    @abc.abstractmethod
+    def create(self, net) -> None:
+        """Make the network's kernel state (bridge, routes, rules). Idempotent."""
+
+    def is_ready(self, net) -> bool:
+        """A cheap test, made before each attach, that create()'s kernel state is there; when it
+        is not (a reboot, a new node netns), the caller runs create() again under a lock."""
+        return False
+
+    @abc.abstractmethod
+    def remove(self, net) -> None:
+        """Undo create(). Idempotent."""
+
+    @abc.abstractmethod
+    def attach(self, net, container_id: str, pid: int, address: ipaddress.IPv4Address | None,
+               ports: list[PortMapping]) -> Endpoint:
+        """Connect the netns of process `pid` (the container's PID 1) to the network."""
+
+    @abc.abstractmethod
+    def detach(self, net, container_id: str) -> None:
+        """Remove what attach() left on the host: veth, host routes, port rules. Idempotent;
+        works after the container's processes are gone."""
+
+
+def get_driver(name: str) -> NetworkDriver:
+    """The driver registered under `name`, built in or from an installed package."""
+    target = BUILTIN_DRIVERS.get(name)
+    if target is None:
+        target = _entry_points().get(name)
+    if target is None:
+        known = ", ".join(driver_names())
+        raise NotFoundError(f"network driver {name!r} not found (known: {known})")
+    module_name, _, class_name = target.partition(":")
+    import importlib
+
+    cls = getattr(importlib.import_module(module_name), class_name)
+    driver = cls()
+    driver.name = name
+    return driver
+
+
+def driver_names() -> list[str]:
+    return sorted(set(BUILTIN_DRIVERS) | set(_entry_points()))
+
+
+def _entry_points() -> dict[str, str]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}

@@ -1,0 +1,50 @@
+"""The IPv4 routes of the netns pyctr runs in, read from /proc/net/route (no pyroute2 needed),
+to refuse a subnet that would collide with one of them."""
+
+import ipaddress
+import socket
+import struct
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class HostRoute:
+    network: ipaddress.IPv4Network
+    device: str  # "*" for blackhole and unreachable routes
+    gateway: ipaddress.IPv4Address | None
+
+    def __str__(self) -> str:
+        """As `ip route` would print it."""
+        if self.device == "*":
+            return f"blackhole {self.network}"
+        via = f" via {self.gateway}" if self.gateway else ""
+        return f"{self.network}{via} dev {self.device}"
+
+
+def _address(hex_le: str) -> ipaddress.IPv4Address:
+    # /proc/net/route prints addresses as host-endian (little-endian here) hex.
+    return ipaddress.IPv4Address(socket.inet_ntoa(struct.pack("<I", int(hex_le, 16))))
+
+
+def routes() -> list[HostRoute]:
+    found = []
+    with open("/proc/net/route") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) < 8 or fields[0] == "Iface":  # the header (absent when there are no routes)
+                continue
+            device, dest, gateway, mask = fields[0], fields[1], fields[2], fields[7]
+            network = ipaddress.IPv4Network(f"{_address(dest)}/{_address(mask)}", strict=False)
+            gw = _address(gateway)
+            found.append(HostRoute(network, device, gw if int(gw) else None))
+    return found
+
+
+def overlapping(subnet: ipaddress.IPv4Network, ignore_devices: tuple[str, ...] = ()) -> HostRoute | None:
+    """The first route (other than a default route) whose destination overlaps `subnet`."""
+    for route in routes():
+        if route.network.prefixlen == 0 or route.device in ignore_devices:
+            continue
+        if route.network.overlaps(subnet):
+            return route
+    return None

@@ -1,0 +1,183 @@
+"""Network definitions on disk: $PYCTR_ROOT/networks/NAME/network.json, one per network.
+
+This module knows names, subnets and the rules a definition must follow. It never touches the
+kernel: drivers turn a definition into bridges, routes and nftables rules.
+"""
+
+import ipaddress
+import json
+import re
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pyctr.network import hostroutes
+from pyctr.runtime import jsonstore, settings
+from pyctr.runtime.errors import ConflictError, NotFoundError, PyctrError
+
+DEFAULT_NETWORK = "bridge"
+DEFAULT_BRIDGE = "pyctr0"
+# Networks that exist without a definition: the container keeps the host's netns, or has only lo.
+BUILTIN_NETWORKS = ("none", "host")
+# Where subnets are picked from when none is given, in Docker's order.
+DEFAULT_POOLS = [f"172.{n}.0.0/16" for n in range(17, 32)] + [
+    f"192.168.{n}.0/20" for n in range(0, 256, 16)]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
+
+
+@dataclass
+class Route:
+    """A route to another node's block: `ip route replace DESTINATION via VIA`."""
+    destination: str
+    via: str
+
+
+@dataclass
+class Network:
+    name: str
+    driver: str
+    subnet: str
+    id: str = field(default_factory=lambda: uuid.uuid4().hex + uuid.uuid4().hex[:32])
+    gateway: str | None = None  # bridge: the bridge's address; routed: none (169.254.1.1 is used)
+    bridge: str | None = None
+    masquerade: bool = False
+    cluster_cidr: str | None = None  # routed: traffic to it keeps its source address
+    routes: list[Route] = field(default_factory=list)
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+    @property
+    def network(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self.subnet)
+
+    @property
+    def dir(self) -> Path:
+        return network_dir(self.name)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Network":
+        data = dict(data)
+        data["routes"] = [Route(**r) for r in data.get("routes", [])]
+        return cls(**data)
+
+
+def networks_dir() -> Path:
+    return settings.current().networks_dir
+
+
+def network_dir(name: str) -> Path:
+    return networks_dir() / name
+
+
+def definitions_lock():
+    """Held while a definition is created, changed or removed."""
+    return jsonstore.locked(networks_dir() / ".lock")
+
+
+def load(name: str) -> Network:
+    data = jsonstore.read_json(network_dir(name) / "network.json")
+    if data is None:
+        raise NotFoundError(f"network {name} not found")
+    return Network.from_json(data)
+
+
+def exists(name: str) -> bool:
+    return (network_dir(name) / "network.json").exists()
+
+
+def save(net: Network) -> None:
+    jsonstore.write_json(net.dir / "network.json", asdict(net))
+
+
+def delete(name: str) -> None:
+    shutil.rmtree(network_dir(name), ignore_errors=True)
+
+
+def all_networks() -> list[Network]:
+    base = networks_dir()
+    if not base.is_dir():
+        return []
+    found = []
+    for path in sorted(base.glob("*/network.json")):
+        try:
+            found.append(Network.from_json(json.loads(path.read_text())))
+        except (OSError, ValueError, TypeError):
+            continue  # a half-written or foreign file is not a network
+    return found
+
+
+def check_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise PyctrError(f"invalid network name {name!r}: use letters, digits, '_', '.' or '-'")
+    if name in BUILTIN_NETWORKS:
+        raise ConflictError(f"network {name} is built in and cannot be created or removed")
+
+
+def parse_subnet(text: str) -> ipaddress.IPv4Network:
+    try:
+        subnet = ipaddress.IPv4Network(text, strict=True)
+    except ValueError as e:
+        raise PyctrError(f"invalid subnet {text!r}: {e}") from None
+    if subnet.prefixlen > 30:
+        raise PyctrError(f"subnet {subnet} is too small: use a /30 or larger")
+    return subnet
+
+
+def parse_address(text: str, what: str = "address") -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(text)
+    except ValueError:
+        raise PyctrError(f"invalid {what} {text!r}: expected an IPv4 address") from None
+
+
+def check_interface_name(name: str) -> None:
+    if not _IFNAME.match(name):
+        raise PyctrError(f"invalid bridge name {name!r}: at most 15 letters, digits, '_', '.' or '-'")
+
+
+def check_free_subnet(subnet: ipaddress.IPv4Network, ignore: str | None = None) -> None:
+    """Refuse a subnet that overlaps another pyctr network or a route of this node."""
+    for other in all_networks():
+        if other.name != ignore and other.network.overlaps(subnet):
+            raise ConflictError(f"subnet {subnet} overlaps network {other.name} ({other.subnet})")
+    route = hostroutes.overlapping(subnet)
+    if route is not None:
+        raise ConflictError(f"subnet {subnet} overlaps the host route '{route}'")
+
+
+def pick_subnet() -> ipaddress.IPv4Network:
+    for candidate in DEFAULT_POOLS:
+        subnet = ipaddress.IPv4Network(candidate)
+        try:
+            check_free_subnet(subnet)
+            return subnet
+        except ConflictError:
+            continue
+    raise PyctrError("no free subnet left in the default pools: give one with --subnet")
+
+
+def first_host(subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Address:
+    return subnet.network_address + 1
+
+
+def containers_using(name: str) -> list[str]:
+    """IDs (or names) of the container records whose network is `name`."""
+    base = settings.current().containers_dir
+    users = []
+    for path in sorted(base.glob("*/config.json")) if base.is_dir() else []:
+        record = jsonstore.read_json(path, {}) or {}
+        if (record.get("HostConfig") or {}).get("NetworkMode") == name:
+            users.append(record.get("Name", "").lstrip("/") or record.get("Id", path.parent.name)[:12])
+    return users
+
+
+def container_ids() -> set[str]:
+    base = settings.current().containers_dir
+    ids = set()
+    for path in base.glob("*/config.json") if base.is_dir() else []:
+        record = jsonstore.read_json(path, {}) or {}
+        ids.add(record.get("Id") or path.parent.name)
+    return ids

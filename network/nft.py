@@ -1,0 +1,115 @@
+"""pyctr's own nftables table, `table ip pyctr`, changed through the `nft` tool.
+
+Rules name their owner in a comment ("pyctr network NAME", "pyctr container ID"), so the rules
+of one network or one container can be found and replaced or deleted. Each change is one
+`nft -f -` script, which the kernel applies as a single transaction. When the last rule goes,
+the table goes whole. No other table is ever read or written, so pyctr lives beside Docker,
+Podman or firewalld.
+
+One limit of nftables to know: a packet must be accepted by every base chain on a hook, so the
+forward-accept rules here cannot undo a drop in another table (e.g. a firewall with policy drop);
+they make pyctr's own intent explicit and keep working when such a firewall accepts by default.
+"""
+
+import json
+import subprocess
+from dataclasses import dataclass
+
+from pyctr.runtime import explain, jsonstore, settings
+from pyctr.runtime.errors import PyctrError
+
+FAMILY = "ip"
+TABLE = "pyctr"
+
+# Base chains, declared with `add` so that declaring them again is harmless.
+CHAINS = {
+    "prerouting": "type nat hook prerouting priority dstnat; policy accept;",
+    "output": "type nat hook output priority -100; policy accept;",
+    "postrouting": "type nat hook postrouting priority srcnat; policy accept;",
+    "forward": "type filter hook forward priority filter; policy accept;",
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    chain: str
+    statement: str  # nft syntax without the comment, e.g. 'ip saddr 172.17.0.0/16 masquerade'
+
+
+def network_owner(name: str) -> str:
+    return f"pyctr network {name}"
+
+
+def container_owner(container_id: str) -> str:
+    return f"pyctr container {container_id}"
+
+
+def replace_rules(owner: str, rules: list[Rule]) -> None:
+    """Make `rules` the only rules of `owner`, in one transaction."""
+    with _lock():
+        table = _list_table() or []
+        lines = _declare_table()
+        lines += [_delete(rule) for rule in table if rule.get("comment") == owner]
+        lines += [f'add rule {FAMILY} {TABLE} {r.chain} {r.statement} comment "{owner}"' for r in rules]
+        _apply(lines)
+
+
+def delete_rules(owner: str) -> None:
+    """Delete the rules of `owner`; delete the whole table when nothing else is left in it."""
+    with _lock():
+        table = _list_table()
+        if table is None:
+            return
+        mine = [rule for rule in table if rule.get("comment") == owner]
+        if len(mine) == len(table):
+            _apply([f"delete table {FAMILY} {TABLE}"])
+        elif mine:
+            _apply([_delete(rule) for rule in mine])
+
+
+def owners() -> set[str]:
+    """The comments found on the table's rules (for tests and `network inspect`)."""
+    return {rule.get("comment", "") for rule in _list_table() or []}
+
+
+def table_exists() -> bool:
+    return _list_table() is not None
+
+
+def _declare_table() -> list[str]:
+    lines = [f"add table {FAMILY} {TABLE}"]
+    lines += [f"add chain {FAMILY} {TABLE} {name} {{ {spec} }}" for name, spec in CHAINS.items()]
+    return lines
+
+
+def _delete(rule: dict) -> str:
+    return f"delete rule {FAMILY} {TABLE} {rule['chain']} handle {rule['handle']}"
+
+
+def _list_table() -> list[dict] | None:
+    """The rules of pyctr's table as nft's JSON objects, or None when there is no table."""
+    result = subprocess.run(["nft", "-j", "list", "table", FAMILY, TABLE],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        if "No such file or directory" in result.stderr:
+            return None
+        raise PyctrError(f"nft list table {FAMILY} {TABLE}: {result.stderr.strip()}")
+    items = json.loads(result.stdout)["nftables"]
+    return [item["rule"] for item in items if "rule" in item]
+
+
+def _apply(lines: list[str]) -> None:
+    script = "\n".join(lines) + "\n"
+    explain.shell("nft -f - <<'EOF'\n" + script + "EOF")
+    try:
+        result = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise PyctrError("nft not found: install the nftables package") from None
+    if result.returncode != 0:
+        first = (result.stderr.strip().splitlines() or ["failed"])[0]
+        raise PyctrError(f"nft -f -: {first}")
+
+
+def _lock():
+    # Listing handles and deleting them must not interleave with another pyctr doing the same.
+    return jsonstore.locked(settings.current().locks_dir / "nft.lock")

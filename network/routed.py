@@ -1,0 +1,139 @@
+"""The routed driver, Calico's way: pure layer 3, no bridge, no NAT between containers.
+
+    node:       blackhole SUBNET (this node's block); per container IP/32 dev vethXXXX scope link,
+                and on vethXXXX rp_filter, route_localnet, proxy_arp, proxy_delay=0, forwarding;
+                routes to other nodes' blocks (`pyctr network route add`)
+    container:  eth0 IP/32; 169.254.1.1 dev eth0 scope link; default via 169.254.1.1 dev eth0
+                (the host end answers ARP for 169.254.1.1 through proxy_arp)
+"""
+
+import errno
+import ipaddress
+
+from pyctr.network import hostroutes, netlink, networks, nft, sysctl, veth
+from pyctr.network.driver import Endpoint, NetworkDriver, PortMapping
+from pyctr.runtime import explain
+from pyctr.runtime.errors import PyctrError
+
+LINK_LOCAL_GATEWAY = "169.254.1.1"
+
+# Per host veth, as the walk-through sets them (section, name, value).
+HOST_VETH_SYSCTLS = [
+    ("conf", "rp_filter", 1),  # drop a container's packets whose source is not its own address
+    ("conf", "route_localnet", 1),
+    ("conf", "proxy_arp", 1),  # answer the container's ARP for 169.254.1.1
+    ("neigh", "proxy_delay", 0),
+    ("conf", "forwarding", 1),
+]
+
+
+class RoutedDriver(NetworkDriver):
+
+    def check_definition(self, net: networks.Network) -> None:
+        if net.bridge:
+            raise PyctrError("--bridge is for bridge networks")
+        if net.gateway:
+            raise PyctrError(f"routed networks have no gateway: containers route via {LINK_LOCAL_GATEWAY}")
+        if net.cluster_cidr:
+            cluster = networks.parse_subnet(net.cluster_cidr)
+            if not net.network.subnet_of(cluster):
+                raise PyctrError(f"subnet {net.subnet} is not inside the cluster CIDR {cluster}")
+
+    def is_ready(self, net: networks.Network) -> bool:
+        routes = hostroutes.routes()
+        blackholes = {str(r.network) for r in routes if r.device == "*"}
+        via = {(str(r.network), str(r.gateway)) for r in routes if r.gateway}
+        return net.subnet in blackholes and all((r.destination, r.via) in via for r in net.routes)
+
+    def create(self, net: networks.Network) -> None:
+        with netlink.host() as ipr:
+            explain.step("ip", "route", "replace", "blackhole", net.subnet)
+            ipr.route("replace", dst=net.subnet, type="blackhole", proto=veth.PROTO_BOOT)
+            for route in net.routes:
+                _replace_route(ipr, route)
+        sysctl.write("net.ipv4.ip_forward", 1)
+        nft.replace_rules(nft.network_owner(net.name), _network_rules(net))
+
+    def remove(self, net: networks.Network) -> None:
+        nft.delete_rules(nft.network_owner(net.name))
+        with netlink.host() as ipr:
+            for route in net.routes:
+                _delete_route(ipr, route)
+            explain.step("ip", "route", "del", "blackhole", net.subnet)
+            _ignore_missing(ipr.route, "del", dst=net.subnet, type="blackhole")
+
+    def attach(self, net: networks.Network, container_id: str, pid: int,
+               address: ipaddress.IPv4Address, ports: list[PortMapping]) -> Endpoint:
+        if ports:
+            raise PyctrError(f"network {net.name} is routed: publish ports on a bridge network")
+        host_name = veth.host_interface(container_id)
+        mac = veth.mac_address(address)
+        container_routes = [
+            {"dst": f"{LINK_LOCAL_GATEWAY}/32", "scope": veth.SCOPE_LINK,
+             "text": f"{LINK_LOCAL_GATEWAY} dev eth0 scope link"},
+            {"dst": "0.0.0.0/0", "gateway": LINK_LOCAL_GATEWAY,
+             "text": f"default via {LINK_LOCAL_GATEWAY} dev eth0"},
+        ]
+        try:
+            with netlink.sockets(pid) as (ipr, cipr):
+                host_index = veth.create_pair(ipr, host_name, pid, mac)
+                for section, name, value in HOST_VETH_SYSCTLS:
+                    sysctl.write(sysctl.interface_key(section, host_name, name), value)
+                explain.step("ip", "link", "set", host_name, "up")
+                ipr.link("set", index=host_index, state="up")
+                explain.step("ip", "route", "add", f"{address}/32", "dev", host_name, "scope", "link")
+                ipr.route("replace", dst=f"{address}/32", oif=host_index, scope=veth.SCOPE_LINK,
+                          proto=veth.PROTO_BOOT)
+                veth.configure_container_side(cipr, pid, address, 32, container_routes)
+        except BaseException:
+            self.detach(net, container_id)
+            raise
+        return Endpoint(interface=veth.CONTAINER_INTERFACE, host_interface=host_name, mac=mac,
+                        address=address, prefixlen=32, gateway=LINK_LOCAL_GATEWAY,
+                        routes=[r["text"] for r in container_routes])
+
+    def detach(self, net: networks.Network, container_id: str) -> None:
+        # The host route IP/32 dev vethXXXX goes with the link.
+        veth.delete_host_end(veth.host_interface(container_id))
+
+
+def add_route(net: networks.Network, route: networks.Route) -> None:
+    with netlink.host() as ipr:
+        _replace_route(ipr, route)
+
+
+def delete_route(net: networks.Network, route: networks.Route) -> None:
+    with netlink.host() as ipr:
+        _delete_route(ipr, route)
+
+
+def _replace_route(ipr, route: networks.Route) -> None:
+    explain.step("ip", "route", "replace", route.destination, "via", route.via)
+    try:
+        ipr.route("replace", dst=route.destination, gateway=route.via, proto=veth.PROTO_BOOT)
+    except netlink.netlink_error() as e:
+        raise PyctrError(f"ip route replace {route.destination} via {route.via}: "
+                         f"{errno.errorcode.get(e.code, e.code)} ({e})") from None
+
+
+def _delete_route(ipr, route: networks.Route) -> None:
+    explain.step("ip", "route", "del", route.destination, "via", route.via)
+    _ignore_missing(ipr.route, "del", dst=route.destination, gateway=route.via)
+
+
+def _ignore_missing(call, *args, **kwargs) -> None:
+    try:
+        call(*args, **kwargs)
+    except netlink.netlink_error() as e:
+        if e.code not in (errno.ESRCH, errno.ENOENT, errno.ENODEV):
+            raise
+
+
+def _network_rules(net: networks.Network) -> list[nft.Rule]:
+    rules = [nft.Rule("forward", f"ip saddr {net.subnet} accept"),
+             nft.Rule("forward", f"ip daddr {net.subnet} accept")]
+    if net.masquerade:
+        # Calico's natOutgoing: only what leaves the cluster takes the node's address.
+        cluster = net.cluster_cidr or net.subnet
+        rules.append(nft.Rule("postrouting", f"ip saddr {net.subnet} ip daddr != {cluster} masquerade"))
+    return rules
