@@ -1,0 +1,358 @@
+"""A sandbox of network namespaces for pyctr's network tests: the walk-through's cluster.
+
+    upstream (203.0.113.1) ── head (203.0.113.254 | 10.141.255.254) ─┐
+                                                 fabric: bridge br0 ─┼── node1 10.141.0.1
+                                                                     └── node2 10.141.0.2
+
+Every namespace is named pyctr-t-<random>-<role>, and every command runs through
+`ip netns exec` into one of them: nothing here touches the machine's own network namespace.
+close() removes pyctr's containers, then the processes it started, the mounts under its
+folder, the namespaces (with their links, routes and nftables) and the folder itself, in that
+order, whatever happened before.
+"""
+
+import contextlib
+import functools
+import http.server
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+NETNS_PREFIX = "pyctr-t-"
+UNDERLAY = "10.141.0.0/16"
+HEAD_UNDERLAY_IP = "10.141.255.254"
+HEAD_UPSTREAM_IP = "203.0.113.254"
+UPSTREAM_IP = "203.0.113.1"
+
+
+def run(argv: list, check: bool = True, timeout: float = 60, input: str | None = None,
+        env: dict | None = None) -> subprocess.CompletedProcess:
+    # Output goes through files, not pipes: a detached container's monitor may keep inherited
+    # descriptors open, and a pipe would then never reach end-of-file.
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        completed = subprocess.run([str(a) for a in argv], stdout=out, stderr=err, text=True,
+                                   timeout=timeout, input=input, env=env)
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(completed.args, completed.returncode, out.read(), err.read())
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, argv))} exited {result.returncode}\n"
+                             f"stdout: {result.stdout}\nstderr: {result.stderr}")
+    return result
+
+
+class Netns:
+    def __init__(self, sandbox: "Sandbox", name: str):
+        self.sandbox = sandbox
+        self.name = name
+
+    def run(self, *argv, check: bool = True, timeout: float = 60, input: str | None = None,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+        return run(["ip", "netns", "exec", self.name, *argv], check=check, timeout=timeout,
+                   input=input, env=env)
+
+    def sh(self, command: str, check: bool = True) -> str:
+        return self.run("sh", "-c", command, check=check).stdout
+
+    def spawn(self, *argv, **kwargs) -> subprocess.Popen:
+        return self.sandbox.spawn(["ip", "netns", "exec", self.name, *argv], **kwargs)
+
+    def nft(self, script: str) -> None:
+        self.run("nft", "-f", "-", input=script)
+
+    def counter(self, name: str) -> int:
+        """Packets seen by a named counter of the sandbox's own `table ip watch`."""
+        out = self.run("nft", "-j", "list", "counter", "ip", "watch", name).stdout
+        return next(item["counter"]["packets"] for item in json.loads(out)["nftables"]
+                    if "counter" in item)
+
+    def netstat(self, field: str) -> int:
+        """A TcpExt/IpExt counter of this netns, e.g. IPReversePathFilter."""
+        lines = self.run("cat", "/proc/net/netstat").stdout.splitlines()
+        for names, values in zip(lines[::2], lines[1::2]):
+            keys, vals = names.split()[1:], values.split()[1:]
+            if field in keys:
+                return int(vals[keys.index(field)])
+        raise KeyError(field)
+
+    def snapshot(self) -> dict:
+        """Links, routes and nftables of this netns, for before/after comparisons."""
+        return {
+            "links": sorted(self.sh("ip -o link show | awk -F': ' '{print $2}'").split()),
+            "routes": sorted(self.run("ip", "-4", "route", "show", "table", "all").stdout.splitlines()),
+            "nft": self.run("nft", "list", "ruleset").stdout,
+        }
+
+
+class Node(Netns):
+    """A namespace where pyctr runs, with its own --root and --state."""
+
+    def __init__(self, sandbox: "Sandbox", name: str, images: Path | None):
+        super().__init__(sandbox, name)
+        self.root = sandbox.dir / name / "root"
+        self.state = sandbox.dir / name / "state"
+        self.root.mkdir(parents=True)
+        self.state.mkdir(parents=True)
+        if images is not None:
+            (self.root / "images").symlink_to(images)
+
+    @property
+    def env(self) -> dict:
+        return {**os.environ, "PYCTR_ROOT": str(self.root), "PYCTR_STATE": str(self.state)}
+
+    def pyctr(self, *args, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        return self.run(PYTHON, "-m", "pyctr.runtime", *args, check=check, timeout=timeout, env=self.env)
+
+    def pyctr_spawn(self, *args) -> subprocess.Popen:
+        """pyctr in the background; its output goes to files (see run()): read_output()."""
+        out = tempfile.TemporaryFile("w+")
+        err = tempfile.TemporaryFile("w+")
+        process = self.spawn(PYTHON, "-m", "pyctr.runtime", *args, env=self.env, stdout=out, stderr=err)
+        process.output_files = (out, err)
+        return process
+
+
+    def start(self, *args) -> str:
+        """`pyctr run -d ARGS` → the container's ID."""
+        return self.pyctr("run", "-d", *args).stdout.strip().splitlines()[-1]
+
+    def inspect(self, container: str, template: str) -> str:
+        return self.pyctr("inspect", "-f", template, container).stdout.strip()
+
+    def ip_of(self, container: str) -> str:
+        return self.inspect(container, "{{.NetworkSettings.IPAddress}}")
+
+    def exec(self, container: str, command: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.pyctr("exec", container, "sh", "-c", command, check=check)
+
+    def remove_all_containers(self) -> None:
+        ids = self.pyctr("ps", "-aq", "--no-trunc", check=False).stdout.split()
+        if ids:
+            self.pyctr("rm", "-f", *ids, check=False, timeout=120)
+
+    def pyctr_files(self) -> dict:
+        """The network definitions and IPAM files, with their contents (lock files aside)."""
+        base = self.root / "networks"
+        return {str(p.relative_to(base)): p.read_text() for p in sorted(base.rglob("*"))
+                if p.is_file() and not p.name.endswith(".lock") and p.name != ".lock"} if base.exists() else {}
+
+
+class Sandbox:
+    def __init__(self):
+        self.tag = secrets.token_hex(3)
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{NETNS_PREFIX}{self.tag}-"))
+        self.namespaces: list[Netns] = []
+        self.processes: list[subprocess.Popen] = []
+
+    def _create(self, ns: Netns) -> Netns:
+        run(["ip", "netns", "add", ns.name])
+        self.namespaces.append(ns)
+        ns.run("ip", "link", "set", "lo", "up")
+        return ns
+
+    def netns(self, role: str) -> Netns:
+        return self._create(Netns(self, f"{NETNS_PREFIX}{self.tag}-{role}"))
+
+    def node(self, role: str, images: Path | None = None) -> Node:
+        return self._create(Node(self, f"{NETNS_PREFIX}{self.tag}-{role}", images))
+
+    def spawn(self, argv: list, **kwargs) -> subprocess.Popen:
+        kwargs.setdefault("stdout", subprocess.PIPE)
+        kwargs.setdefault("stderr", subprocess.PIPE)
+        process = subprocess.Popen([str(a) for a in argv], start_new_session=True, text=True, **kwargs)
+        self.processes.append(process)
+        return process
+
+    def close(self) -> None:
+        for ns in reversed(self.namespaces):
+            if isinstance(ns, Node):
+                with contextlib.suppress(Exception):
+                    ns.remove_all_containers()
+        for process in self.processes:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)  # the session each was started in
+            with contextlib.suppress(Exception):
+                process.wait(timeout=5)
+        self._kill_containers_left()
+        self._unmount_under_dir()
+        for ns in reversed(self.namespaces):
+            run(["ip", "netns", "del", ns.name], check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _kill_containers_left(self) -> None:
+        # A container whose `rm -f` failed still has its root under our folder.
+        prefix = str(self.dir) + "/"
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/root").startswith(prefix):
+                    os.kill(int(pid), signal.SIGKILL)
+
+    def _unmount_under_dir(self) -> None:
+        prefix = str(self.dir) + "/"
+        with open("/proc/self/mounts") as f:
+            targets = [line.split()[1] for line in f if line.split()[1].startswith(prefix)]
+        for target in sorted(targets, key=len, reverse=True):
+            run(["umount", "-l", target], check=False)
+
+
+def link(a: Netns, a_ifname: str, b: Netns, b_ifname: str) -> None:
+    """A veth between two sandbox namespaces, created inside `a`."""
+    a.run("ip", "link", "add", a_ifname, "type", "veth", "peer", "name", b_ifname, "netns", b.name)
+
+
+def build_cluster(sandbox: Sandbox, images: Path | None) -> dict:
+    """fabric, node1, node2, head and upstream, wired and addressed as in the walk-through."""
+    fabric = sandbox.netns("fabric")
+    fabric.run("ip", "link", "add", "br0", "type", "bridge")
+    fabric.run("ip", "link", "set", "br0", "up")
+    nodes = {"node1": sandbox.node("node1", images), "node2": sandbox.node("node2", images),
+             "head": sandbox.netns("head")}
+    addresses = {"node1": "10.141.0.1", "node2": "10.141.0.2", "head": HEAD_UNDERLAY_IP}
+    for role, ns in nodes.items():
+        link(fabric, f"p-{role}", ns, "eth0")
+        fabric.run("ip", "link", "set", f"p-{role}", "master", "br0", "up")
+        ns.run("ip", "addr", "add", f"{addresses[role]}/16", "dev", "eth0")
+        ns.run("ip", "link", "set", "eth0", "up")
+        if role != "head":
+            ns.run("ip", "route", "add", "default", "via", HEAD_UNDERLAY_IP)
+    head, upstream = nodes["head"], sandbox.netns("upstream")
+    link(head, "up0", upstream, "eth0")
+    head.run("ip", "addr", "add", f"{HEAD_UPSTREAM_IP}/24", "dev", "up0")
+    head.run("ip", "link", "set", "up0", "up")
+    upstream.run("ip", "addr", "add", f"{UPSTREAM_IP}/24", "dev", "eth0")
+    upstream.run("ip", "link", "set", "eth0", "up")
+    # The "internet" knows the way back to the nodes' addresses (for published ports).
+    upstream.run("ip", "route", "add", UNDERLAY, "via", HEAD_UPSTREAM_IP)
+    head.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
+    head.nft(f"""
+        add table ip masq
+        add chain ip masq postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}
+        add rule ip masq postrouting oifname "up0" ip saddr {{ {UNDERLAY}, 172.19.0.0/16 }} masquerade
+    """)
+    return {**nodes, "fabric": fabric, "upstream": upstream}
+
+
+def add_watch_counters(ns: Netns, counters: dict[str, str]) -> None:
+    """Named counters in the sandbox's own `table ip watch`, counting forwarded packets that
+    match, e.g. {"from_node1": "ip saddr 10.141.0.1"}; read them with ns.counter(name)."""
+    lines = ["add table ip watch",
+             "add chain ip watch forward { type filter hook forward priority -10; policy accept; }",
+             "add chain ip watch prerouting { type filter hook prerouting priority -310; policy accept; }"]
+    for name, match in counters.items():
+        chain = "prerouting" if name.startswith("pre_") else "forward"
+        lines.append(f"add counter ip watch {name}")
+        lines.append(f"add rule ip watch {chain} {match} counter name {name}")
+    ns.nft("\n".join(lines) + "\n")
+
+
+PEER_SERVER = r"""
+import http.server, sys
+class Peer(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"{self.client_address[0]}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), Peer).serve_forever()
+"""
+
+
+def start_peer_server(ns: Netns, address: str, port: int) -> subprocess.Popen:
+    """An HTTP server in `ns` whose answer is the client address it saw (`wget -qO- URL`)."""
+    process = ns.spawn(PYTHON, "-c", PEER_SERVER, address, port)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if ns.run("sh", "-c", f"ss -ltn | grep -q '{address}:{port} '", check=False).returncode == 0:
+            return process
+        time.sleep(0.05)
+    raise AssertionError(f"peer server on {address}:{port} did not start")
+
+
+# A TCP server inside an Alpine container: `nc -lv` logs "… from … ([::ffff:IP]:PORT)".
+CONTAINER_PEER_SERVER = "while true; do nc -lvn -p {port} -e echo pong; done"
+_PEER_IN_LOG = re.compile(r"from \S*?\[?(?:::ffff:)?(\d+\.\d+\.\d+\.\d+)\]?:\d+")
+
+
+def peers_in_log(text: str) -> list[str]:
+    return _PEER_IN_LOG.findall(text)
+
+
+TCP_READ = "import socket, sys; print(socket.create_connection((sys.argv[1], int(sys.argv[2])), 3).recv(100).decode())"
+
+
+def tcp_read(ns: Netns, address: str, port: int, check: bool = True) -> subprocess.CompletedProcess:
+    """Connect from `ns` with the host's Python and return what the server sends first."""
+    return ns.run(PYTHON, "-c", TCP_READ, address, port, check=check, timeout=10)
+
+
+def eventually(check, timeout: float = 10, interval: float = 0.1):
+    """Retry `check` (a callable that returns a truthy value or raises) until it succeeds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+        except (AssertionError, subprocess.SubprocessError):
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(interval)
+
+
+@contextlib.contextmanager
+def alpine_mirror():
+    """The shared Alpine mirror over HTTP on loopback (a thread of this process)."""
+    folder = (REPO.parent / "shared" / "alpine-mirror").resolve()
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/alpine"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def pull_alpine(images_root: Path) -> Path:
+    """Pull alpine once, in this (the host's) namespace, from the local mirror; returns the
+    images folder the nodes share."""
+    env = {**os.environ, "PYCTR_ROOT": str(images_root), "PYCTR_STATE": str(images_root / "state")}
+    if (REPO.parent / "shared" / "alpine-mirror").is_dir():
+        with alpine_mirror() as url:
+            env["PYCTR_ALPINE_MIRROR"] = url
+            run([PYTHON, "-m", "pyctr.runtime", "pull", "alpine"], env=env, timeout=300)
+    else:
+        run([PYTHON, "-m", "pyctr.runtime", "pull", "alpine"], env=env, timeout=300)
+    return images_root / "images"
+
+
+def read_output(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
+    process.wait(timeout=timeout)
+    texts = []
+    for f in process.output_files:
+        f.seek(0)
+        texts.append(f.read())
+        f.close()
+    return process.returncode, texts[0], texts[1]
