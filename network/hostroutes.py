@@ -26,9 +26,9 @@ def _address(hex_le: str) -> ipaddress.IPv4Address:
     return ipaddress.IPv4Address(socket.inet_ntoa(struct.pack("<I", int(hex_le, 16))))
 
 
-def routes() -> list[HostRoute]:
+def routes(path: str = "/proc/net/route") -> list[HostRoute]:
     found = []
-    with open("/proc/net/route") as f:
+    with open(path) as f:
         for line in f:
             fields = line.split()
             if len(fields) < 8 or fields[0] == "Iface":  # the header (absent when there are no routes)
