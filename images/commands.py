@@ -1,8 +1,153 @@
-"""CLI commands for images: pull, images, rmi, import. Heavy modules are imported inside handlers."""
+"""CLI commands for images: pull, images, rmi, import.
+
+The parser imports this module for every command, so nothing heavy is imported at the top:
+each handler imports the store when it runs.
+"""
+
+import sys
+
+_HANDLERS = "pyctr.images.commands"
 
 
 def register(sub, command) -> None:
     """Add the image subcommands. `command(name, "module:function", help)` returns a subparser."""
-    p = command("pull", "pyctr.images.store:cmd_pull", "pull an image (alpine[:TAG])")
-    p.add_argument("--mirror", help="Alpine mirror URL (env PYCTR_ALPINE_MIRROR)")
+    p = command("pull", f"{_HANDLERS}:cmd_pull",
+                "pull an image: alpine[:TAG], TAG is latest, edge, 3.20 or 3.20.3")
+    p.add_argument("--mirror", metavar="URL", help="Alpine mirror URL (env PYCTR_ALPINE_MIRROR)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress; print only the image ID")
     p.add_argument("image", metavar="IMAGE")
+
+    p = command("images", f"{_HANDLERS}:cmd_images", "list images")
+    p.add_argument("-q", "--quiet", action="store_true", help="only image IDs")
+    p.add_argument("--no-trunc", action="store_true", help="full image IDs")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("reference", nargs="?", metavar="NAME[:TAG]", help="only this repository or tag")
+
+    p = command("rmi", f"{_HANDLERS}:cmd_rmi", "remove images (or just one of their tags)")
+    p.add_argument("-f", "--force", action="store_true", help="remove even if a container uses it")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+
+    p = command("import", f"{_HANDLERS}:cmd_import",
+                "make an image from a rootfs tarball (.tar, .tar.gz, .tar.xz), offline")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("image", metavar="NAME[:TAG]")
+
+
+def cmd_pull(args) -> int:
+    from pyctr.images import store
+
+    image = store.pull_image(args.image, mirror=args.mirror, quiet=args.quiet)
+    if args.quiet:
+        print(image["Id"])
+    else:
+        print(f"Pulled {image['Name']}:{image['Tag']} ({image['Version']}, {image['Id']})")
+    return 0
+
+
+def cmd_images(args) -> int:
+    from pyctr.images import store
+
+    images = store.list_images()
+    if args.reference:
+        name, colon, tag = args.reference.partition(":")
+        images = [i for i in images
+                  if any(t.rpartition(":")[0] == name and (not colon or t == args.reference)
+                         for t in i["RepoTags"])]
+    if args.format == "json":
+        import json
+
+        print(json.dumps(images, indent=2))
+        return 0
+    if args.quiet:
+        for image in images:
+            print(_image_id(image, args.no_trunc))
+        return 0
+    rows = [("REPOSITORY", "TAG", "VERSION", "IMAGE ID", "CREATED", "SIZE")]
+    for image in images:
+        for repo_tag in image["RepoTags"] or ["<none>:<none>"]:
+            name, _, tag = repo_tag.rpartition(":")
+            rows.append((name, tag, image.get("Version") or "", _image_id(image, args.no_trunc),
+                         human_ago(image.get("Created")), human_size(image.get("Size") or 0)))
+    _print_table(rows)
+    return 0
+
+
+def cmd_rmi(args) -> int:
+    from pyctr.images import store
+    from pyctr.runtime.errors import PyctrError
+
+    exit_code = 0
+    for ref in args.images:  # like Docker: go on with the others, fail at the end
+        try:
+            for line in store.remove_image(ref, force=args.force):
+                print(line)
+        except PyctrError as e:
+            print(f"Error: {e}", file=sys.stderr)
+            exit_code = exit_code or e.exit_code
+    return exit_code
+
+
+def cmd_import(args) -> int:
+    from pyctr.images import store
+
+    image = store.import_image(args.file, args.image)
+    print(image["Id"])
+    return 0
+
+
+def human_size(size: float) -> str:
+    """Docker's sizes: three significant digits, decimal units (7792915 -> "7.79MB")."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            break
+        size /= 1000
+    return f"{size:.3g}{unit}"
+
+
+def human_ago(timestamp: str | None) -> str:
+    """Docker's CREATED column: "2 minutes ago", "About an hour ago", "3 weeks ago"."""
+    if not timestamp:
+        return ""
+    from datetime import datetime, timezone
+
+    try:
+        then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return timestamp
+    seconds = int((datetime.now(timezone.utc) - then).total_seconds())
+    minutes = seconds // 60
+    hours = int(seconds / 3600 + 0.5)  # Docker rounds hours, truncates the rest
+    if seconds < 1:
+        text = "Less than a second"
+    elif seconds == 1:
+        text = "1 second"
+    elif seconds < 60:
+        text = f"{seconds} seconds"
+    elif minutes == 1:
+        text = "About a minute"
+    elif minutes < 60:
+        text = f"{minutes} minutes"
+    elif hours == 1:
+        text = "About an hour"
+    elif hours < 48:
+        text = f"{hours} hours"
+    elif hours < 24 * 7 * 2:
+        text = f"{hours // 24} days"
+    elif hours < 24 * 30 * 2:
+        text = f"{hours // (24 * 7)} weeks"
+    elif hours < 24 * 365 * 2:
+        text = f"{hours // (24 * 30)} months"
+    else:
+        text = f"{hours // (24 * 365)} years"
+    return text + " ago"
+
+
+def _image_id(image: dict, full: bool) -> str:
+    return image["Id"] if full else image["Id"].removeprefix("sha256:")[:12]
+
+
+def _print_table(rows: list[tuple]) -> None:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [str(cell).ljust(width) for cell, width in zip(row, widths)]
+        print("   ".join(cells).rstrip())

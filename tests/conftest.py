@@ -1,0 +1,130 @@
+"""Fixtures shared by pyctr's tests. The tests run as root.
+
+    alpine_mirror     session, autouse: the URL of ../shared/alpine-mirror/alpine, served on
+                      127.0.0.1 (a free port) by a thread, and set as PYCTR_ALPINE_MIRROR for the
+                      whole session, so no test reaches the internet by accident. When the folder is
+                      absent (a clone outside the workplace) it is the real mirror's URL instead.
+    local_mirror_dir  the Path of ../shared/alpine-mirror; skips the test when the folder is absent.
+    serve_directory   serve_directory(folder, handler=None) -> "http://127.0.0.1:PORT": serves a
+                      folder until the test ends; `handler` is a SimpleHTTPRequestHandler subclass
+                      (for faults: errors, slow or cut-off answers).
+    pyctr_root        session: a PYCTR_ROOT where alpine:latest is already pulled, once per session.
+    pyctr_env         an environment (dict) for running pyctr: a fresh PYCTR_ROOT and PYCTR_STATE in
+                      tmp, whose images/ is a symlink to pyctr_root's, so alpine is there and nothing
+                      else (containers, networks, state) is shared between tests. Do not rmi in it.
+    fresh_env         like pyctr_env, but with an empty image store.
+    run_pyctr         run_pyctr(*args, env=None, input=None, timeout=120) -> CompletedProcess (text):
+                      `python -m pyctr.runtime ARGS`; env defaults to pyctr_env.
+
+A test reads PYCTR_ROOT from the env it uses: `Path(pyctr_env["PYCTR_ROOT"]) / "containers"`.
+"""
+
+import functools
+import http.server
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+SHARED_MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "alpine-mirror"
+REAL_MIRROR = "https://dl-cdn.alpinelinux.org/alpine"
+
+# Short waits and few retries keep failure tests fast; the defaults are for real mirrors.
+QUICK_PULLS = {"PYCTR_PULL_TIMEOUT": "5", "PYCTR_PULL_RETRIES": "2", "PYCTR_PULL_BACKOFF": "0.05"}
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # keep pytest's output clean
+        pass
+
+
+def _serve(folder: Path, handler=QuietHandler):
+    """Start a threaded HTTP server for `folder` on a free loopback port; return (server, url)."""
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def alpine_mirror():
+    if not SHARED_MIRROR.is_dir():
+        url, server = REAL_MIRROR, None
+    else:
+        server, base = _serve(SHARED_MIRROR)
+        url = f"{base}/alpine"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYCTR_ALPINE_MIRROR", url)
+        yield url
+    if server:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def local_mirror_dir() -> Path:
+    if not SHARED_MIRROR.is_dir():
+        pytest.skip(f"needs the local Alpine mirror at {SHARED_MIRROR}")
+    return SHARED_MIRROR
+
+
+@pytest.fixture
+def serve_directory():
+    servers = []
+
+    def serve(folder: Path, handler=QuietHandler) -> str:
+        server, url = _serve(folder, handler)
+        servers.append(server)
+        return url
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _env(root: Path, state: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYCTR_EXPLAIN", "PYCTR_LOG_LEVEL")}
+    env.update(QUICK_PULLS, PYCTR_ROOT=str(root), PYCTR_STATE=str(state))
+    return env
+
+
+def _run(args, env: dict, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pyctr.runtime", *map(str, args)], env=env,
+                          input=input, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def pyctr_root(tmp_path_factory, alpine_mirror) -> Path:
+    root = tmp_path_factory.mktemp("pyctr-root")
+    state = tmp_path_factory.mktemp("pyctr-state")
+    pulled = _run(["pull", "alpine"], _env(root, state))
+    if pulled.returncode != 0:
+        pytest.fail(f"pyctr pull alpine failed ({pulled.returncode}):\n{pulled.stderr}")
+    return root
+
+
+@pytest.fixture
+def pyctr_env(pyctr_root, tmp_path) -> dict:
+    root, state = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    (root / "images").symlink_to(pyctr_root / "images")
+    return _env(root, state)
+
+
+@pytest.fixture
+def fresh_env(tmp_path) -> dict:
+    return _env(tmp_path / "fresh-root", tmp_path / "fresh-state")
+
+
+@pytest.fixture
+def run_pyctr(request):
+    def run(*args, env: dict | None = None, input: str | None = None, timeout: float = 120):
+        return _run(args, env if env is not None else request.getfixturevalue("pyctr_env"),
+                    input=input, timeout=timeout)
+
+    return run
