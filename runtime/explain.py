@@ -43,3 +43,11 @@ def _emit(line: str) -> None:
         sys.stderr.flush()
     except (OSError, ValueError):
         pass
+
+
+def write(path: object, value: object) -> None:
+    """Writing a value into a kernel file (cgroup, /proc/sys), shown as `echo VALUE > PATH`."""
+    if enabled:
+        import shlex
+
+        _emit(f"echo {shlex.quote(str(value))} > {shlex.quote(str(path))}")

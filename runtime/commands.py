@@ -1,0 +1,356 @@
+"""Handlers of the container commands. Each takes the parsed args and returns an exit code."""
+
+import json
+import os
+import signal
+import sys
+import time
+
+from pyctr.runtime import container as records
+from pyctr.runtime import humanize, lifecycle, monitor, options
+from pyctr.runtime.errors import PyctrError
+
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                     signal.SIGUSR1, signal.SIGUSR2)
+
+
+# --- run, create, start ----------------------------------------------------------------------
+def cmd_create(args) -> int:
+    c = lifecycle.create(args)
+    print(c.id)
+    return 0
+
+
+def cmd_run(args) -> int:
+    if args.detach and args.rm and args.tty and args.interactive:
+        pass  # allowed, as in Docker
+    c = lifecycle.create(args)
+    try:
+        started = lifecycle.start(c, attach=not args.detach, interactive=args.interactive)
+    except PyctrError:
+        if args.rm:
+            _remove_quietly(c)
+        raise
+    if args.detach:
+        print(c.id)
+        return 0
+    return attach_and_wait(started, args.interactive)
+
+
+def cmd_start(args) -> int:
+    status = 0
+    if args.attach and len(args.containers) > 1:
+        raise PyctrError("you cannot start and attach multiple containers at once")
+    for ref in args.containers:
+        c = records.find(ref)
+        if c.running:
+            print(ref)
+            continue
+        started = lifecycle.start(c, attach=args.attach, interactive=args.interactive)
+        if args.attach:
+            return attach_and_wait(started, args.interactive)
+        print(ref)
+    return status
+
+
+def attach_and_wait(started: lifecycle.StartedContainer, interactive: bool) -> int:
+    """Forward signals to the container, proxy its pty if it has one, and return its exit code."""
+    def forward(sig, _frame):
+        try:
+            os.kill(started.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    for sig in FORWARDED_SIGNALS:
+        signal.signal(sig, forward)
+    if started.pty_master is not None:
+        from pyctr.runtime import terminal
+
+        terminal.proxy(started.pty_master, forward_stdin=interactive)
+    status = monitor.wait_for(started.monitor_pid)
+    return monitor.exit_code_of(status)
+
+
+def _remove_quietly(c) -> None:
+    try:
+        lifecycle.remove(records.load(c.id), force=True)
+    except Exception:
+        pass
+
+
+# --- listing and inspection ----------------------------------------------------------------
+def _status_text(c: records.Container) -> str:
+    if c.running:
+        return "Up " + humanize.duration(time.time() - humanize.parse_rfc3339(c.state.get("StartedAt", "")))
+    if c.status == "exited":
+        return f"Exited ({c.state.get('ExitCode', 0)}) " + humanize.ago(c.state.get("FinishedAt", ""))
+    return c.status.capitalize()
+
+
+def _ports_text(c: records.Container) -> str:
+    out = []
+    for port, bindings in (c.config["HostConfig"].get("PortBindings") or {}).items():
+        for b in bindings:
+            out.append(f"{b.get('HostIp') or '0.0.0.0'}:{b['HostPort']}->{port}")
+    return ", ".join(out)
+
+
+def cmd_ps(args) -> int:
+    containers = [c for c in records.list_all() if args.all or c.running]
+    if args.quiet:
+        for c in containers:
+            print(c.id if args.no_trunc else c.short_id)
+        return 0
+    if args.format == "json":
+        print(json.dumps([_ps_entry(c) for c in containers], indent=2))
+        return 0
+    rows = []
+    for c in containers:
+        command = " ".join(c.config["Config"]["Cmd"])
+        if not args.no_trunc and len(command) > 20:
+            command = command[:19] + "…"
+        rows.append([c.id if args.no_trunc else c.short_id, c.config["Image"], f'"{command}"',
+                     humanize.ago(c.config["Created"]), _status_text(c), _ports_text(c), c.name])
+    print(humanize.table(rows, ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]))
+    return 0
+
+
+def _ps_entry(c: records.Container) -> dict:
+    """Podman's `ps --format json` keys, which Docker users script against too."""
+    return {"Id": c.id, "Names": [c.name], "Image": c.config["Image"], "ImageID": c.config["ImageID"],
+            "Command": c.config["Config"]["Cmd"], "Created": c.config["Created"], "State": c.status,
+            "Status": _status_text(c), "Pid": c.pid if c.running else 0,
+            "ExitCode": c.state.get("ExitCode", 0), "Ports": _ports_text(c),
+            "Networks": [c.config["HostConfig"]["NetworkMode"]]}
+
+
+def cmd_inspect(args) -> int:
+    results, missing = [], []
+    for ref in args.containers:
+        try:
+            results.append(records.find(ref).inspect())
+        except PyctrError as e:
+            missing.append(str(e))
+    if args.format:
+        for item in results:
+            print(_render_template(args.format, item))
+    else:
+        print(json.dumps(results, indent=4))
+    for message in missing:
+        print(f"Error: {message}", file=sys.stderr)
+    return 125 if missing else 0
+
+
+def _render_template(template: str, data: dict) -> str:
+    """The common subset of Go templates: {{.A.B}} and {{json .A}}."""
+    import re
+
+    def field(path: str):
+        value = data
+        for key in filter(None, path.split(".")):
+            if not isinstance(value, dict) or key not in value:
+                raise PyctrError(f"template: no field {key!r} in {path!r}")
+            value = value[key]
+        return value
+
+    def replace(match):
+        expr = match.group(1).strip()
+        if expr.startswith("json "):
+            return json.dumps(field(expr[5:].strip()))
+        value = field(expr)
+        if isinstance(value, bool):
+            return str(value).lower()
+        return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+    return re.sub(r"\{\{(.*?)\}\}", replace, template)
+
+
+# --- stop, kill, rm, wait, prune -------------------------------------------------------------
+def _each(refs: list[str], action) -> int:
+    """Docker's multi-container behaviour: act on each, report each failure, exit 1 if any failed."""
+    failed = False
+    for ref in refs:
+        try:
+            action(records.find(ref))
+            print(ref)
+        except PyctrError as e:
+            print(f"Error: {e}", file=sys.stderr)
+            failed = True
+            if len(refs) == 1:
+                return e.exit_code
+    return 1 if failed else 0
+
+
+def cmd_stop(args) -> int:
+    return _each(args.containers, lambda c: lifecycle.stop(c, args.time))
+
+
+def cmd_restart(args) -> int:
+    def restart(c):
+        lifecycle.stop(c, args.time)
+        lifecycle.start(records.load(c.id), attach=False)
+
+    return _each(args.containers, restart)
+
+
+def cmd_kill(args) -> int:
+    sig = options.parse_signal(args.signal)
+    return _each(args.containers, lambda c: lifecycle.send_signal(c, sig))
+
+
+def cmd_rm(args) -> int:
+    return _each(args.containers, lambda c: lifecycle.remove(c, args.force))
+
+
+def cmd_wait(args) -> int:
+    status = 0
+    for ref in args.containers:
+        c = records.find(ref)
+        lifecycle.wait_until_exited(c)
+        print(c.state.get("ExitCode", 0))
+    return status
+
+
+def cmd_prune(args) -> int:
+    print("Deleted Containers:")
+    for c in records.list_all():
+        if not c.running:
+            lifecycle.remove(c, force=False)
+            print(c.id)
+    return 0
+
+
+# --- logs, stats, top ------------------------------------------------------------------------
+def cmd_logs(args) -> int:
+    c = records.find(args.container)
+    tail = None
+    if args.tail != "all":
+        if not args.tail.isdigit():
+            raise PyctrError(f"invalid --tail value {args.tail!r}: a number or 'all'")
+        tail = int(args.tail)
+    try:
+        log = open(c.log_path, "rb")
+    except FileNotFoundError:
+        if c.config["Config"]["Tty"] is False and not c.state.get("StartedAt"):
+            return 0
+        return 0
+    with log:
+        lines = log.readlines()
+        if tail is not None:
+            lines = lines[-tail:] if tail else []
+        for line in lines:
+            _print_log_line(line, args.timestamps)
+        while args.follow:
+            line = log.readline()
+            if line:
+                _print_log_line(line, args.timestamps)
+                continue
+            if not records.load(c.id).refresh().running:
+                for line in log.readlines():
+                    _print_log_line(line, args.timestamps)
+                break
+            time.sleep(0.1)
+    return 0
+
+
+def _print_log_line(raw: bytes, timestamps: bool) -> None:
+    try:
+        entry = json.loads(raw)
+    except ValueError:
+        return  # a line the monitor was writing when it was killed
+    stream = sys.stderr if entry.get("stream") == "stderr" else sys.stdout
+    text = entry.get("log", "")
+    if timestamps:
+        text = f"{entry.get('time', '')} {text}"
+    stream.write(text)
+    stream.flush()
+
+
+def cmd_stats(args) -> int:
+    from pyctr.runtime import cgroups
+
+    containers = [records.find(r) for r in args.containers] if args.containers else \
+        [c for c in records.list_all() if c.running]
+    while True:
+        first = {}
+        for c in containers:
+            try:
+                first[c.id] = (cgroups.for_container(c.id).usage(), time.monotonic())
+            except OSError:
+                pass
+        time.sleep(0.5)  # cpu % needs two samples, as docker stats takes
+        rows, entries = [], []
+        for c in containers:
+            if c.id not in first:
+                continue
+            try:
+                now = cgroups.for_container(c.id).usage()
+            except OSError:
+                continue
+            before, t0 = first[c.id]
+            cpu = 100.0 * (now.cpu_ns - before.cpu_ns) / ((time.monotonic() - t0) * 1e9)
+            limit = now.memory_limit or _host_memory()
+            entries.append({"ID": c.short_id, "Name": c.name, "CPUPerc": f"{cpu:.2f}%",
+                            "MemUsage": f"{humanize.binary_size(now.memory)} / {humanize.binary_size(limit)}",
+                            "MemPerc": f"{100.0 * now.memory / limit:.2f}%", "PIDs": str(now.pids)})
+            rows.append(list(entries[-1].values()))
+        if args.format == "json":
+            print(json.dumps(entries, indent=2))
+        else:
+            print(humanize.table(rows, ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS"]))
+        if args.no_stream:
+            return 0
+        sys.stdout.flush()
+
+
+def _host_memory() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return 1
+
+
+def cmd_top(args) -> int:
+    from pyctr.runtime import cgroups
+
+    c = records.find(args.container)
+    if not c.running:
+        raise PyctrError(f"container {c.name} is not running")
+    rows = []
+    for pid in sorted(cgroups.for_container(c.id).pids()):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+            cmdline = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").strip()
+            uid = os.stat(f"/proc/{pid}").st_uid
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2:].split()
+        ticks = (int(fields[11]) + int(fields[12])) // os.sysconf("SC_CLK_TCK")
+        comm = stat[stat.index(b"(") + 1:stat.rindex(b")")].decode()
+        rows.append([str(uid), str(pid), fields[1].decode(),
+                     time.strftime("%H:%M:%S", time.gmtime(ticks)), cmdline.decode() or f"[{comm}]"])
+    print(humanize.table(rows, ["UID", "PID", "PPID", "TIME", "CMD"]))
+    return 0
+
+
+# --- exec, debug -------------------------------------------------------------------------------
+def cmd_exec(args) -> int:
+    from pyctr.runtime import nsenter
+
+    if not args.command:
+        raise PyctrError("exec needs a command: pyctr exec CONTAINER COMMAND [ARG...]")
+    c = records.find(args.container)
+    if not c.running:
+        raise PyctrError(f"container {c.short_id} is not running")
+    return nsenter.exec_in(c, args)
+
+
+def cmd_debug(args) -> int:
+    from pyctr.runtime import nsenter
+
+    c = records.find(args.container)
+    if not c.running:
+        raise PyctrError(f"container {c.short_id} is not running")
+    return nsenter.debug(c, args.command or [os.environ.get("SHELL", "/bin/sh")], args.pid)

@@ -1,0 +1,271 @@
+"""The container record: its configuration (under --root) and its runtime state (under --state).
+
+config.json is written at create time and holds Docker-shaped keys (Config, HostConfig,
+NetworkSettings). state.json holds State{Status, Pid, ExitCode, ...}; a copy of the last
+state is kept beside the config, so that after a reboot (an empty --state) a container shows
+as exited and can still be removed.
+"""
+
+import os
+import secrets
+import time
+from pathlib import Path
+
+from pyctr.runtime import jsonstore
+from pyctr.runtime.errors import ConflictError, NotFoundError, PyctrError
+from pyctr.runtime.settings import current as settings
+
+_ADJECTIVES = ("brave", "calm", "eager", "fond", "gentle", "happy", "jolly", "keen", "lucid",
+               "merry", "nifty", "proud", "quirky", "sharp", "tender", "vivid", "witty", "zen")
+_NOUNS = ("bardeen", "curie", "darwin", "euler", "fermi", "gauss", "hopper", "kepler", "lovelace",
+          "meitner", "noether", "pascal", "ritchie", "shannon", "thompson", "turing", "wozniak")
+
+
+def now_rfc3339() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
+
+
+def boot_id() -> str:
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        return f.read().strip()
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat; with the PID it names one process, even after PID reuse."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(b")") + 2:].split()
+    if fields[0] == b"Z":  # a zombie has finished running
+        return None
+    return int(fields[19])
+
+
+class Container:
+    def __init__(self, config: dict, state: dict):
+        self.config = config
+        self.state = state
+
+    # --- identity and places -------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        return self.config["Id"]
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @property
+    def name(self) -> str:
+        return self.config["Name"]
+
+    @property
+    def dir(self) -> Path:
+        return settings().containers_dir / self.id
+
+    @property
+    def state_path(self) -> Path:
+        return settings().container_state_dir / f"{self.id}.json"
+
+    @property
+    def lock_path(self) -> Path:
+        return settings().locks_dir / f"{self.id}.lock"
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / f"{self.id}-json.log"
+
+    # --- state ---------------------------------------------------------------------------
+    @property
+    def status(self) -> str:
+        return self.state.get("Status", "created")
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    @property
+    def pid(self) -> int:
+        return self.state.get("Pid", 0)
+
+    def save_config(self) -> None:
+        jsonstore.write_json(self.dir / "config.json", self.config)
+
+    def save_state(self, persist: bool = False) -> None:
+        """Runtime state goes to --state; `persist` also keeps a copy under --root."""
+        jsonstore.write_json(self.state_path, self.state)
+        if persist:
+            jsonstore.write_json(self.dir / "state.json", self.state)
+
+    def update_state(self, persist: bool = False, **changes) -> None:
+        """Change the state under the container's lock, on top of what is on disk now."""
+        with jsonstore.locked(self.lock_path):
+            self.state = _load_state(self) | changes
+            self.save_state(persist)
+
+    def refresh(self) -> "Container":
+        """Tell the truth even if pyctr or the monitor was SIGKILLed: a `running` container whose
+        PID 1 is gone has exited."""
+        if self.running and not self.process_alive():
+            with jsonstore.locked(self.lock_path):
+                self.state = _load_state(self)
+                if self.running and not self.process_alive():
+                    self.state.update(Status="exited", Running=False, Pid=0,
+                                      ExitCode=self.state.get("ExitCode") or 255,
+                                      FinishedAt=self.state.get("FinishedAt") or now_rfc3339(),
+                                      Error="the container's monitor died before recording its exit")
+                    self.save_state(persist=True)
+        return self
+
+    def process_alive(self) -> bool:
+        pid = self.state.get("Pid")
+        if not pid or self.state.get("BootId") != boot_id():
+            return False
+        return process_start_time(pid) == self.state.get("PidStartTime")
+
+    def monitor_alive(self) -> bool:
+        pid = self.state.get("MonitorPid")
+        if not pid or self.state.get("BootId") != boot_id():
+            return False
+        return process_start_time(pid) == self.state.get("MonitorStartTime")
+
+    # --- Docker's inspect shape ----------------------------------------------------------
+    def inspect(self) -> dict:
+        c = self.config
+        s = self.state
+        return {
+            "Id": self.id,
+            "Created": c["Created"],
+            "Path": c["Path"],
+            "Args": c["Args"],
+            "State": {
+                "Status": self.status,
+                "Running": self.running,
+                "Paused": False,
+                "Restarting": False,
+                "OOMKilled": s.get("OOMKilled", False),
+                "Dead": False,
+                "Pid": s.get("Pid", 0) if self.running else 0,
+                "ExitCode": s.get("ExitCode", 0),
+                "Error": s.get("Error", ""),
+                "StartedAt": s.get("StartedAt", "0001-01-01T00:00:00Z"),
+                "FinishedAt": s.get("FinishedAt", "0001-01-01T00:00:00Z"),
+            },
+            "Image": c["ImageID"],
+            "LogPath": str(self.log_path),
+            "Name": "/" + self.name,
+            "Driver": "overlay",
+            "HostConfig": c["HostConfig"],
+            "Config": c["Config"],
+            "NetworkSettings": c.get("NetworkSettings") or empty_network_settings(),
+            "GraphDriver": {"Name": "overlay", "Data": {
+                "LowerDir": c["Rootfs"], "UpperDir": str(self.dir / "upper"),
+                "WorkDir": str(self.dir / "work"), "MergedDir": str(self.dir / "merged")}},
+        }
+
+
+def empty_network_settings() -> dict:
+    return {"IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": "", "Ports": {},
+            "Networks": {}}
+
+
+def _load_state(c: Container) -> dict:
+    state = jsonstore.read_json(c.state_path)
+    if state is None:
+        state = jsonstore.read_json(c.dir / "state.json", {"Status": "created"})
+    return state
+
+
+def load(container_id: str) -> Container:
+    config = jsonstore.read_json(settings().containers_dir / container_id / "config.json")
+    if config is None:
+        raise NotFoundError(f"No such container: {container_id}")
+    c = Container(config, {})
+    c.state = _load_state(c)
+    return c
+
+
+def all_ids() -> list[str]:
+    try:
+        return [e.name for e in os.scandir(settings().containers_dir)
+                if e.is_dir() and (Path(e.path) / "config.json").exists()]
+    except FileNotFoundError:
+        return []
+
+
+def list_all() -> list[Container]:
+    result = []
+    for cid in all_ids():
+        try:
+            result.append(load(cid).refresh())
+        except (NotFoundError, ValueError):
+            continue  # removed while we listed, or half-written by a crashed create
+    result.sort(key=lambda c: c.config["Created"], reverse=True)
+    return result
+
+
+def find(ref: str) -> Container:
+    """A full ID, a unique ID prefix, or a name (Docker's rules)."""
+    if not ref:
+        raise NotFoundError("No such container: ''")
+    names = settings().root / "names"
+    try:
+        return load((names / ref.lstrip("/")).read_text().strip()).refresh()
+    except (FileNotFoundError, NotADirectoryError, NotFoundError):
+        pass
+    ids = all_ids()
+    if ref in ids:
+        return load(ref).refresh()
+    matches = [i for i in ids if i.startswith(ref.lower())] if all(ch in "0123456789abcdef" for ch in ref.lower()) else []
+    if len(matches) == 1:
+        return load(matches[0]).refresh()
+    if len(matches) > 1:
+        raise PyctrError(f"multiple containers match the prefix {ref!r}; give more characters")
+    raise NotFoundError(f"No such container: {ref}")
+
+
+def new_id() -> str:
+    return secrets.token_hex(32)
+
+
+def reserve_name(name: str | None, container_id: str) -> str:
+    """Names are claimed with O_EXCL files: unique without a global lock or a scan of all containers."""
+    names = settings().root / "names"
+    names.mkdir(parents=True, exist_ok=True)
+    generated = name is None
+    for attempt in range(50):
+        if generated:
+            name = f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NOUNS)}"
+            if attempt > 10:
+                name += f"_{secrets.token_hex(2)}"
+        elif not _valid_name(name):
+            raise PyctrError(f"invalid container name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        try:
+            fd = os.open(names / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            if not generated:
+                owner = (names / name).read_text().strip()
+                raise ConflictError(f'the container name "/{name}" is already in use by container "{owner}"')
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(container_id)
+        return name
+    raise PyctrError("could not generate a unique container name")
+
+
+def release_name(name: str, container_id: str) -> None:
+    path = settings().root / "names" / name
+    try:
+        if path.read_text().strip() == container_id:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _valid_name(name: str) -> bool:
+    import re
+
+    return re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", name) is not None

@@ -1,0 +1,70 @@
+"""Docker's human-readable durations and sizes for tables."""
+
+import calendar
+import time
+
+
+def parse_rfc3339(stamp: str) -> float:
+    if not stamp or stamp.startswith("0001-"):
+        return 0.0
+    base = calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S"))
+    fraction = stamp[19:].rstrip("Z")
+    return base + (float("0" + fraction) if fraction.startswith(".") else 0.0)
+
+
+def duration(seconds: float) -> str:
+    """Docker's units.HumanDuration."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = s // 60
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = round(s / 3600)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // (24 * 7)} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // (24 * 30)} months"
+    return f"{hours // (24 * 365)} years"
+
+
+def ago(stamp: str) -> str:
+    return duration(time.time() - parse_rfc3339(stamp)) + " ago"
+
+
+def size(n: float) -> str:
+    """Docker's units.HumanSize (decimal)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000:
+            return f"{n:.4g}{unit}"
+        n /= 1000
+    return f"{n:.4g}PB"
+
+
+def binary_size(n: float) -> str:
+    """Docker's units.BytesSize (binary), used by `stats`."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024:
+            return f"{n:.4g}{unit}"
+        n /= 1024
+    return f"{n:.4g}PiB"
+
+
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    """Left-aligned columns three spaces apart, as Docker prints them."""
+    widths = [max(len(str(r[i])) for r in [headers] + rows) for i in range(len(headers))]
+    lines = ["   ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip()
+             for row in [headers] + rows]
+    return "\n".join(lines)

@@ -1,0 +1,140 @@
+"""The container's init: what PID 1 does between fork and exec (runc's standard_init).
+
+It runs in the forked child, so it must never return into the CLI's code: every path ends
+in execve() or os._exit(). Failures travel back to the parent over a close-on-exec pipe as
+"CODE message", so the parent can exit 126 or 127 the way Docker does.
+"""
+
+import errno
+import fcntl
+import os
+import socket
+import struct
+from dataclasses import dataclass
+
+from pyctr.runtime import explain, rootfs, security, syscalls
+from pyctr.runtime.errors import PyctrError
+
+
+@dataclass
+class InitSpec:
+    argv: list[str]
+    env: dict[str, str]
+    workdir: str
+    user: str | None
+    hostname: str
+    rootfs: rootfs.RootfsSpec
+    caps: list[str]
+    privileged: bool
+    own_netns: bool
+    tty: bool
+    stdio: tuple[int, int, int] | None  # fds for 0, 1, 2; None keeps the inherited ones
+
+
+def unshare_namespaces(spec: InitSpec) -> None:
+    flags = syscalls.CLONE_NEWNS | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWIPC
+    if spec.own_netns:
+        flags |= syscalls.CLONE_NEWNET
+    syscalls.unshare(flags)
+
+
+def report_failure_and_exit(error_fd: int, error: BaseException) -> None:
+    """The end of a forked child that could not exec: tell the parent why, then exit."""
+    if isinstance(error, PyctrError):
+        code, message = error.exit_code, str(error)
+    elif isinstance(error, OSError):
+        code, message = 1, f"container init: {error}"
+    else:
+        code, message = 1, f"container init: {type(error).__name__}: {error}"
+    try:
+        os.write(error_fd, f"{code} {message}".encode())
+    finally:
+        os._exit(code)
+
+
+def run(spec: InitSpec, ready_fd: int, go_fd: int, error_fd: int) -> None:
+    """Never returns."""
+    try:
+        unshare_namespaces(spec)
+        os.write(ready_fd, b"ready\n")
+        os.close(ready_fd)
+        if os.read(go_fd, 1) != b"G":
+            os._exit(1)  # the parent gave up (or died) before the start completed
+        os.close(go_fd)
+        _setup(spec)
+        exec_command(spec)
+    except BaseException as e:  # never fall back into the CLI's stack
+        report_failure_and_exit(error_fd, e)
+
+
+def _setup(spec: InitSpec) -> None:
+    # Join a cgroup namespace now that the parent has put us in our cgroup: it becomes our "/".
+    if os.path.exists("/proc/self/ns/cgroup"):
+        syscalls.unshare(syscalls.CLONE_NEWCGROUP)
+    rootfs.prepare(spec.rootfs)
+    explain.step("hostname", spec.hostname)
+    syscalls.sethostname(spec.hostname)
+    if spec.own_netns:
+        explain.step("ip", "link", "set", "lo", "up")
+        set_link_up("lo")
+
+    become_process(spec)
+
+
+def become_process(spec: InitSpec) -> None:
+    """The part of init that `exec` shares: user, privileges, working directory and stdio."""
+    uid, gid, groups, home = security.resolve_user(spec.user)
+    spec.env.setdefault("HOME", home)
+    if not spec.privileged:
+        security.drop_bounding_set(spec.caps)
+    if spec.user:
+        explain.step("setpriv", f"--reuid={uid}", f"--regid={gid}",
+                     "--groups=" + ",".join(map(str, groups)) if groups else "--clear-groups")
+    os.setgroups(groups)
+    os.setgid(gid)
+    os.setuid(uid)
+    if not spec.privileged:
+        security.restrict_process_caps(spec.caps if uid == 0 else [])
+        security.set_no_new_privs()
+
+    workdir = spec.workdir or "/"
+    if not os.path.isdir(workdir):
+        os.makedirs(workdir, exist_ok=True)  # Docker creates a missing working directory
+    os.chdir(workdir)
+
+    if spec.stdio:
+        for target, fd in enumerate(spec.stdio):
+            if fd != target:
+                os.dup2(fd, target)
+    if spec.tty:
+        # A session of our own with the pty as its controlling terminal, so ctrl-c reaches us.
+        os.setsid()
+        fcntl.ioctl(0, _TIOCSCTTY, 0)
+
+
+def exec_command(spec: InitSpec) -> None:
+    explain.step("exec", *spec.argv)
+    try:
+        os.execvpe(spec.argv[0], spec.argv, spec.env)
+    except FileNotFoundError:
+        raise PyctrError(f'exec: "{spec.argv[0]}": executable file not found in $PATH', 127)
+    except PermissionError:
+        raise PyctrError(f'exec: "{spec.argv[0]}": permission denied', 126)
+    except OSError as e:
+        if e.errno == errno.ENOEXEC:
+            raise PyctrError(f'exec: "{spec.argv[0]}": exec format error', 126)
+        raise PyctrError(f'exec: "{spec.argv[0]}": {e.strerror}', 126)
+
+
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+_TIOCSCTTY = 0x540E
+
+
+def set_link_up(name: str) -> None:
+    """`ip link set NAME up` with one ioctl: cheaper than loading netlink for loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifreq = struct.pack("16sH14x", name.encode(), 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), _SIOCGIFFLAGS, ifreq))[1]
+        fcntl.ioctl(s.fileno(), _SIOCSIFFLAGS, struct.pack("16sH14x", name.encode(), flags | _IFF_UP))

@@ -1,0 +1,441 @@
+"""Container lifecycle: create, start (the order of `run`), stop, kill, remove.
+
+The order of a start, and why:
+  1. the cgroup exists and has its limits before any process can run in it;
+  2. the monitor forks and unshares the PID namespace, then forks PID 1;
+  3. PID 1 unshares mount, UTS, IPC and network namespaces, says "ready", and waits;
+  4. the parent puts PID 1 in the cgroup and hands its PID to the network driver;
+  5. the parent says "go": PID 1 builds its root, drops privileges and execs.
+A failure undoes what was done, in reverse.
+"""
+
+import os
+import shutil
+import signal
+import time
+
+from pyctr.runtime import cgroups, explain, etcfiles, init, jsonstore, monitor, options, rootfs, security
+from pyctr.runtime import container as records
+from pyctr.runtime.container import Container
+from pyctr.runtime.errors import ConflictError, PyctrError
+
+OWN_NETWORK_MODES = ("none", "host")
+
+
+def uses_network_driver(c: Container) -> bool:
+    return c.config["HostConfig"]["NetworkMode"] not in OWN_NETWORK_MODES
+
+
+# --- create ------------------------------------------------------------------------------
+def create(args) -> Container:
+    from pyctr.images import store
+
+    memory = options.parse_memory(args.memory)
+    nano_cpus = options.parse_cpus(args.cpus)
+    env = options.parse_env(args.env, args.env_file)
+    binds = [options.parse_volume(v) for v in args.volume]
+    ports = options.parse_publish(args.publish)
+    cap_add = security.validate_caps(args.cap_add)
+    cap_drop = security.validate_caps(args.cap_drop)
+    if args.pids_limit is not None and args.pids_limit == 0:
+        raise PyctrError("invalid --pids-limit 0: use -1 for unlimited")
+    if args.network in OWN_NETWORK_MODES and (ports or args.ip):
+        raise PyctrError(f"-p and --ip need a network; not supported with --network {args.network}")
+
+    image = store.ensure_image(args.image)
+    cid = records.new_id()
+    name = records.reserve_name(args.name, cid)
+    hostname = args.hostname or (cid[:12] if args.network != "host" else os.uname().nodename)
+    command = args.command or ["/bin/sh"]
+    c = Container({
+        "Id": cid,
+        "Name": name,
+        "Created": records.now_rfc3339(),
+        "Path": command[0],
+        "Args": command[1:],
+        "Image": args.image,
+        "ImageID": image["Id"],
+        "Rootfs": image["Rootfs"],
+        "Config": {
+            "Hostname": hostname,
+            "User": args.user or "",
+            "Tty": args.tty,
+            "OpenStdin": args.interactive,
+            "Env": _default_env(env, hostname, args.tty),
+            "Cmd": command,
+            "Image": args.image,
+            "WorkingDir": args.workdir or "",
+        },
+        "HostConfig": {
+            "Binds": [f"{b['Source']}:{b['Destination']}{'' if b['RW'] else ':ro'}" for b in binds],
+            "NetworkMode": args.network,
+            "IPAddress": args.ip,
+            "PortBindings": ports,
+            "AutoRemove": args.rm,
+            "Privileged": args.privileged,
+            "ReadonlyRootfs": args.read_only,
+            "CapAdd": cap_add,
+            "CapDrop": cap_drop,
+            "Memory": memory,
+            "NanoCpus": nano_cpus,
+            "CpuShares": args.cpu_shares or 0,
+            "PidsLimit": args.pids_limit,
+        },
+        "NetworkSettings": records.empty_network_settings(),
+        "Mounts": [{"Type": "bind", "Source": b["Source"], "Destination": b["Destination"],
+                    "RW": b["RW"]} for b in binds],
+    }, {"Status": "created"})
+    try:
+        if uses_network_driver(c):
+            from pyctr.network import api
+
+            api.validate(c.config)
+        for sub in ("upper", "work", "merged"):
+            (c.dir / sub).mkdir(parents=True, exist_ok=True)
+        c.save_config()
+        c.save_state(persist=True)
+    except BaseException:
+        shutil.rmtree(c.dir, ignore_errors=True)
+        records.release_name(name, cid)
+        raise
+    return c
+
+
+def _default_env(user_env: list[str], hostname: str, tty: bool) -> list[str]:
+    env = {"PATH": options.DEFAULT_PATH, "HOSTNAME": hostname}
+    if tty:
+        env["TERM"] = "xterm"
+    for pair in user_env:
+        key, _, value = pair.partition("=")
+        env[key] = value
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+# --- start -------------------------------------------------------------------------------
+class StartedContainer:
+    """What the caller of start() needs to attach to, or wait for, the new container."""
+
+    def __init__(self, c: Container, monitor_pid: int, pid: int, pty_master: int | None):
+        self.container = c
+        self.monitor_pid = monitor_pid
+        self.pid = pid
+        self.pty_master = pty_master
+
+
+def start(c: Container, attach: bool, interactive: bool = False) -> StartedContainer:
+    """Start a created or exited container. Raises PyctrError (with 126/127) if exec fails."""
+    if c.running:
+        raise ConflictError(f"container {c.name} is already running")
+    hc = c.config["HostConfig"]
+    cfg = c.config["Config"]
+    own_netns = hc["NetworkMode"] != "host"
+    tty = cfg["Tty"]
+    detached = not attach
+
+    cgroup = cgroups.for_container(c.id)
+    cgroup.create(cgroups.Limits(memory=hc["Memory"] or None, nano_cpus=hc["NanoCpus"] or None,
+                                 cpu_shares=hc["CpuShares"] or None,
+                                 pids=hc["PidsLimit"] if hc["PidsLimit"] and hc["PidsLimit"] > 0 else None,
+                                 restrict_devices=not hc["Privileged"]))
+    undo = [cgroup.remove]
+    try:
+        etc = {
+            "/etc/hostname": str(etcfiles.write_hostname(c.dir, cfg["Hostname"])),
+            "/etc/resolv.conf": str(etcfiles.write_resolv_conf(c.dir, not own_netns)),
+            "/etc/hosts": str(etcfiles.write_hosts(c.dir, cfg["Hostname"], c.name, None)),
+        }
+        if not own_netns:
+            etc["/etc/hosts"] = "/etc/hosts"
+        spec = _init_spec(c, etc, own_netns)
+        stdio, parent_ends, monitor_ends = _stdio(c, tty, interactive, detached)
+        spec.stdio = stdio
+        ready_r, ready_w = os.pipe()
+        go_r, go_w = os.pipe()
+        error_r, error_w = os.pipe()  # close-on-exec: EOF means exec succeeded
+
+        monitor_pid = os.fork()
+        if monitor_pid == 0:
+            _monitor(c, spec, detached, ready_w, go_r, error_w, stdio, monitor_ends,
+                     [ready_r, go_w, error_r, *parent_ends])
+        for fd in (ready_w, go_r, error_w, *stdio, *monitor_ends):
+            _close_quietly(fd)
+        undo.append(lambda: _abandon(monitor_pid))
+
+        pid = _read_pid_and_ready(ready_r)
+        undo.append(lambda: _kill_quietly(pid))
+        cgroup.add(pid)
+        if uses_network_driver(c):
+            from pyctr.network import api
+
+            undo.append(lambda: api.disconnect(c.config))
+            c.config["NetworkSettings"] = api.connect(c.config, pid)
+            c.save_config()
+            etcfiles.write_hosts(c.dir, cfg["Hostname"], c.name, c.config["NetworkSettings"].get("IPAddress"))
+        c.update_state(persist=True, Status="running", Running=True, Pid=pid,
+                       PidStartTime=records.process_start_time(pid), MonitorPid=monitor_pid,
+                       MonitorStartTime=records.process_start_time(monitor_pid),
+                       BootId=records.boot_id(), StartedAt=records.now_rfc3339(),
+                       FinishedAt="0001-01-01T00:00:00Z", ExitCode=0, OOMKilled=False, Error="")
+        os.write(go_w, b"G")
+        os.close(go_w)
+    except BaseException:
+        for step in reversed(undo):
+            try:
+                step()
+            except Exception:
+                pass
+        c.update_state(persist=True, Status="created" if not c.state.get("StartedAt") else "exited",
+                       Running=False, Pid=0)
+        raise
+
+    failure = _read_all(error_r)
+    if failure:
+        code, _, message = failure.decode(errors="replace").partition(" ")
+        monitor.wait_for(monitor_pid)
+        if (c.dir / "config.json").exists():  # not already removed by --rm
+            c.update_state(persist=True, Error=message)
+        raise PyctrError(message, int(code) if code.isdigit() else 125)
+    master = parent_ends[0] if tty and parent_ends else None
+    if detached:
+        for fd in parent_ends:
+            _close_quietly(fd)
+    return StartedContainer(c, monitor_pid, pid, master)
+
+
+def _init_spec(c: Container, etc: dict[str, str], own_netns: bool) -> init.InitSpec:
+    hc = c.config["HostConfig"]
+    cfg = c.config["Config"]
+    binds = []
+    for bind in hc["Binds"]:
+        source, target, *mode = bind.split(":")
+        binds.append(rootfs.Bind(source, target, readonly=mode == ["ro"]))
+    spec_root = rootfs.RootfsSpec(
+        lower=c.config["Rootfs"], upper=str(c.dir / "upper"), work=str(c.dir / "work"),
+        merged=str(c.dir / "merged"), binds=binds, etc_files=etc,
+        readonly=hc["ReadonlyRootfs"], privileged=hc["Privileged"])
+    env = dict(pair.partition("=")[::2] for pair in cfg["Env"])
+    return init.InitSpec(
+        argv=cfg["Cmd"], env=env, workdir=cfg["WorkingDir"], user=cfg["User"] or None,
+        hostname=cfg["Hostname"], rootfs=spec_root,
+        caps=security.effective_caps(hc["CapAdd"], hc["CapDrop"], hc["Privileged"]),
+        privileged=hc["Privileged"], own_netns=own_netns, tty=cfg["Tty"], stdio=None)
+
+
+def _stdio(c: Container, tty: bool, interactive: bool, detached: bool):
+    """Returns (fds for the container's 0/1/2, the parent's ends, the monitor's ends).
+
+    Attached: the container shares pyctr's stdio, or a pty the CLI proxies.
+    Detached: output goes through pipes (or a pty) to the monitor, which writes the log;
+    with -i the monitor holds stdin open so that a shell keeps waiting, as with `docker run -dit`.
+    """
+    if tty:
+        master, slave = os.openpty()
+        if detached:
+            return (slave, slave, slave), [], [master]
+        return (slave, slave, slave), [master], []
+    if not detached:
+        stdin = 0 if interactive else os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        return (stdin, 1, 2), [], []
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    if interactive:
+        in_r, in_w = os.pipe()
+        return (in_r, out_w, err_w), [], [out_r, err_r, in_w]
+    return (os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), out_w, err_w), [], [out_r, err_r]
+
+
+def _monitor(c, spec, detached, ready_w, go_r, error_w, stdio, monitor_ends, parent_only) -> None:
+    """The forked monitor: unshare the PID namespace, fork PID 1, then reap it. Never returns."""
+    code = 255
+    try:
+        for fd in parent_only:  # else PID 1 would never see EOF if the CLI dies
+            _close_quietly(fd)
+        if detached:
+            os.setsid()  # outlive the CLI and its terminal
+        from pyctr.runtime import syscalls
+
+        flags = ["--pid", "--mount", "--uts", "--ipc"] + (["--net"] if spec.own_netns else [])
+        explain.step("unshare", *flags, "--cgroup", "--fork")
+        host_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        syscalls.unshare(syscalls.CLONE_NEWPID)
+        pid = os.fork()
+        if pid == 0:
+            os.close(host_pidns)
+            for fd in monitor_ends:
+                _close_quietly(fd)
+            init.run(spec, ready_w, go_r, error_w)
+        # Our own later children (nft, ip helpers) belong in the host's PID namespace.
+        syscalls.setns(host_pidns, syscalls.CLONE_NEWPID)
+        os.close(host_pidns)
+        os.write(ready_w, f"pid {pid}\n".encode())
+        for fd in (ready_w, go_r, error_w, *stdio):
+            if fd > 2:
+                _close_quietly(fd)
+        monitor.ignore_terminal_signals()
+        if detached:
+            # Let go of the CLI's stdio, or `id=$(pyctr run -d ...)` would wait for the container.
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.close(null)
+            streams = {monitor_ends[0]: "stdout"}
+            if not spec.tty:
+                streams[monitor_ends[1]] = "stderr"
+            monitor.capture_output(c.log_path, streams)
+        status = monitor.wait_for(pid)
+        code = monitor.finish(records.load(c.id), status)
+    except BaseException as e:
+        try:
+            os.write(2, f"pyctr monitor: {e}\n".encode())
+        except OSError:
+            pass
+    finally:
+        os._exit(code)
+
+
+def _read_pid_and_ready(fd: int) -> int:
+    """The monitor sends "pid N" and PID 1 sends "ready"; both must arrive."""
+    data = b""
+    while data.count(b"\n") < 2:
+        chunk = os.read(fd, 256)
+        if not chunk:
+            raise PyctrError(f"the container failed to start: {data.decode(errors='replace').strip() or 'no reply'}")
+        data += chunk
+    os.close(fd)
+    pid = next(int(line[4:]) for line in data.split(b"\n") if line.startswith(b"pid "))
+    return pid
+
+
+def _read_all(fd: int) -> bytes:
+    data = b""
+    while chunk := os.read(fd, 4096):
+        data += chunk
+    os.close(fd)
+    return data
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        if fd > 2:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def _kill_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _abandon(monitor_pid: int) -> None:
+    """Wait for the monitor once its PID 1 is gone, so that it has recorded the exit."""
+    try:
+        os.waitpid(monitor_pid, 0)
+    except ChildProcessError:
+        pass
+
+
+# --- after the container exits ------------------------------------------------------------
+def oom_killed(c: Container) -> bool:
+    try:
+        return cgroups.for_container(c.id).oom_killed()
+    except OSError:
+        return False
+
+
+def release_runtime_resources(c: Container) -> None:
+    """What only a running container needs: its network attachment and its cgroup. Idempotent."""
+    if uses_network_driver(c):
+        from pyctr.network import api
+
+        try:
+            api.disconnect(c.config)
+        except Exception as e:
+            from pyctr.runtime import log
+
+            log.warning(f"network clean-up of {c.short_id}: {e}")
+    cgroups.for_container(c.id).remove()
+
+
+def remove_files(c: Container) -> None:
+    """Forget the container: network lease, layers, logs, state and name. Idempotent."""
+    release_runtime_resources(c)
+    if uses_network_driver(c):
+        from pyctr.network import api
+
+        api.release(c.config)
+    explain.step("rm", "-rf", c.dir)
+    shutil.rmtree(c.dir, ignore_errors=True)
+    for path in (c.state_path, c.lock_path):
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+    records.release_name(c.name, c.id)
+
+
+# --- signals, stop, remove -----------------------------------------------------------------
+def send_signal(c: Container, sig: int) -> None:
+    c.refresh()
+    if not c.running:
+        raise ConflictError(f"container {c.name} is not running")
+    explain.step("kill", f"-{sig}", c.pid)
+    os.kill(c.pid, sig)
+
+
+def wait_until_exited(c: Container, timeout: float | None = None) -> bool:
+    """True once the container is recorded as exited (its monitor has finished)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pid = c.pid if c.running else 0
+    if pid:
+        fd = _pidfd(pid)
+        if fd is not None:
+            import select
+
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            select.select([fd], [], [], remaining)
+            os.close(fd)
+    while True:
+        fresh = records.load(c.id)
+        if not fresh.running or not fresh.process_alive():
+            # Give the monitor a moment to record the exit code before reading it.
+            if fresh.running and fresh.monitor_alive():
+                monitor.wait_briefly_for_exit(fresh.state["MonitorPid"], 5.0)
+                fresh = records.load(c.id)
+            c.state = fresh.refresh().state
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+
+
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return None
+
+
+def stop(c: Container, timeout: int) -> None:
+    c.refresh()
+    if not c.running:
+        return
+    send_signal(c, signal.SIGTERM)
+    if not wait_until_exited(c, timeout):
+        send_signal(c, signal.SIGKILL)
+        wait_until_exited(c, 10)
+
+
+def remove(c: Container, force: bool) -> None:
+    c.refresh()
+    if c.running:
+        if not force:
+            raise ConflictError(f"cannot remove container {c.name}: container is running: stop the container "
+                                "before removing or force remove")
+        _kill_quietly(c.pid)
+        wait_until_exited(c, 10)
+    if c.monitor_alive():
+        monitor.wait_briefly_for_exit(c.state["MonitorPid"], 10)
+    remove_files(c)

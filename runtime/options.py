@@ -1,0 +1,116 @@
+"""Parsing of `run`/`create` flags into Docker-shaped config, with Docker's error messages."""
+
+import os
+import re
+
+from pyctr.runtime.errors import PyctrError
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+MIN_MEMORY = 6 << 20  # Docker's floor: below it the runtime itself cannot start
+
+
+def parse_memory(value: str | None) -> int:
+    if value is None:
+        return 0
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)b?\s*", value.lower())
+    if not match:
+        raise PyctrError(f'invalid argument "{value}" for "-m, --memory" flag: invalid size: \'{value}\'')
+    size = int(float(match.group(1)) * _UNITS[match.group(2)])
+    if size < MIN_MEMORY:
+        raise PyctrError("Minimum memory limit allowed is 6MB")
+    return size
+
+
+def parse_cpus(value: str | None) -> int:
+    """--cpus as NanoCpus (CPUs * 1e9), Docker's unit."""
+    if value is None:
+        return 0
+    try:
+        cpus = float(value)
+    except ValueError:
+        raise PyctrError(f'invalid argument "{value}" for "--cpus" flag: failed to parse {value} as a rational number')
+    available = os.cpu_count() or 1
+    if not 0.01 <= cpus <= available:
+        raise PyctrError(f"range of CPUs is from 0.01 to {available:.2f}, as there are only {available} CPUs available")
+    return int(round(cpus * 1e9))
+
+
+def parse_env(items: list[str], files: list[str]) -> list[str]:
+    """KEY=VALUE pairs; a bare KEY takes the value from pyctr's own environment, as Docker does."""
+    pairs: list[str] = []
+    for path in files:
+        try:
+            with open(path) as f:
+                lines = [line.strip() for line in f]
+        except OSError as e:
+            raise PyctrError(f"open {path}: {e.strerror}")
+        items_from_file = [line for line in lines if line and not line.startswith("#")]
+        pairs += _env_pairs(items_from_file)
+    return pairs + _env_pairs(items)
+
+
+def _env_pairs(items: list[str]) -> list[str]:
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not key or " " in key:
+            raise PyctrError(f"invalid environment variable: {item!r}")
+        if sep:
+            out.append(item)
+        elif key in os.environ:
+            out.append(f"{key}={os.environ[key]}")
+    return out
+
+
+def parse_volume(spec: str) -> dict:
+    """HOST:CONTAINER[:ro|rw], both absolute; the host path must exist."""
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or not all(parts[:2]):
+        raise PyctrError(f"invalid volume specification: '{spec}'")
+    host, target = parts[0], parts[1]
+    mode = parts[2] if len(parts) == 3 else "rw"
+    if mode not in ("ro", "rw"):
+        raise PyctrError(f"invalid volume specification: '{spec}': invalid mode: {mode}")
+    if not host.startswith("/"):
+        raise PyctrError(f"invalid volume specification: '{spec}': the host path must be absolute "
+                         "(named volumes are not supported)")
+    if not target.startswith("/") or ".." in target.split("/"):
+        raise PyctrError(f"invalid volume specification: '{spec}': the container path must be absolute")
+    if not os.path.exists(host):
+        raise PyctrError(f"invalid volume specification: '{spec}': bind source path does not exist: {host}")
+    return {"Source": os.path.realpath(host), "Destination": target, "RW": mode == "rw"}
+
+
+def parse_publish(specs: list[str]) -> dict:
+    """-p [IP:]HOSTPORT:CONTAINERPORT[/PROTO] into Docker's PortBindings."""
+    bindings: dict[str, list[dict]] = {}
+    for spec in specs:
+        ports, _, proto = spec.partition("/")
+        proto = proto or "tcp"
+        parts = ports.split(":")
+        if proto not in ("tcp", "udp") or len(parts) not in (2, 3):
+            raise PyctrError(f"invalid publish specification {spec!r}: want [IP:]HOSTPORT:CONTAINERPORT[/tcp|udp]")
+        host_ip = parts[0] if len(parts) == 3 else ""
+        host_port, container_port = parts[-2], parts[-1]
+        for port in (host_port, container_port):
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                raise PyctrError(f"invalid publish specification {spec!r}: invalid port {port!r}")
+        bindings.setdefault(f"{int(container_port)}/{proto}", []).append(
+            {"HostIp": host_ip, "HostPort": str(int(host_port))})
+    return bindings
+
+
+def parse_signal(value: str) -> int:
+    import signal
+
+    text = value.upper()
+    if text.isdigit():
+        number = int(text)
+        if 0 < number < signal.NSIG:
+            return number
+    else:
+        name = text if text.startswith("SIG") else "SIG" + text
+        if hasattr(signal.Signals, name):
+            return int(signal.Signals[name])
+    raise PyctrError(f"invalid signal: {value}")

@@ -1,0 +1,123 @@
+"""Privileges of the container's process: capability sets, no_new_privs, and the user it runs as."""
+
+from pyctr.runtime import explain
+from pyctr.runtime.errors import PyctrError
+
+# Docker's default capability set.
+DEFAULT_CAPS = (
+    "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
+    "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE",
+)
+
+
+def all_cap_names() -> list[str]:
+    import prctl
+
+    # python-prctl lists friendly names ("sys_time"); "last_cap" is a marker, not a capability.
+    return [n.upper() for n in prctl.ALL_CAP_NAMES if n != "last_cap" and hasattr(prctl, "CAP_" + n.upper())]
+
+
+def normalize_cap(name: str) -> str:
+    """`cap_sys_time`, `SYS_TIME` and `CAP_SYS_TIME` all mean SYS_TIME; ALL stays ALL."""
+    upper = name.strip().upper()
+    return upper[4:] if upper.startswith("CAP_") else upper
+
+
+def validate_caps(names: list[str]) -> list[str]:
+    known = set(all_cap_names()) | {"ALL"}
+    result = []
+    for name in names:
+        cap = normalize_cap(name)
+        if cap not in known:
+            raise PyctrError(f"unknown capability: {name!r}")
+        result.append(cap)
+    return result
+
+
+def effective_caps(cap_add: list[str], cap_drop: list[str], privileged: bool) -> list[str]:
+    """Docker's rule: start from the default set (or all), then add, then drop; ALL works both ways."""
+    everything = all_cap_names()
+    if privileged:
+        return everything
+    caps = set(DEFAULT_CAPS)
+    if "ALL" in cap_add:
+        caps = set(everything)
+    caps |= {c for c in cap_add if c != "ALL"}
+    if "ALL" in cap_drop:
+        caps = {c for c in cap_add if c != "ALL"} if "ALL" not in cap_add else set()
+    caps -= {c for c in cap_drop if c != "ALL"}
+    return [c for c in everything if c in caps]
+
+
+def drop_bounding_set(keep: list[str]) -> None:
+    """Shrink the bounding set; needs CAP_SETPCAP, so it runs before anything else is dropped."""
+    import prctl
+
+    explain.comment(f"capsh --caps='{','.join('cap_' + c.lower() for c in keep)}+eip' (bounding set)")
+    kept = {getattr(prctl, "CAP_" + c) for c in keep}
+    # Count to the kernel's last capability, not the library's list, so that none newer survives.
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        last = int(f.read())
+    for number in range(last + 1):
+        if number not in kept:
+            prctl.capbset_drop(number)
+
+
+def restrict_process_caps(keep: list[str]) -> None:
+    """Limit the permitted, effective and inheritable sets (root keeps exactly these across exec)."""
+    import prctl
+
+    caps = [getattr(prctl, "CAP_" + c) for c in keep]
+    prctl.cap_inheritable.limit(*caps)
+    prctl.cap_effective.limit(*caps)
+    prctl.cap_permitted.limit(*caps)
+
+
+def set_no_new_privs() -> None:
+    import prctl
+
+    explain.comment("setpriv --no-new-privs (setuid binaries cannot gain privileges)")
+    prctl.set_no_new_privs(1)
+
+
+def resolve_user(spec: str | None, passwd: str = "/etc/passwd",
+                 group: str = "/etc/group") -> tuple[int, int, list[int], str]:
+    """USER[:GROUP] or UID[:GID], resolved in the container's own files (we are past pivot_root).
+
+    Returns (uid, gid, supplementary gids, home).
+    """
+    if not spec:
+        spec = "0"
+    user, _, grp = spec.partition(":")
+    users = _read_db(passwd)
+    groups = _read_db(group)
+    entry = None
+    if user.isdigit():
+        uid = int(user)
+        entry = next((e for e in users if e[2] == user), None)
+    else:
+        entry = next((e for e in users if e[0] == user), None)
+        if entry is None:
+            raise PyctrError(f"unable to find user {user}: no matching entries in passwd file", 126)
+        uid = int(entry[2])
+    gid = int(entry[3]) if entry else 0
+    home = entry[5] if entry and len(entry) > 5 else "/"
+    if grp:
+        if grp.isdigit():
+            gid = int(grp)
+        else:
+            match = next((g for g in groups if g[0] == grp), None)
+            if match is None:
+                raise PyctrError(f"unable to find group {grp}: no matching entries in group file", 126)
+            gid = int(match[2])
+    name = entry[0] if entry else None
+    extra = sorted({int(g[2]) for g in groups if name and len(g) > 3 and name in g[3].split(",")} - {gid})
+    return uid, gid, extra, home
+
+
+def _read_db(path: str) -> list[list[str]]:
+    try:
+        with open(path) as f:
+            return [line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")]
+    except OSError:
+        return []
