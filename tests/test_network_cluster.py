@@ -246,3 +246,28 @@ def test_bad_input_gives_one_clear_line_and_exit_125(routed):
                 and expected in lines[0]):
             failures.append(f"{argv}: exit {result.returncode}, stderr {result.stderr!r}")
     assert not failures, "\n".join(failures)
+
+
+# --- --explain ------------------------------------------------------------------------------
+def test_explain_prints_each_network_step_as_the_command_a_person_would_type(routed):
+    n2 = routed.node2
+    lines = n2.pyctr("--explain", "run", "--rm", "alpine", "true").stderr.splitlines()
+    veth = next(re.match(r"ip link add (veth\w{8}) type veth peer name eth0 address 02:42:[0-9a-f:]{11} netns (\d+)$", l)
+                for l in lines if l.startswith("ip link add veth"))
+    host, pid = veth.groups()
+    for expected in (f"ip link set {host} master pyctr0 up",
+                     f"nsenter -t {pid} -n ip link set eth0 up"):
+        assert expected in lines, lines
+    assert any(re.fullmatch(rf"nsenter -t {pid} -n ip addr add 172\.\d+\.0\.\d+/16 dev eth0", l) for l in lines)
+    assert any(re.fullmatch(rf"nsenter -t {pid} -n ip route add default via 172\.\d+\.0\.1", l) for l in lines)
+
+    lines = n2.pyctr("--explain", "run", "--rm", "--network", "calico", "alpine", "true").stderr.splitlines()
+    host = next(l.split()[3] for l in lines if l.startswith("ip link add veth"))
+    for expected in (f"sysctl -w net.ipv4.conf.{host}.rp_filter=1",
+                     f"sysctl -w net.ipv4.conf.{host}.proxy_arp=1",
+                     f"sysctl -w net.ipv4.neigh.{host}.proxy_delay=0",
+                     f"ip link set {host} up"):
+        assert expected in lines, lines
+    assert any(re.fullmatch(rf"ip route add 172\.19\.36\.\d+/32 dev {host} scope link", l) for l in lines)
+    assert any(l.endswith("-n ip route add 169.254.1.1 dev eth0 scope link") for l in lines)
+    assert any(l.endswith("-n ip route add default via 169.254.1.1 dev eth0") for l in lines)
