@@ -20,7 +20,6 @@ A member is refused when
 
 import os
 import posixpath
-import shlex
 import shutil
 import stat
 import tarfile
@@ -40,8 +39,7 @@ def unpack(archive: Path, rootfs: Path) -> None:
     On any error the half-written rootfs is removed and the error names the archive and the entry.
     """
     explain.step("mkdir", "-p", rootfs)
-    explain.shell(f"tar -x{_compression_flag(archive)}f {shlex.quote(str(archive))} "
-                  f"-C {shlex.quote(str(rootfs))} --numeric-owner")
+    explain.step("tar", f"-x{_compression_flag(archive)}f", archive, "-C", rootfs, "--numeric-owner")
     rootfs.mkdir(parents=True)
     try:
         with tarfile.open(archive, "r:*") as tar:
@@ -105,15 +103,11 @@ def _checked(member: tarfile.TarInfo, rootfs: str, archive: Path) -> tarfile.Tar
         raise refuse("climbs out of the rootfs with '..'")
     if member.ischr() or member.isblk():
         raise refuse("is a device node")
-
+    if not parts and not member.isdir():
+        raise refuse("would replace the top folder of the rootfs")
     through = _first_symlink(rootfs, parts[:-1])
     if through:
         raise refuse(f"would be written through the symlink {through!r}")
-    target = os.path.join(rootfs, *parts)
-    if parts and (os.path.islink(target) or os.path.lexists(target) and not os.path.isdir(target)):
-        # A later entry replaces an earlier one, as with GNU tar. Remove the old one first:
-        # tarfile would open a symlink left there and write wherever it points.
-        os.unlink(target)
 
     if member.issym():
         start = [] if member.linkname.startswith("/") else parts[:-1]
@@ -132,6 +126,12 @@ def _checked(member: tarfile.TarInfo, rootfs: str, archive: Path) -> tarfile.Tar
             # tarfile would otherwise copy some other member there; a sound archive always
             # stores the file before its hardlinks.
             raise refuse(f"is a hardlink to {member.linkname!r}, which is not a file unpacked before it")
+
+    target = os.path.join(rootfs, *parts)
+    if parts and (os.path.islink(target) or os.path.lexists(target) and not os.path.isdir(target)):
+        # A later entry replaces an earlier one, as with GNU tar. Remove the old one first:
+        # tarfile would open a symlink left there and write wherever it points.
+        os.unlink(target)
     return member
 
 

@@ -470,6 +470,7 @@ HOSTILE = {
     "hardlink-through-symlink": [dict(name="s", kind=tarfile.SYMTYPE, linkname="{sentinel}"),
                                  dict(name="passwd", kind=tarfile.LNKTYPE, linkname="s")],
     "device": [dict(name="dev/mem", kind=tarfile.CHRTYPE, mode=0o600)],
+    "replace-top": [dict(name=".", kind=tarfile.SYMTYPE, linkname="{outside}")],
 }
 
 
