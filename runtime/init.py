@@ -85,6 +85,9 @@ def become_process(spec: InitSpec) -> None:
     """The part of init that `exec` shares: user, privileges, working directory and stdio."""
     uid, gid, groups, home = security.resolve_user(spec.user)
     spec.env.setdefault("HOME", home)
+    workdir = spec.workdir or "/"
+    if not os.path.isdir(workdir):
+        os.makedirs(workdir, exist_ok=True)  # as Docker does, and as root, before the user switch
     if not spec.privileged:
         security.drop_bounding_set(spec.caps)
     if spec.user:
@@ -97,9 +100,6 @@ def become_process(spec: InitSpec) -> None:
         security.restrict_process_caps(spec.caps if uid == 0 else [])
         security.set_no_new_privs()
 
-    workdir = spec.workdir or "/"
-    if not os.path.isdir(workdir):
-        os.makedirs(workdir, exist_ok=True)  # Docker creates a missing working directory
     os.chdir(workdir)
 
     if spec.stdio:

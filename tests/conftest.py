@@ -15,6 +15,7 @@
     fresh_env         like pyctr_env, but with an empty image store.
     run_pyctr         run_pyctr(*args, env=None, input=None, timeout=120) -> CompletedProcess (text):
                       `python -m pyctr.runtime ARGS`; env defaults to pyctr_env.
+    pyctr_env's containers are removed (`rm -f`) when the test ends, even when it fails.
 
 A test reads PYCTR_ROOT from the env it uses: `Path(pyctr_env["PYCTR_ROOT"]) / "containers"`.
 """
@@ -113,7 +114,16 @@ def pyctr_env(pyctr_root, tmp_path) -> dict:
     root, state = tmp_path / "root", tmp_path / "state"
     root.mkdir()
     (root / "images").symlink_to(pyctr_root / "images")
-    return _env(root, state)
+    env = _env(root, state)
+    yield env
+    remove_all_containers(env)
+
+
+def remove_all_containers(env: dict) -> None:
+    """A test's containers go with it, even when it fails: processes, cgroups, state."""
+    ids = _run(["ps", "-aq", "--no-trunc"], env).stdout.split()
+    if ids:
+        _run(["rm", "-f", *ids], env)
 
 
 @pytest.fixture
