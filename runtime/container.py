@@ -92,7 +92,7 @@ class Container:
         return self.state.get("Pid", 0)
 
     def save_config(self) -> None:
-        jsonstore.write_json(self.dir / "config.json", self.config)
+        jsonstore.write_json(self.dir / "config.json", self.config, durable=True)
 
     def save_state(self, persist: bool = False) -> None:
         """Runtime state goes to --state; `persist` also keeps a copy under --root."""

@@ -102,6 +102,8 @@ def become_process(spec: InitSpec) -> None:
 
     os.chdir(workdir)
 
+    # Said before stdio moves: a detached container's stderr is about to become its log.
+    explain.step("exec", *spec.argv)
     if spec.stdio:
         for target, fd in enumerate(spec.stdio):
             if fd != target:
@@ -113,7 +115,6 @@ def become_process(spec: InitSpec) -> None:
 
 
 def exec_command(spec: InitSpec) -> None:
-    explain.step("exec", *spec.argv)
     try:
         os.execvpe(spec.argv[0], spec.argv, spec.env)
     except FileNotFoundError:

@@ -16,15 +16,22 @@ def read_json(path: Path, default: Any = None) -> Any:
         return default
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_json(path: Path, data: Any, durable: bool = False) -> None:
+    """Write to a temporary file in the same directory, then rename over the target, so a
+    reader sees the old document or the new one, never half of one. `durable` adds an fsync,
+    for documents that must survive a power cut rather than a crash of pyctr."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
+    try:
+        f = open(tmp, "w")
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(tmp, "w")
+    with f:
         json.dump(data, f, indent=2, sort_keys=False)
         f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
 
 

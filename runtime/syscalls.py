@@ -5,10 +5,11 @@ other os.* error.
 """
 
 import ctypes
-import ctypes.util
 import os
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The interpreter is already linked against libc: CDLL(None) finds its symbols without
+# ctypes.util.find_library, which runs `ldconfig -p` (about 15 ms on every start).
+_libc = ctypes.CDLL(None, use_errno=True)
 
 # <sched.h>
 CLONE_NEWNS = 0x00020000

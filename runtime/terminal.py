@@ -41,6 +41,9 @@ def proxy(master: int, forward_stdin: bool) -> None:
                 if data:
                     os.write(master, data)
                 else:
+                    # Our stdin ended (a pipe or file, not a person): pass on an end-of-file,
+                    # as ^D at the start of a line, so the container's shell exits.
+                    os.write(master, b"\n\x04")
                     sources.remove(0)
     finally:
         if saved is not None:
