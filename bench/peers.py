@@ -1,0 +1,142 @@
+"""The peers: runc on an OCI bundle, podman (with runc) on private storage, and the floor.
+
+All three start the same Alpine rootfs with the same namespaces (pid, mount, net, uts, ipc).
+Nothing here reads or writes the machine's own podman or runc state: podman gets a
+containers.conf and a storage.conf of the bench's own, runc a state root in the work directory.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from bench.measure import run
+
+NAMESPACES = ["pid", "mount", "network", "uts", "ipc"]
+PODMAN_IMAGE = "localhost/pyctr-bench-alpine:latest"
+
+
+def missing(tool: str) -> str | None:
+    """None when `tool` is on PATH, else the reason the rows that need it will show."""
+    return None if shutil.which(tool) else f"failed: {tool} not installed (apt-get install -y {tool})"
+
+
+def floor_argv(rootfs: Path, command: list[str]) -> list[str]:
+    """The least a container start can cost: the same namespaces, a chroot, and exec."""
+    return ["unshare", "--pid", "--mount", "--net", "--uts", "--ipc", "--fork",
+            "chroot", str(rootfs), *command]
+
+
+class Runc:
+    def __init__(self, workdir: Path, rootfs: Path, tag: str):
+        self.bundle = workdir / "runc-bundle"
+        self.state = workdir / "runc-state"
+        self.rootfs = rootfs
+        self.tag = tag
+
+    def setup(self) -> None:
+        """`runc spec`, then the differences: no terminal, /bin/true, our rootfs, writable
+        like pyctr's and podman's overlay, exactly the five namespaces."""
+        self.bundle.mkdir(parents=True, exist_ok=True)
+        run(["runc", "spec", "--bundle", str(self.bundle)])
+        config_path = self.bundle / "config.json"
+        config = json.loads(config_path.read_text())
+        config["process"]["terminal"] = False
+        config["process"]["args"] = ["/bin/true"]
+        config["root"] = {"path": str(self.rootfs), "readonly": False}
+        config["linux"]["namespaces"] = [{"type": t} for t in NAMESPACES]
+        config_path.write_text(json.dumps(config, indent=2))
+
+    def run_argv(self, i: int) -> list[str]:
+        # A fresh ID per run: a run that failed half-way cannot block the next.
+        return ["runc", "--root", str(self.state), "run", "--bundle", str(self.bundle),
+                f"pyctr-bench-{self.tag}-{i}"]
+
+    def cleanup(self) -> None:
+        if not self.state.is_dir():
+            return
+        for cid in os.listdir(self.state):
+            subprocess.run(["runc", "--root", str(self.state), "delete", "--force", cid],
+                           capture_output=True)
+
+
+class Podman:
+    """podman --runtime runc with a configuration and storage of the bench's own."""
+
+    def __init__(self, workdir: Path):
+        self.dir = workdir / "podman"
+        self.env = dict(os.environ,
+                        CONTAINERS_CONF=str(self.dir / "containers.conf"),
+                        CONTAINERS_STORAGE_CONF=str(self.dir / "storage.conf"))
+        self.argv = ["podman", "--runtime", "runc"]
+
+    def setup(self, tarball: Path) -> None:
+        for sub in ("root", "runroot", "tmp", "networks"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        (self.dir / "containers.conf").write_text(self._containers_conf())
+        (self.dir / "storage.conf").write_text(
+            "[storage]\n"
+            'driver = "overlay"\n'
+            f'graphroot = "{self.dir / "root"}"\n'
+            f'runroot = "{self.dir / "runroot"}"\n')
+        self._import(tarball)
+
+    def _containers_conf(self) -> str:
+        # default_ulimits: this VM cannot raise RLIMIT_NOFILE/NPROC, podman's default does.
+        # cgroupfs: no systemd here. lock_type file and tmp_dir keep podman's locks and
+        # per-boot state in our directory instead of /dev/shm and /run/libpod.
+        return (
+            "[containers]\n"
+            'default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n'
+            "[network]\n"
+            'network_backend = "netavark"\n'
+            f'network_config_dir = "{self.dir / "networks"}"\n'
+            "[engine]\n"
+            'cgroup_manager = "cgroupfs"\n'
+            'events_logger = "none"\n'
+            'runtime = "runc"\n'
+            'lock_type = "file"\n'
+            f'tmp_dir = "{self.dir / "tmp"}"\n'
+        )
+
+    def _import(self, tarball: Path) -> None:
+        """`podman import` the tarball. Its image copy writes a blob-info cache at the fixed path
+        /var/lib/containers/cache; a private mount namespace with a tmpfs on /var/lib keeps that
+        write (and everything else under /var/lib) away from the machine."""
+        script = 'mount -t tmpfs pyctr-bench /var/lib && exec "$@"'
+        run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+             *self.argv, "import", str(tarball), PODMAN_IMAGE], env=self.env)
+
+    def cmd(self, *args: str) -> list[str]:
+        return [*self.argv, *args]
+
+    def pid_of(self, cid: str) -> int:
+        return int(run(self.cmd("inspect", "--format", "{{.State.Pid}}", cid), self.env).stdout)
+
+    def conmon_pids(self) -> list[int]:
+        """conmon processes that serve containers of our storage (found by their -b bundle path)."""
+        root = str(self.dir / "root")
+        pids = []
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if argv and os.path.basename(argv[0]) == b"conmon" and any(root.encode() in a for a in argv):
+                pids.append(int(entry.name))
+        return pids
+
+    def remove_all(self) -> None:
+        subprocess.run(self.cmd("rm", "--all", "--force", "--time", "0"), env=self.env,
+                       capture_output=True, timeout=300)
+
+    def cleanup(self) -> None:
+        if not (self.dir / "storage.conf").exists():
+            return
+        self.remove_all()
+        subprocess.run(self.cmd("rmi", "--all", "--force"), env=self.env, capture_output=True,
+                       timeout=120)

@@ -1,0 +1,211 @@
+"""The results: a table on stdout, a JSON file with every run, a comparison with an earlier
+JSON file, and a PNG of the distributions. matplotlib is imported only to draw the plot."""
+
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+from bench.rows import Row
+
+FAILED_WIDTH = 70  # a failure message is cut to this in the table; the JSON keeps it whole
+
+
+# -- the machine ---------------------------------------------------------------------------------
+
+def machine(pyctr_binary: str) -> dict:
+    return {
+        "nproc": os.cpu_count(),
+        "kernel": platform.release(),
+        "cpu": _cpu_model(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "runc": _version(["runc", "--version"]),
+        "podman": _version(["podman", "--version"]),
+        "pyctr": _version([pyctr_binary, "--version"]),
+        "pyctr_commit": _version(["git", "-C", str(Path(__file__).parent), "rev-parse", "--short", "HEAD"]),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _version(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "not installed"
+    return out.splitlines()[0].strip() if out.strip() else "unknown"
+
+
+def describe_machine(m: dict) -> str:
+    return (f"{m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}, "
+            f"Python {m['python']}; {m['runc']}; {m['podman']}; {m['pyctr']} ({m['pyctr_commit']})")
+
+
+# -- the table -----------------------------------------------------------------------------------
+
+HEADER = ["scenario", "figure", "pyctr median (min–max)", "peer", "peer median (min–max)",
+          "ratio", "floor", "budget", "met?"]
+
+
+def table(rows: list[Row]) -> str:
+    """A Markdown table: readable on a terminal, and pasted as is into the README."""
+    lines = [_md(HEADER), _md(["---"] * len(HEADER))]
+    for r in rows:
+        lines.append(_md([
+            r.scenario, r.title, _figure(r.pyctr),
+            r.peer.name if r.peer else "", _figure(r.peer),
+            f"{r.ratio:.2f}×" if r.ratio is not None else "–",
+            _figure(r.floor, spread=False),
+            f"≤ {r.budget:g}×" if r.budget is not None else "",
+            {True: "yes", False: "**no**", None: ""}[r.met],
+        ]))
+    return "\n".join(lines)
+
+
+def _md(cells: list[str]) -> str:
+    return "| " + " | ".join(c.replace("|", "/") for c in cells) + " |"
+
+
+def _figure(s, spread: bool = True) -> str:
+    if s is None:
+        return ""
+    if s.error:
+        return s.error if len(s.error) <= FAILED_WIDTH else s.error[:FAILED_WIDTH - 1] + "…"
+    if not s.samples:
+        return "–"
+    fmt = "{:.2f}" if s.unit == "MiB" else "{:.1f}"
+    text = f"{fmt.format(s.median)} {s.unit}"
+    if spread and len(s.samples) > 1:
+        text += f" ({fmt.format(s.min)}–{fmt.format(s.max)})"
+    return text
+
+
+# -- JSON and --compare --------------------------------------------------------------------------
+
+def write_json(path: Path, rows: list[Row], meta: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = dict(meta, rows=[r.to_json() for r in rows])
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def compare(rows: list[Row], old_path: Path) -> str:
+    """Row by row: the old and new ratio, and how pyctr's own median moved."""
+    old = {r["key"]: r for r in json.loads(old_path.read_text())["rows"]}
+    lines = [f"Compared with {old_path}:", "",
+             _md(["figure", "old ratio", "new ratio", "old pyctr", "new pyctr", "pyctr change"]),
+             _md(["---"] * 6)]
+    for r in rows:
+        o = old.get(r.key)
+        if not o:
+            continue
+        old_med = _median(o["pyctr"]["samples"]) if not o["pyctr"]["error"] else None
+        new_med = r.pyctr.median if r.pyctr.ok else None
+        change = f"{(new_med / old_med - 1) * 100:+.0f}%" if old_med and new_med else "–"
+        lines.append(_md([
+            f"{r.scenario}: {r.title}",
+            f"{o['ratio']:.2f}×" if o["ratio"] is not None else "–",
+            f"{r.ratio:.2f}×" if r.ratio is not None else "–",
+            f"{old_med:.1f}" if old_med else "–", f"{new_med:.1f}" if new_med else "–", change]))
+    return "\n".join(lines)
+
+
+def _median(samples: list[float]) -> float | None:
+    import statistics
+
+    return statistics.median(samples) if samples else None
+
+
+def result_paths(out_dir: Path) -> tuple[Path, Path]:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return out_dir / f"bench-{stamp}.json", out_dir / f"bench-{stamp}.png"
+
+
+# -- the plot ------------------------------------------------------------------------------------
+
+def plot(rows: list[Row], path: Path, title: str) -> str | None:
+    """One panel per timed scenario (box plots of every run), per-start times across the largest
+    density batch, and memory per container. Returns why not, when there is no matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "no plot: matplotlib is not installed (pip install -e '.[bench]')"
+    panels = _box_panels(rows)
+    density_starts = [r for r in rows if r.key.startswith("density-") and r.key.endswith("-start")]
+    memory = [r for r in rows if r.key.endswith("-mem-pss")]
+    count = len(panels) + bool(density_starts) + bool(memory)
+    if count == 0:
+        return "no plot: nothing was measured"
+    cols = 2
+    fig, axes = plt.subplots((count + cols - 1) // cols, cols, figsize=(12, 3.8 * ((count + 1) // cols)),
+                             squeeze=False)
+    flat = list(axes.flat)
+    for ax, (name, series) in zip(flat, panels.items()):
+        ax.boxplot([s.samples for s in series])
+        ax.set_xticks(range(1, len(series) + 1), [s.name for s in series])
+        ax.set_title(name)
+        ax.set_ylabel("ms")
+        ax.set_yscale("log")
+        ax.tick_params(axis="x", labelsize=8)
+    rest = flat[len(panels):]
+    if density_starts:
+        _plot_density(rest.pop(0), density_starts[-1])
+    if memory:
+        _plot_memory(rest.pop(0), memory)
+    for ax in rest:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+def _box_panels(rows: list[Row]) -> dict[str, list]:
+    """Per scenario, every distinct series with more than one sample, in order of appearance."""
+    panels: dict[str, list] = {}
+    for r in rows:
+        if r.scenario.startswith("density"):
+            continue
+        seen = panels.setdefault(r.scenario, [])
+        for s in (r.pyctr, r.peer, r.floor):
+            if s and s.ok and len(s.samples) > 1 and all(s.name != t.name for t in seen):
+                seen.append(s)
+    return {k: v for k, v in panels.items() if v}
+
+
+def _plot_density(ax, row: Row) -> None:
+    for s in (row.pyctr, row.peer):
+        if s and s.samples:
+            ax.plot(range(1, len(s.samples) + 1), s.samples, marker=".", linewidth=0.8, label=s.name)
+    ax.set_title(f"{row.scenario}: time of each start")
+    ax.set_xlabel("containers already running + 1")
+    ax.set_ylabel("ms")
+    ax.legend()
+
+
+def _plot_memory(ax, rows: list[Row]) -> None:
+    labels = [r.scenario.replace("density ", "") for r in rows]
+    width = 0.4
+    for offset, pick in ((-width / 2, lambda r: r.pyctr), (width / 2, lambda r: r.peer)):
+        values = [pick(r).median if pick(r) and pick(r).ok else 0 for r in rows]
+        name = next((pick(r).name for r in rows if pick(r)), "")
+        ax.bar([i + offset for i in range(len(rows))], values, width, label=name)
+    ax.set_xticks(range(len(rows)), labels)
+    ax.set_title("memory per running container (PSS)")
+    ax.set_ylabel("MiB")
+    ax.legend()

@@ -1,0 +1,34 @@
+"""A row of the results table: pyctr's figure, its peer's, their ratio, and the budget."""
+
+from dataclasses import dataclass, field
+
+from bench.measure import Series
+
+
+@dataclass
+class Row:
+    key: str  # stable across runs, for --compare
+    scenario: str
+    title: str
+    pyctr: Series
+    peer: Series | None = None
+    ratio: float | None = None  # pyctr / peer (pair by pair for timings)
+    floor: Series | None = None
+    budget: float | None = None  # met when ratio <= budget
+    extra: dict = field(default_factory=dict)  # detail kept in the JSON only
+
+    @property
+    def met(self) -> bool | None:
+        if self.budget is None or self.ratio is None:
+            return None
+        return self.ratio <= self.budget
+
+    def to_json(self) -> dict:
+        return {
+            "key": self.key, "scenario": self.scenario, "title": self.title,
+            "pyctr": self.pyctr.to_json(),
+            "peer": self.peer.to_json() if self.peer else None,
+            "floor": self.floor.to_json() if self.floor else None,
+            "ratio": self.ratio, "budget": self.budget, "met": self.met,
+            "extra": self.extra,
+        }

@@ -1,0 +1,205 @@
+"""Everything the bench makes on this machine, and the undoing of it.
+
+A `Sandbox` owns one private work directory, the sandbox node network namespace, and a stack
+of undo steps run in reverse at the end, on success, on an exception and on SIGINT/SIGTERM/SIGHUP.
+It also remembers which well-known host paths did not exist before the bench, so that what the
+peers create there behind our back (podman's /run/runc, its cgroup parent...) is removed again.
+"""
+
+import ctypes
+import ctypes.util
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+# Paths that podman, runc or `ip netns` create when absent. Podman's rootful network state
+# directory (/run/containers/networks) is hard-coded in podman, so it cannot be moved into our
+# work directory; we can only take it away again when we were the ones who made it.
+HOST_PATHS = ("/run/runc", "/run/containers", "/var/lib/containers", "/run/netns")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_NAMES = ("libpod_parent",)  # podman's cgroup parent under cgroupfs
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+MNT_DETACH = 2
+
+
+class Sandbox:
+    def __init__(self, workdir: str | None = None, keep: bool = False):
+        self.tag = secrets.token_hex(3)
+        self.keep = keep
+        self.dir = Path(workdir or tempfile.mkdtemp(prefix=f"pyctr-bench-{self.tag}-", dir="/tmp"))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._undo: list[tuple[str, Callable[[], None]]] = []
+        self.problems: list[str] = []  # cleanup steps that failed: reported, never hidden
+        self._absent = [p for p in HOST_PATHS if not os.path.lexists(p)]
+        self._absent_cgroups = [d for d in _cgroup_dirs() if not d.exists()]
+        self._pyctr_cgroups = _pyctr_cgroups()
+        self._host_network = host_network()
+        self.netns: str | None = None
+
+    # -- the undo stack -------------------------------------------------------------------
+
+    def on_cleanup(self, what: str, step: Callable[[], None]) -> None:
+        """Register an undo step; steps run last-registered first."""
+        self._undo.append((what, step))
+
+    def __enter__(self) -> "Sandbox":
+        for sig in _SIGNALS[1:]:
+            signal.signal(sig, _raise_exit)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        # A second Ctrl-C during the clean-up would leave things behind: hold signals until done.
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        try:
+            self.cleanup()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    def cleanup(self) -> None:
+        while self._undo:
+            what, step = self._undo.pop()
+            try:
+                step()
+            except Exception as e:  # keep going: one failed step must not leak the rest
+                self.problems.append(f"{what}: {e}")
+        self._remove_host_paths()
+        self._check_machine()
+        if self.keep:
+            print(f"bench: kept {self.dir}", file=sys.stderr)
+            return
+        left = mounts_under(self.dir)
+        if left:
+            self.problems.append(f"mounts left under {self.dir}: {left[:3]}; not deleting it")
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- the sandbox node network namespace -----------------------------------------------
+
+    def make_netns(self) -> str:
+        """`ip netns add benchnode-<random>` with loopback up; deleted at clean-up."""
+        name = f"benchnode-{self.tag}"
+        subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+        self.netns = name
+        self.on_cleanup(f"delete netns {name}", lambda: delete_netns(name))
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        return name
+
+    def in_netns(self, argv: list[str]) -> list[str]:
+        """argv run inside the node namespace. Not `ip netns exec`: that mounts a fresh sysfs
+        on /sys, which hides /sys/fs/cgroup, and both pyctr and podman need their cgroups."""
+        return ["nsenter", f"--net=/run/netns/{self.netns}", *argv]
+
+    # -- host paths the peers made ----------------------------------------------------------
+
+    def _remove_host_paths(self) -> None:
+        for d in self._absent_cgroups:
+            _rmdir_tree(d)  # cgroup directories go bottom-up with rmdir, never rm -r
+        for path in self._absent:
+            if not os.path.lexists(path):
+                continue
+            if path == "/run/netns":
+                _remove_netns_dir(path)
+            elif path == "/run/containers":
+                # Only podman's network state lives there; it was not there before us.
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                _rmdir_tree(Path(path))
+            if os.path.lexists(path):
+                self.problems.append(f"{path} was made during the bench and is not empty")
+
+
+    def _check_machine(self) -> None:
+        """Report what changed on the machine while the bench ran. Other users of the machine
+        may have done it, so these are reported, never undone."""
+        if host_network() != self._host_network:
+            self.problems.append("the host's network (links, routes, nftables or ip_forward) "
+                                 "changed while the bench ran")
+        new = _pyctr_cgroups() - self._pyctr_cgroups
+        if new:
+            self.problems.append(f"{len(new)} pyctr cgroups appeared and stayed, e.g. {sorted(new)[0]}")
+
+
+def host_network() -> list[str]:
+    """What the bench must never change in the machine's own network namespace."""
+    out = []
+    for argv in (["ip", "-br", "link"], ["ip", "-4", "route"], ["ip", "-6", "route"],
+                 ["nft", "list", "ruleset"], ["sysctl", "-n", "net.ipv4.ip_forward"]):
+        try:
+            out.append(subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout)
+        except (OSError, subprocess.TimeoutExpired):
+            out.append("")
+    return out
+
+
+def _pyctr_cgroups() -> set[str]:
+    """Per-container cgroups under pyctr's parent, in every hierarchy."""
+    if not CGROUP_ROOT.is_dir():
+        return set()
+    return {str(d) for h in CGROUP_ROOT.iterdir() if (h / "pyctr").is_dir()
+            for d in (h / "pyctr").iterdir() if d.is_dir()}
+
+
+def _raise_exit(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def delete_netns(name: str) -> None:
+    """Kill what still runs in our namespace (only things the bench started), then delete it."""
+    pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout
+    for pid in pids.split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    subprocess.run(["ip", "netns", "del", name], check=True, capture_output=True)
+
+
+def _remove_netns_dir(path: str) -> None:
+    if os.listdir(path):
+        return  # someone else's namespaces live there now
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    # `ip netns add` bind-mounts the directory on itself; plain umount(8) would write /run/mount.
+    while os.path.ismount(path) and libc.umount2(path.encode(), MNT_DETACH) == 0:
+        pass
+    os.rmdir(path)
+
+
+def _cgroup_dirs() -> list[Path]:
+    if not CGROUP_ROOT.is_dir():
+        return []
+    return [h / name for h in CGROUP_ROOT.iterdir() for name in CGROUP_NAMES]
+
+
+def _rmdir_tree(top: Path) -> None:
+    if not top.is_dir():
+        return
+    for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
+        try:
+            os.rmdir(dirpath)
+        except OSError:
+            pass
+
+
+def mounts_under(top: Path) -> list[str]:
+    """Mount points at or below `top`, deepest first (from /proc/self/mountinfo)."""
+    prefix = str(top).rstrip("/") + "/"
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4].replace("\\040", " ")
+            if point == str(top) or point.startswith(prefix):
+                found.append(point)
+    return sorted(found, key=len, reverse=True)
+
+
+def unmount_all_under(top: Path) -> None:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    for point in mounts_under(top):
+        libc.umount2(point.encode(), MNT_DETACH)

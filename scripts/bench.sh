@@ -1,0 +1,34 @@
+#!/bin/sh
+# The benchmark in one command, as root: set up pyctr, the peers and matplotlib, then run it.
+#   ./scripts/bench.sh                                   the full bench (see bench/README.md)
+#   ./scripts/bench.sh --quick                           a smoke run, a few runs of each
+#   ./scripts/bench.sh --compare bench/results/OLD.json  the same, compared with an earlier run
+set -eu
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+    echo "bench: run as root (containers need namespaces, mounts and cgroups)" >&2
+    exit 1
+fi
+
+./scripts/setup.sh
+
+# The peers, from Debian. netavark is podman's bridge network (only recommended by the
+# packages) and uses iptables (only suggested).
+missing=""
+for pkg in runc podman netavark iptables; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+    echo "bench: installing$missing" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq $missing >/dev/null
+fi
+
+# The plot needs matplotlib: the project's `bench` extra.
+if ! .venv/bin/python -c "import matplotlib" 2>/dev/null; then
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[bench]"
+fi
+
+exec .venv/bin/python -m bench "$@"
