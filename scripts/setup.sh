@@ -31,6 +31,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # Reinstall only when the project's metadata changed since the last set-up.
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extras"
+    echo "setup: installing pyctr$extras into .venv" >&2
+    if ! .venv/bin/python -m pip install --disable-pip-version-check -e ".$extras" >.venv/pip.log 2>&1; then
+        tail -20 .venv/pip.log >&2
+        exit 1
+    fi
     touch "$stamp"
 fi
+# An editable install leaves bytecode to the first run; compile it now (even where
+# PYTHONDONTWRITEBYTECODE is set) so that every `pyctr` start does not pay for it.
+.venv/bin/python -m compileall -q runtime images network >/dev/null
