@@ -7,7 +7,6 @@ whose v2 hierarchy at /sys/fs/cgroup/unified has no controllers).
 
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from pyctr.runtime import explain
@@ -24,21 +23,22 @@ DEFAULT_DEVICE_RULES = (
 )
 
 
-@dataclass
 class Limits:
-    memory: int | None = None  # bytes
-    nano_cpus: int | None = None  # CPUs * 1e9, Docker's unit
-    cpu_shares: int | None = None
-    pids: int | None = None
-    restrict_devices: bool = True
+    def __init__(self, memory: int | None = None, nano_cpus: int | None = None,
+                 cpu_shares: int | None = None, pids: int | None = None, restrict_devices: bool = True):
+        self.memory = memory  # bytes
+        self.nano_cpus = nano_cpus  # CPUs * 1e9, Docker's unit
+        self.cpu_shares = cpu_shares
+        self.pids = pids
+        self.restrict_devices = restrict_devices
 
 
-@dataclass
 class Usage:
-    memory: int
-    memory_limit: int | None
-    cpu_ns: int
-    pids: int
+    def __init__(self, memory: int, memory_limit: int | None, cpu_ns: int, pids: int):
+        self.memory = memory
+        self.memory_limit = memory_limit
+        self.cpu_ns = cpu_ns
+        self.pids = pids
 
 
 def _write(path: Path, value: object) -> None:

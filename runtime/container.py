@@ -7,7 +7,6 @@ as exited and can still be removed.
 """
 
 import os
-import secrets
 import time
 from pathlib import Path
 
@@ -228,7 +227,7 @@ def find(ref: str) -> Container:
 
 
 def new_id() -> str:
-    return secrets.token_hex(32)
+    return os.urandom(32).hex()
 
 
 def reserve_name(name: str | None, container_id: str) -> str:
@@ -238,9 +237,11 @@ def reserve_name(name: str | None, container_id: str) -> str:
     generated = name is None
     for attempt in range(50):
         if generated:
-            name = f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NOUNS)}"
+            # os.urandom rather than secrets/random: both cost milliseconds to import.
+            a, b = os.urandom(2)
+            name = f"{_ADJECTIVES[a % len(_ADJECTIVES)]}_{_NOUNS[b % len(_NOUNS)]}"
             if attempt > 10:
-                name += f"_{secrets.token_hex(2)}"
+                name += f"_{os.urandom(2).hex()}"
         elif not _valid_name(name):
             raise PyctrError(f"invalid container name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
         try:

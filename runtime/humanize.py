@@ -1,12 +1,13 @@
 """Docker's human-readable durations and sizes for tables."""
 
-import calendar
 import time
 
 
 def parse_rfc3339(stamp: str) -> float:
     if not stamp or stamp.startswith("0001-"):
         return 0.0
+    import calendar
+
     base = calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S"))
     fraction = stamp[19:].rstrip("Z")
     return base + (float("0" + fraction) if fraction.startswith(".") else 0.0)

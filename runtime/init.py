@@ -8,27 +8,26 @@ in execve() or os._exit(). Failures travel back to the parent over a close-on-ex
 import errno
 import fcntl
 import os
-import socket
 import struct
-from dataclasses import dataclass
 
 from pyctr.runtime import explain, rootfs, security, syscalls
 from pyctr.runtime.errors import PyctrError
 
 
-@dataclass
 class InitSpec:
-    argv: list[str]
-    env: dict[str, str]
-    workdir: str
-    user: str | None
-    hostname: str
-    rootfs: rootfs.RootfsSpec
-    caps: list[str]
-    privileged: bool
-    own_netns: bool
-    tty: bool
-    stdio: tuple[int, int, int] | None  # fds for 0, 1, 2; None keeps the inherited ones
+    """Everything PID 1 (or an exec'd process) needs, prepared by the parent before fork."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], workdir: str, user: str | None,
+                 hostname: str, rootfs: "rootfs.RootfsSpec | None", caps: list[str], privileged: bool,
+                 own_netns: bool, tty: bool, stdio: tuple[int, int, int] | None):
+        self.argv, self.env, self.workdir, self.user = argv, env, workdir, user
+        self.hostname = hostname
+        self.rootfs = rootfs
+        self.caps = caps
+        self.privileged = privileged
+        self.own_netns = own_netns
+        self.tty = tty
+        self.stdio = stdio  # fds for 0, 1, 2; None keeps the inherited ones
 
 
 def unshare_namespaces(spec: InitSpec) -> None:
@@ -58,27 +57,39 @@ def run(spec: InitSpec, ready_fd: int, go_fd: int, error_fd: int) -> None:
         unshare_namespaces(spec)
         os.write(ready_fd, b"ready\n")
         os.close(ready_fd)
-        if os.read(go_fd, 1) != b"G":
-            os._exit(1)  # the parent gave up (or died) before the start completed
-        os.close(go_fd)
-        _setup(spec)
+        # The root filesystem needs neither the cgroup nor the network, so it is built while the
+        # parent sets those up; under --explain, one after the other, so the trace reads in order.
+        if explain.enabled:
+            _wait_for_go(go_fd)
+        _build_root(spec)
+        if not explain.enabled:
+            _wait_for_go(go_fd)
+        # A cgroup namespace now that the parent has put us in our cgroup: it becomes our "/".
+        if os.path.exists("/proc/self/ns/cgroup"):
+            syscalls.unshare(syscalls.CLONE_NEWCGROUP)
+        become_process(spec)
         exec_command(spec)
     except BaseException as e:  # never fall back into the CLI's stack
         report_failure_and_exit(error_fd, e)
 
 
-def _setup(spec: InitSpec) -> None:
-    # Join a cgroup namespace now that the parent has put us in our cgroup: it becomes our "/".
-    if os.path.exists("/proc/self/ns/cgroup"):
-        syscalls.unshare(syscalls.CLONE_NEWCGROUP)
+def _wait_for_go(go_fd: int) -> None:
+    if os.read(go_fd, 1) != b"G":
+        os._exit(1)  # the parent gave up (or died) before the start completed
+    os.close(go_fd)
+
+
+def _build_root(spec: InitSpec) -> None:
+    # After pivot_root the host's Python library is out of reach: import what comes later now.
+    import prctl  # noqa: F401  (security.py)
+    import socket  # noqa: F401  (set_link_up)
+
     rootfs.prepare(spec.rootfs)
     explain.step("hostname", spec.hostname)
     syscalls.sethostname(spec.hostname)
     if spec.own_netns:
         explain.step("ip", "link", "set", "lo", "up")
         set_link_up("lo")
-
-    become_process(spec)
 
 
 def become_process(spec: InitSpec) -> None:
@@ -135,6 +146,8 @@ _TIOCSCTTY = 0x540E
 
 def set_link_up(name: str) -> None:
     """`ip link set NAME up` with one ioctl: cheaper than loading netlink for loopback."""
+    import socket
+
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         ifreq = struct.pack("16sH14x", name.encode(), 0)
         flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), _SIOCGIFFLAGS, ifreq))[1]

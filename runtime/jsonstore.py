@@ -1,14 +1,12 @@
 """State on disk: JSON files written atomically, and file locks around read-modify-write."""
 
-import contextlib
 import fcntl
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
 
 
-def read_json(path: Path, default: Any = None) -> Any:
+def read_json(path: Path, default=None):
     try:
         with open(path, "rb") as f:
             return json.load(f)
@@ -16,7 +14,7 @@ def read_json(path: Path, default: Any = None) -> Any:
         return default
 
 
-def write_json(path: Path, data: Any, durable: bool = False) -> None:
+def write_json(path: Path, data, durable: bool = False) -> None:
     """Write to a temporary file in the same directory, then rename over the target, so a
     reader sees the old document or the new one, never half of one. `durable` adds an fsync,
     for documents that must survive a power cut rather than a crash of pyctr."""
@@ -35,22 +33,51 @@ def write_json(path: Path, data: Any, durable: bool = False) -> None:
     os.replace(tmp, path)
 
 
-@contextlib.contextmanager
-def locked(lock_path: Path, shared: bool = False) -> Iterator[None]:
-    """An flock(2) on lock_path, held for the block; released even if the process dies."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+class locked:
+    """An flock(2) on lock_path, held for a `with` block; released even if the process dies."""
+
+    def __init__(self, lock_path: Path, shared: bool = False):
+        self.lock_path = lock_path
+        self.shared = shared
+        self.fd = -1
+
+    def __enter__(self) -> None:
+        try:
+            self.fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)
 
 
-@contextlib.contextmanager
-def updating(path: Path, lock_path: Path, default: Any) -> Iterator[Any]:
-    """Read-modify-write a JSON document under its lock: ``with updating(p, l, {}) as doc: ...``."""
-    with locked(lock_path):
-        doc = read_json(path, default)
-        yield doc
-        write_json(path, doc)
+class updating:
+    """Read-modify-write a JSON document under its lock: ``with updating(p, l, {}) as doc: ...``;
+    the document is written back only if the block succeeds."""
+
+    def __init__(self, path: Path, lock_path: Path, default):
+        self.path = path
+        self.lock = locked(lock_path)
+        self.default = default
+
+    def __enter__(self):
+        self.lock.__enter__()
+        try:
+            self.doc = read_json(self.path, self.default)
+        except BaseException:
+            self.lock.__exit__()
+            raise
+        return self.doc
+
+    def __exit__(self, exc_type, *exc) -> None:
+        try:
+            if exc_type is None:
+                write_json(self.path, self.doc)
+        finally:
+            self.lock.__exit__()

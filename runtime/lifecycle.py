@@ -10,7 +10,6 @@ A failure undoes what was done, in reverse.
 """
 
 import os
-import shutil
 import signal
 import time
 
@@ -95,6 +94,8 @@ def create(args) -> Container:
         c.save_config()
         c.save_state(persist=True)
     except BaseException:
+        import shutil
+
         shutil.rmtree(c.dir, ignore_errors=True)
         records.release_name(name, cid)
         raise
@@ -138,6 +139,7 @@ def start(c: Container, attach: bool, interactive: bool = False) -> StartedConta
                                  pids=hc["PidsLimit"] if hc["PidsLimit"] and hc["PidsLimit"] > 0 else None,
                                  restrict_devices=not hc["Privileged"]))
     undo = [cgroup.remove]
+    error_r = None
     try:
         etc = {
             "/etc/hostname": str(etcfiles.write_hostname(c.dir, cfg["Hostname"])),
@@ -176,9 +178,12 @@ def start(c: Container, attach: bool, interactive: bool = False) -> StartedConta
                        MonitorStartTime=records.process_start_time(monitor_pid),
                        BootId=records.boot_id(), StartedAt=records.now_rfc3339(),
                        FinishedAt="0001-01-01T00:00:00Z", ExitCode=0, OOMKilled=False, Error="")
-        os.write(go_w, b"G")
+        try:
+            os.write(go_w, b"G")
+        except BrokenPipeError:
+            pass  # PID 1 failed while building its root: its reason is on the error pipe
         os.close(go_w)
-    except BaseException:
+    except BaseException as error:
         for step in reversed(undo):
             try:
                 step()
@@ -186,6 +191,11 @@ def start(c: Container, attach: bool, interactive: bool = False) -> StartedConta
                 pass
         c.update_state(persist=True, Status="created" if not c.state.get("StartedAt") else "exited",
                        Running=False, Pid=0)
+        # PID 1 may have failed first (and our step failed because it was gone): its reason wins.
+        failure = _read_all(error_r) if error_r is not None and isinstance(error, Exception) else b""
+        if failure:
+            code, _, message = failure.decode(errors="replace").partition(" ")
+            raise PyctrError(message, int(code) if code.isdigit() else 125) from error
         raise
 
     failure = _read_all(error_r)
@@ -366,6 +376,8 @@ def remove_files(c: Container) -> None:
         from pyctr.network import api
 
         api.release(c.config)
+    import shutil
+
     explain.step("rm", "-rf", c.dir)
     shutil.rmtree(c.dir, ignore_errors=True)
     for path in (c.state_path, c.lock_path):

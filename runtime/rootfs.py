@@ -5,7 +5,6 @@ host's mount table, and all of them vanish with the container's last process.
 """
 
 import os
-from dataclasses import dataclass, field
 
 from pyctr.runtime import explain
 from pyctr.runtime.syscalls import (MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE,
@@ -22,23 +21,21 @@ MASKED_PATHS = ("/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_de
 READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 
 
-@dataclass
 class Bind:
-    source: str
-    target: str  # inside the container
-    readonly: bool = False
+    def __init__(self, source: str, target: str, readonly: bool = False):
+        self.source = source
+        self.target = target  # inside the container
+        self.readonly = readonly
 
 
-@dataclass
 class RootfsSpec:
-    lower: str
-    upper: str
-    work: str
-    merged: str
-    binds: list[Bind] = field(default_factory=list)
-    etc_files: dict[str, str] = field(default_factory=dict)  # container path -> host file
-    readonly: bool = False
-    privileged: bool = False
+    def __init__(self, lower: str, upper: str, work: str, merged: str, binds: list[Bind],
+                 etc_files: dict[str, str], readonly: bool, privileged: bool):
+        self.lower, self.upper, self.work, self.merged = lower, upper, work, merged
+        self.binds = binds
+        self.etc_files = etc_files  # container path -> host file
+        self.readonly = readonly
+        self.privileged = privileged
 
 
 def _mount(source, target, fstype, flags=0, data=None, *, shown: list[str]) -> None:

@@ -1,17 +1,18 @@
 """Where pyctr keeps things: --root for persistent data, --state for runtime state."""
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_ROOT = "/var/lib/pyctr"
 DEFAULT_STATE = "/run/pyctr"
 
 
-@dataclass(frozen=True)
 class Settings:
-    root: Path  # images, container layers, configs, logs, network configs
-    state: Path  # runtime state: pids, locks, IPAM leases of running things
+    __slots__ = ("root", "state")
+
+    def __init__(self, root: Path, state: Path):
+        self.root = root  # images, container layers, configs, logs, network configs
+        self.state = state  # runtime state: pids, locks
 
     @property
     def images_dir(self) -> Path:

@@ -44,10 +44,15 @@ def own_cgroup_dirs(cid: str) -> list[str]:
 
 
 # --- PID 1 and isolation -------------------------------------------------------------------
-def test_pid1_is_isolated(run_pyctr, tmp_path):
+def host_mounts_of(env) -> list[str]:
+    """The host's mounts that involve this test's pyctr root (other programs may mount too)."""
+    return [line for line in Path("/proc/mounts").read_text().splitlines() if env["PYCTR_ROOT"] in line]
+
+
+def test_pid1_is_isolated(run_pyctr, pyctr_env, tmp_path):
     secret = tmp_path / "host-secret"
     secret.write_text("host only")
-    mounts_before = Path("/proc/mounts").read_text()
+    mounts_before = host_mounts_of(pyctr_env)
     script = ("echo pid=$$; readlink /proc/self/ns/pid; ps -o comm | tail -n +2 | tr '\\n' ' '; echo; "
               "ip -o link | cut -d: -f2; hostname; "
               f"test -e {secret} && echo host-file-visible || echo host-file-hidden")
@@ -59,7 +64,10 @@ def test_pid1_is_isolated(run_pyctr, tmp_path):
     assert lines[3] == "lo", f"--network none must show only lo: {out}"
     assert lines[4] == "box1"
     assert lines[5] == "host-file-hidden"
-    assert Path("/proc/mounts").read_text() == mounts_before, "a mount leaked into the host's table"
+    assert host_mounts_of(pyctr_env) == mounts_before == [], "a mount leaked into the host's table"
+    # Even while a container runs, its mounts live only in its own mount namespace.
+    run_ok(run_pyctr, "run", "-d", *NONE, "alpine", "sleep", "60")
+    assert host_mounts_of(pyctr_env) == []
 
 
 def test_writes_stay_in_their_container(run_pyctr, pyctr_env, pyctr_root):
