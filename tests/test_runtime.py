@@ -420,3 +420,53 @@ def test_after_a_reboot_containers_show_exited_and_can_be_removed(run_pyctr, pyc
     assert cid[:12] in listed and "Exited" in listed
     run_ok(run_pyctr, "rm", cid)
     _no_leftovers(pyctr_env, [cid])
+
+
+# --- more of the CLI -----------------------------------------------------------------------
+def test_signals_to_a_foreground_run_reach_the_container(pyctr_env):
+    proc = subprocess.Popen([sys.executable, "-m", "pyctr.runtime", "run", "--rm", *NONE, "alpine", "sh", "-c",
+                             "trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 0.1; done"],
+                            env=pyctr_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGTERM)  # to pyctr, which forwards it
+        assert proc.wait(10) == 3
+        assert proc.stdout.read() == "got TERM\n"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_start_attach_restart_and_logs_follow(run_pyctr, pyctr_env):
+    run_ok(run_pyctr, "create", *NONE, "--name", "att", "alpine", "sh", "-c", "echo attached; exit 4")
+    attached = run_pyctr("start", "-a", "att")
+    assert attached.returncode == 4 and attached.stdout == "attached\n"
+
+    run_ok(run_pyctr, "run", "-d", *NONE, "--name", "ticker", "alpine", "sh", "-c",
+           "for i in 1 2 3; do echo tick $i; sleep 0.3; done")
+    followed = run_ok(run_pyctr, "logs", "-f", "ticker", timeout=20)
+    assert followed.stdout == "tick 1\ntick 2\ntick 3\n"
+
+    first_start = inspect(run_pyctr, "ticker")["State"]["StartedAt"]
+    run_ok(run_pyctr, "restart", "-t", "1", "ticker")
+    assert inspect(run_pyctr, "ticker")["State"]["StartedAt"] != first_start
+
+
+def test_rmi_is_refused_while_a_container_uses_the_image(run_pyctr, fresh_env):
+    run_ok(run_pyctr, "pull", "alpine:3.19", env=fresh_env)
+    run_ok(run_pyctr, "create", *NONE, "--name", "user", "alpine:3.19", "true", env=fresh_env)
+    refused = run_pyctr("rmi", "alpine:3.19", env=fresh_env)
+    assert refused.returncode == 125 and "user" in refused.stderr + refused.stdout or "in use" in refused.stderr
+    run_ok(run_pyctr, "rm", "user", env=fresh_env)
+    run_ok(run_pyctr, "rmi", "alpine:3.19", env=fresh_env)
+    assert "3.19" not in run_ok(run_pyctr, "images", env=fresh_env).stdout
+
+
+def test_version_and_ps_stay_light(pyctr_env):
+    for args in (["--version"], ["ps", "-a"]):
+        out = subprocess.run([sys.executable, "-X", "importtime", "-m", "pyctr.runtime", *args],
+                             env=pyctr_env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+        assert "pyctr.runtime.cli" in imported  # the probe works
+        assert not {"pyroute2", "requests", "yaml", "tqdm", "cgroupspy"} & imported, args
