@@ -6,6 +6,8 @@ each handler imports the store when it runs.
 
 import sys
 
+from pyctr.runtime import humanize
+
 _HANDLERS = "pyctr.images.commands"
 
 
@@ -67,7 +69,7 @@ def cmd_images(args) -> int:
         for repo_tag in image["RepoTags"] or ["<none>:<none>"]:
             name, _, tag = repo_tag.rpartition(":")
             rows.append((name, tag, image.get("Version") or "", _image_id(image, args.no_trunc),
-                         human_ago(image.get("Created")), human_size(image.get("Size") or 0)))
+                         humanize.ago(image.get("Created") or ""), humanize.size(image.get("Size") or 0)))
     _print_table(rows)
     return 0
 
@@ -93,53 +95,6 @@ def cmd_import(args) -> int:
     image = store.import_image(args.file, args.image)
     print(image["Id"])
     return 0
-
-
-def human_size(size: float) -> str:
-    """Docker's sizes: three significant digits, decimal units (7792915 -> "7.79MB")."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            break
-        size /= 1000
-    return f"{size:.3g}{unit}"
-
-
-def human_ago(timestamp: str | None) -> str:
-    """Docker's CREATED column: "2 minutes ago", "About an hour ago", "3 weeks ago"."""
-    if not timestamp:
-        return ""
-    from datetime import datetime, timezone
-
-    try:
-        then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-    except ValueError:
-        return timestamp
-    seconds = int((datetime.now(timezone.utc) - then).total_seconds())
-    minutes = seconds // 60
-    hours = int(seconds / 3600 + 0.5)  # Docker rounds hours, truncates the rest
-    if seconds < 1:
-        text = "Less than a second"
-    elif seconds == 1:
-        text = "1 second"
-    elif seconds < 60:
-        text = f"{seconds} seconds"
-    elif minutes == 1:
-        text = "About a minute"
-    elif minutes < 60:
-        text = f"{minutes} minutes"
-    elif hours == 1:
-        text = "About an hour"
-    elif hours < 48:
-        text = f"{hours} hours"
-    elif hours < 24 * 7 * 2:
-        text = f"{hours // 24} days"
-    elif hours < 24 * 30 * 2:
-        text = f"{hours // (24 * 7)} weeks"
-    elif hours < 24 * 365 * 2:
-        text = f"{hours // (24 * 30)} months"
-    else:
-        text = f"{hours // (24 * 365)} years"
-    return text + " ago"
 
 
 def _image_id(image: dict, full: bool) -> str:

@@ -4,13 +4,15 @@ import time
 
 
 def parse_rfc3339(stamp: str) -> float:
+    """Seconds since the epoch of a UTC stamp such as 2026-11-26T12:00:00.123456789Z
+    (or with +00:00); pyctr writes only UTC."""
     if not stamp or stamp.startswith("0001-"):
         return 0.0
     import calendar
 
     base = calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S"))
-    fraction = stamp[19:].rstrip("Z")
-    return base + (float("0" + fraction) if fraction.startswith(".") else 0.0)
+    digits = stamp[20:].split("+")[0].rstrip("Z") if stamp[19:20] == "." else ""
+    return base + (float("0." + digits) if digits.isdigit() else 0.0)
 
 
 def duration(seconds: float) -> str:
@@ -42,16 +44,18 @@ def duration(seconds: float) -> str:
 
 
 def ago(stamp: str) -> str:
+    """Docker's CREATED column: "2 minutes ago", "About an hour ago"; empty for no stamp."""
+    if not stamp:
+        return ""
     return duration(time.time() - parse_rfc3339(stamp)) + " ago"
 
 
 def size(n: float) -> str:
-    """Docker's units.HumanSize (decimal)."""
+    """Docker's sizes in `images`: three significant digits, decimal units (7792915 -> 7.79MB)."""
     for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000:
-            return f"{n:.4g}{unit}"
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.3g}{unit}"
         n /= 1000
-    return f"{n:.4g}PB"
 
 
 def binary_size(n: float) -> str:

@@ -13,7 +13,7 @@ import os
 import signal
 import time
 
-from pyctr.runtime import cgroups, explain, etcfiles, init, jsonstore, monitor, options, rootfs, security
+from pyctr.runtime import cgroups, explain, etcfiles, init, monitor, options, rootfs, security
 from pyctr.runtime import container as records
 from pyctr.runtime.container import Container
 from pyctr.runtime.errors import ConflictError, PyctrError

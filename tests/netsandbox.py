@@ -12,8 +12,6 @@ order, whatever happened before.
 """
 
 import contextlib
-import functools
-import http.server
 import json
 import os
 import re
@@ -23,7 +21,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -318,21 +315,14 @@ def eventually(check, timeout: float = 10, interval: float = 0.1):
 @contextlib.contextmanager
 def alpine_mirror():
     """The shared Alpine mirror over HTTP on loopback (a thread of this process)."""
-    folder = (REPO.parent / "shared" / "alpine-mirror").resolve()
-    handler = functools.partial(_QuietHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    from conftest import SHARED_MIRROR, _serve
+
+    server, url = _serve(SHARED_MIRROR.resolve())
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/alpine"
+        yield f"{url}/alpine"
     finally:
         server.shutdown()
         server.server_close()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
 
 
 def pull_alpine(images_root: Path) -> Path:

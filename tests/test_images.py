@@ -300,7 +300,7 @@ def test_unknown_release_is_a_404(run_pyctr, fresh_env, local_mirror_dir, tag, m
     pulled = run_pyctr("pull", f"alpine:{tag}", env=fresh_env)
     assert pulled.returncode == 125
     error = pulled.stderr.splitlines()[-1]
-    assert error.startswith(f"Error: unknown Alpine ")
+    assert error.startswith("Error: unknown Alpine ")
     assert error.endswith(f"{missing} returned 404 Not Found")
     assert leftovers(fresh_env) == []
 
@@ -654,7 +654,7 @@ def test_rmi_by_id_and_of_several_images(run_pyctr, fresh_env, local_mirror_dir)
 def test_human_sizes_and_ages_read_like_docker():
     from datetime import datetime, timedelta, timezone
 
-    from pyctr.images.commands import human_ago, human_size
+    from pyctr.runtime.humanize import ago as human_ago, size as human_size
 
     assert [human_size(n) for n in (0, 999, 1000, 7792915, 123456789, 5 * 10**12)] == \
         ["0B", "999B", "1kB", "7.79MB", "123MB", "5TB"]

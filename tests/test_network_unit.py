@@ -4,7 +4,6 @@ nftables table, and the promise that the CLI's start-up never imports pyroute2."
 import ipaddress
 import json
 import subprocess
-import sys
 import textwrap
 
 import pytest

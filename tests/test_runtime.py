@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import _run
 
 NONE = ("--network", "none")
 
