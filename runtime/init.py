@@ -19,7 +19,8 @@ class InitSpec:
 
     def __init__(self, argv: list[str], env: dict[str, str], workdir: str, user: str | None,
                  hostname: str, rootfs: "rootfs.RootfsSpec | None", caps: list[str], privileged: bool,
-                 own_netns: bool, tty: bool, stdio: tuple[int, int, int] | None):
+                 own_netns: bool, tty: bool, stdio: tuple[int, int, int] | None,
+                 console: int | None = None):
         self.argv, self.env, self.workdir, self.user = argv, env, workdir, user
         self.hostname = hostname
         self.rootfs = rootfs
@@ -28,6 +29,7 @@ class InitSpec:
         self.own_netns = own_netns
         self.tty = tty
         self.stdio = stdio  # fds for 0, 1, 2; None keeps the inherited ones
+        self.console = console  # with -t: the socket to send our pty's master over
 
 
 def unshare_namespaces(spec: InitSpec) -> None:
@@ -96,6 +98,11 @@ def become_process(spec: InitSpec) -> None:
     """The part of init that `exec` shares: user, privileges, working directory and stdio."""
     uid, gid, groups, home = security.resolve_user(spec.user)
     spec.env.setdefault("HOME", home)
+    if spec.console is not None:
+        from pyctr.runtime import terminal
+
+        slave = terminal.open_console(spec.console, uid, gid)
+        spec.stdio = (slave, slave, slave)
     workdir = spec.workdir or "/"
     if not os.path.isdir(workdir):
         os.makedirs(workdir, exist_ok=True)  # as Docker does, and as root, before the user switch

@@ -150,7 +150,10 @@ def start(c: Container, attach: bool, interactive: bool = False) -> StartedConta
             etc["/etc/hosts"] = "/etc/hosts"
         spec = _init_spec(c, etc, own_netns)
         stdio, parent_ends, monitor_ends = _stdio(c, tty, interactive, detached)
-        spec.stdio = stdio
+        if tty:
+            spec.console = stdio[0]
+        else:
+            spec.stdio = stdio
         ready_r, ready_w = os.pipe()
         go_r, go_w = os.pipe()
         error_r, error_w = os.pipe()  # close-on-exec: EOF means exec succeeded
@@ -205,7 +208,11 @@ def start(c: Container, attach: bool, interactive: bool = False) -> StartedConta
         if (c.dir / "config.json").exists():  # not already removed by --rm
             c.update_state(persist=True, Error=message)
         raise PyctrError(message, int(code) if code.isdigit() else 125)
-    master = parent_ends[0] if tty and parent_ends else None
+    master = None
+    if tty and parent_ends:
+        from pyctr.runtime import terminal
+
+        master = terminal.receive_console(parent_ends[0])
     if detached:
         for fd in parent_ends:
             _close_quietly(fd)
@@ -239,10 +246,13 @@ def _stdio(c: Container, tty: bool, interactive: bool, detached: bool):
     with -i the monitor holds stdin open so that a shell keeps waiting, as with `docker run -dit`.
     """
     if tty:
-        master, slave = os.openpty()
+        from pyctr.runtime import terminal
+
+        # PID 1 opens the pty in its own devpts and sends the master over this socket.
+        receiver, sender = terminal.console_pair()
         if detached:
-            return (slave, slave, slave), [], [master]
-        return (slave, slave, slave), [master], []
+            return (sender,), [], [receiver]
+        return (sender,), [receiver], []
     if not detached:
         stdin = 0 if interactive else os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         return (stdin, 1, 2), [], []
@@ -288,9 +298,13 @@ def _monitor(c, spec, detached, ready_w, go_r, error_w, stdio, monitor_ends, par
             for fd in (0, 1, 2):
                 os.dup2(null, fd)
             os.close(null)
-            streams = {monitor_ends[0]: "stdout"}
-            if not spec.tty:
-                streams[monitor_ends[1]] = "stderr"
+            if spec.tty:
+                from pyctr.runtime import terminal
+
+                master = terminal.receive_console(monitor_ends[0])
+                streams = {master: "stdout"} if master is not None else {}
+            else:
+                streams = {monitor_ends[0]: "stdout", monitor_ends[1]: "stderr"}
             monitor.capture_output(c.log_path, streams)
         status = monitor.wait_for(pid)
         code = monitor.finish(records.load(c.id), status)

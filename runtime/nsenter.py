@@ -52,10 +52,11 @@ def exec_in(c: Container, args) -> int:
         user=args.user or cfg["User"] or None, hostname=cfg["Hostname"], rootfs=None,
         caps=security.effective_caps(hc["CapAdd"], hc["CapDrop"], privileged),
         privileged=privileged, own_netns=False, tty=tty, stdio=None)
-    master = None
+    receiver = None
     if tty:
-        master, slave = os.openpty()
-        spec.stdio = (slave, slave, slave)
+        from pyctr.runtime import terminal
+
+        receiver, spec.console = terminal.console_pair()
     elif args.detach or not args.interactive:
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         spec.stdio = (null, null if args.detach else 1, null if args.detach else 2)
@@ -65,8 +66,8 @@ def exec_in(c: Container, args) -> int:
                  "--", *args.command)
     child = os.fork()
     if child == 0:
-        _joining_child(spec, fds, root_fd, procs_files, error_w, master)
-    for fd in (*fds.values(), root_fd, error_w):
+        _joining_child(spec, fds, root_fd, procs_files, error_w, receiver)
+    for fd in (*fds.values(), root_fd, error_w, *([spec.console] if tty else [])):
         os.close(fd)
     if spec.stdio:
         for fd in set(spec.stdio):
@@ -81,14 +82,21 @@ def exec_in(c: Container, args) -> int:
         raise PyctrError(message, int(code) if code.isdigit() else 126)
     if args.detach:
         return 0
+    master = None
+    if receiver is not None:
+        from pyctr.runtime import terminal
+
+        master = terminal.receive_console(receiver)
     return _wait_attached(child, master, args.interactive)
 
 
-def _joining_child(spec, fds, root_fd, procs_files, error_w, master) -> None:
+def _joining_child(spec, fds, root_fd, procs_files, error_w, receiver) -> None:
     """Join the cgroup and namespaces, fork into the PID namespace, exec. Never returns."""
     try:
-        if master is not None:
-            os.close(master)
+        if receiver is not None:
+            os.close(receiver)
+            import socket  # noqa: F401  (terminal.open_console, after we chroot away from it)
+            import prctl  # noqa: F401
         me = os.getpid()
         for procs in procs_files:
             explain.write(procs, me)
@@ -103,6 +111,8 @@ def _joining_child(spec, fds, root_fd, procs_files, error_w, master) -> None:
             init.become_process(spec)
             init.exec_command(spec)
         os.close(error_w)
+        if spec.console is not None:
+            os.close(spec.console)
         for fd in set(spec.stdio or ()):
             if fd > 2:
                 os.close(fd)

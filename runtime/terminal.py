@@ -1,4 +1,10 @@
-"""`-t` in the foreground: the user's terminal in raw mode, proxied to the container's pty."""
+"""`-t`: a pty from the container's own devpts, and the user's terminal proxied to it.
+
+As runc does with its console socket, the container's process opens the pty after it has
+entered the container's mount namespace (so `tty` says /dev/pts/0 there), and passes the
+master side back over a unix socket to whoever copies the bytes: the CLI, or the monitor of a
+detached container.
+"""
 
 import fcntl
 import os
@@ -50,3 +56,32 @@ def proxy(master: int, forward_stdin: bool) -> None:
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
             signal.signal(signal.SIGWINCH, signal.SIG_DFL)
         os.close(master)
+
+
+def open_console(console_fd: int, uid: int, gid: int) -> int:
+    """In the container: open a pty, send its master over console_fd, return the slave."""
+    import socket
+
+    master, slave = os.openpty()
+    os.fchown(slave, uid, gid)
+    with socket.socket(fileno=console_fd) as console:
+        socket.send_fds(console, [b"pty"], [master])
+    os.close(master)
+    return slave
+
+
+def receive_console(console_fd: int) -> int | None:
+    """The master side of the container's pty, or None if the container died before sending it."""
+    import socket
+
+    with socket.socket(fileno=console_fd) as console:
+        _, fds, _, _ = socket.recv_fds(console, 16, 1)
+    return fds[0] if fds else None
+
+
+def console_pair() -> tuple[int, int]:
+    """(receiver, sender) ends of the console socket, as plain fds (close-on-exec)."""
+    import socket
+
+    receiver, sender = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    return receiver.detach(), sender.detach()

@@ -323,9 +323,10 @@ def test_interactive_tty(pyctr_env):
                           env=pyctr_env, encoding="utf-8", timeout=15, dimensions=(30, 100))
     try:
         child.expect("# ")
-        child.sendline("echo pid=$$; stty size")
+        child.sendline("echo pid=$$; stty size; tty")
         child.expect("pid=1")
         child.expect("30 100")
+        child.expect("/dev/pts/0")  # a pty of the container's own devpts
         child.setwinsize(40, 120)
         child.sendline("stty size")
         child.expect("40 120")
@@ -469,3 +470,21 @@ def test_version_and_ps_stay_light(pyctr_env):
         imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
         assert "pyctr.runtime.cli" in imported  # the probe works
         assert not {"pyroute2", "requests", "yaml", "tqdm", "cgroupspy"} & imported, args
+
+
+def test_exec_with_a_tty_and_a_detached_tty_container(run_pyctr, pyctr_env):
+    pexpect = pytest.importorskip("pexpect")
+    cid = run_ok(run_pyctr, "run", "-dit", *NONE, "alpine", "sh").stdout.strip()
+    time.sleep(0.2)
+    assert inspect(run_pyctr, cid)["State"]["Running"] is True  # -i keeps the shell waiting
+    child = pexpect.spawn(sys.executable, ["-m", "pyctr.runtime", "exec", "-it", cid, "sh"],
+                          env=pyctr_env, encoding="utf-8", timeout=15)
+    try:
+        child.expect("# ")
+        child.sendline("tty; echo $$")
+        child.expect("/dev/pts/1")
+        child.sendline("exit 6")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 6
