@@ -142,6 +142,7 @@ def plot(rows: list[Row], path: Path, title: str) -> str | None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib import ticker
     except ImportError:
         return "no plot: matplotlib is not installed (pip install -e '.[bench]')"
     panels = _box_panels(rows)
@@ -160,6 +161,10 @@ def plot(rows: list[Row], path: Path, title: str) -> str | None:
         ax.set_title(name)
         ax.set_ylabel("ms")
         ax.set_yscale("log")
+        # Plain numbers at 1, 2, 5 × 10^k: easier to read than powers of ten.
+        ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(ticker.ScalarFormatter())
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
         ax.tick_params(axis="x", labelsize=8)
     rest = flat[len(panels):]
     if density_starts:
