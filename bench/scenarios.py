@@ -148,7 +148,6 @@ def _density_batch(ctx: Context, n: int) -> tuple[list[Row], dict[str, Series]]:
     argv = {"pyctr": ctx.pyctr.cmd("run", "-d", "--network", "none", "alpine", *SLEEP),
             "podman": ctx.podman.cmd("run", "-d", "--network", "none", PODMAN_IMAGE, *SLEEP)}
     env = {"pyctr": ctx.pyctr.env, "podman": ctx.podman.env}
-    before = {"pyctr": set(ctx.pyctr.own_pids()), "podman": set(ctx.podman.conmon_pids())}
     try:
         for i in range(n):
             for tool in (("pyctr", "podman") if i % 2 == 0 else ("podman", "pyctr")):
@@ -161,9 +160,10 @@ def _density_batch(ctx: Context, n: int) -> tuple[list[Row], dict[str, Series]]:
                     continue
                 starts[tool].samples.append(ms)
                 ids[tool].append(p.stdout.strip().splitlines()[-1])
-        # Only processes that appeared with this batch: nothing left over from earlier counts.
-        mem = {"pyctr": _memory(set(ctx.pyctr.own_pids()) - before["pyctr"], "pyctr monitors"),
-               "podman": _memory(set(ctx.podman.conmon_pids()) - before["podman"], "conmon")}
+        # Every process of the tool alive now: the scenarios before this one removed their
+        # containers, so these serve this batch alone (a shared reaper counts too).
+        mem = {"pyctr": _memory(ctx.pyctr.own_pids(), "pyctr"),
+               "podman": _memory(ctx.podman.conmon_pids(), "conmon")}
     finally:
         removal = _remove_batch(ctx, ids)
     return [
@@ -176,7 +176,7 @@ def _density_batch(ctx: Context, n: int) -> tuple[list[Row], dict[str, Series]]:
     ], starts
 
 
-def _memory(pids: set[int], what: str) -> dict:
+def _memory(pids: list[int], what: str) -> dict:
     per_process = [m for m in map(procs.memory_kib, sorted(pids)) if m]
     return {"what": what, "processes": len(per_process),
             "pss_kib": [m[0] for m in per_process], "rss_kib": [m[1] for m in per_process]}
