@@ -20,9 +20,7 @@ _NOUNS = ("bardeen", "curie", "darwin", "euler", "fermi", "gauss", "hopper", "ke
           "meitner", "noether", "pascal", "ritchie", "shannon", "thompson", "turing", "wozniak")
 
 
-def now_rfc3339() -> str:
-    t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
+from pyctr.runtime.reaper import now_rfc3339  # noqa: E402,F401  (the reaper cannot import us)
 
 
 def boot_id() -> str:

@@ -305,7 +305,7 @@ def _monitor(c, spec, detached, ready_w, go_r, error_w, stdio, monitor_ends, par
                 streams = {master: "stdout"} if master is not None else {}
             else:
                 streams = {monitor_ends[0]: "stdout", monitor_ends[1]: "stderr"}
-            monitor.capture_output(c.log_path, streams)
+            monitor.become_reaper(pid, c, streams, keep=monitor_ends[2:])
         status = monitor.wait_for(pid)
         code = monitor.finish(records.load(c.id), status)
     except BaseException as e:

@@ -1,13 +1,12 @@
 """The per-container monitor: parent of the container's PID 1 for as long as it runs.
 
-It reaps PID 1, captures a detached container's output into Docker's json-file log,
-records the exit code and finish time, and tidies up (network, cgroup, and everything on
---rm). It is a forked copy of the CLI that imports nothing more until the container exits.
+It reaps PID 1, records the exit code and finish time, and tidies up (network, cgroup, and
+everything on --rm). For a foreground container it is a fork of the CLI; a detached one
+execs the small reaper (reaper.py), which also writes the container's output to Docker's
+json-file log, and comes back here (`finish`) when PID 1 has exited.
 """
 
-import json
 import os
-import select
 import signal
 import time
 
@@ -28,34 +27,15 @@ def ignore_terminal_signals() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def capture_output(log_path, streams: dict[int, str]) -> None:
-    """Copy the container's output into json-file lines until every stream reaches EOF."""
-    pending = {fd: b"" for fd in streams}
-    with open(log_path, "ab", buffering=0) as log:
-        while pending:
-            readable, _, _ = select.select(list(pending), [], [])
-            for fd in readable:
-                try:
-                    chunk = os.read(fd, 65536)
-                except OSError:  # EIO: the pty's other side is gone
-                    chunk = b""
-                data = pending[fd] + chunk
-                *lines, rest = data.split(b"\n")
-                out = [_log_line(streams[fd], line + b"\n") for line in lines]
-                if not chunk:
-                    if rest:
-                        out.append(_log_line(streams[fd], rest))
-                    del pending[fd]
-                    os.close(fd)
-                else:
-                    pending[fd] = rest
-                if out:
-                    log.write(b"".join(out))
+def become_reaper(pid: int, c: records.Container, streams: dict[int, str], keep: list[int]) -> None:
+    """Exec the small reaper (runtime/reaper.py) for the rest of a detached container's life."""
+    import sys
 
-
-def _log_line(stream: str, data: bytes) -> bytes:
-    entry = {"log": data.decode("utf-8", "replace"), "stream": stream, "time": records.now_rfc3339()}
-    return json.dumps(entry).encode() + b"\n"
+    for fd in [*streams, *keep]:  # `keep`: the stdin pipe that -i holds open
+        os.set_inheritable(fd, True)
+    reaper = os.path.join(os.path.dirname(__file__), "reaper.py")
+    os.execv(sys.executable, [sys.executable, "-S", reaper, str(pid), c.id, str(c.log_path),
+                              *[f"{fd}:{name}" for fd, name in streams.items()]])
 
 
 def wait_for(pid: int) -> int:
@@ -89,3 +69,20 @@ def wait_briefly_for_exit(pid: int, timeout: float) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def _finish_main(argv: list[str]) -> None:
+    """`python -m pyctr.runtime.monitor finish ID STATUS`: the reaper's last step."""
+    code = 255
+    try:
+        _, command, container_id, status = argv
+        if command == "finish":
+            code = finish(records.load(container_id), int(status))
+    finally:
+        os._exit(code)
+
+
+if __name__ == "__main__":
+    import sys
+
+    _finish_main(sys.argv)
