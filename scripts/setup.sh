@@ -28,6 +28,9 @@ extras=""
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
+# One set-up at a time (the tests and the bench may both call this).
+exec 9>.venv/.setup.lock
+flock 9
 # An editable install in setuptools' strict mode: a tree of links under build/ and one plain
 # path in a .pth file. The default mode installs an import hook that every Python start in
 # the venv pays ~12 ms for. Links follow edits; a new or removed module needs a reinstall,
