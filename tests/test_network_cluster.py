@@ -214,6 +214,31 @@ def test_rm_and_network_rm_leave_the_node_as_it_was(cluster):
     assert node.pyctr_files() == files_before
 
 
+def test_rm_f_cleans_up_after_sigkilled_pyctr_and_monitor(cluster):
+    import json
+    import os
+    import signal
+
+    node = cluster.sandbox.node("node4", cluster.images)
+    before, files_before = node.snapshot(), node.pyctr_files()
+    # A foreground run whose pyctr dies (its monitor and container live on) ...
+    foreground = node.pyctr_spawn("run", "--name", "fg", "-p", "8082:80", *SLEEP)
+    eventually(lambda: "fg" in node.pyctr("ps").stdout, timeout=30)
+    foreground.send_signal(signal.SIGKILL)
+    foreground.wait()
+    # ... and a detached one whose monitor dies (its container lives on).
+    detached = node.start("--name", "bg", "-p", "8083:80", *SLEEP)
+    state = json.loads((node.state / "containers" / f"{detached}.json").read_text())
+    os.kill(state["MonitorPid"], signal.SIGKILL)  # a PID this test's pyctr started
+    assert node.snapshot() != before
+
+    node.pyctr("rm", "-f", "fg", "bg")
+    node.pyctr("network", "rm", "bridge")
+    assert node.snapshot() == before
+    assert node.pyctr_files() == files_before
+    assert node.pyctr("ps", "-aq").stdout.strip() == ""
+
+
 # --- bad input ------------------------------------------------------------------------------
 def test_bad_input_gives_one_clear_line_and_exit_125(routed):
     n1 = routed.node1
