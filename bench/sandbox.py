@@ -99,6 +99,9 @@ class Sandbox:
     # -- host paths the peers made ----------------------------------------------------------
 
     def _remove_host_paths(self) -> None:
+        """Take away the host paths podman made during the bench. Directories go only when
+        empty; /run/containers (podman's network state) only when no podman, conmon or netavark
+        of anyone is running, since another podman on the machine may have started using it."""
         for d in self._absent_cgroups:
             _rmdir_tree(d)  # cgroup directories go bottom-up with rmdir, never rm -r
         for path in self._absent:
@@ -106,14 +109,13 @@ class Sandbox:
                 continue
             if path == "/run/netns":
                 _remove_netns_dir(path)
-            elif path == "/run/containers":
-                # Only podman's network state lives there; it was not there before us.
+            elif path == "/run/containers" and not podman_running():
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 _rmdir_tree(Path(path))
             if os.path.lexists(path):
-                self.problems.append(f"{path} was made during the bench and is not empty")
-
+                self.problems.append(f"{path} was made during the bench and is still there "
+                                     "(not empty, or in use by another podman or bench)")
 
     def _check_machine(self) -> None:
         """Report what changed on the machine while the bench ran. Other users of the machine
@@ -121,9 +123,11 @@ class Sandbox:
         if host_network() != self._host_network:
             self.problems.append("the host's network (links, routes, nftables or ip_forward) "
                                  "changed while the bench ran")
-        new = _pyctr_cgroups() - self._pyctr_cgroups
+        # A cgroup with processes belongs to a container someone is running right now (the test
+        # suite may run beside the bench); an empty one that stayed is a leak.
+        new = [d for d in _pyctr_cgroups() - self._pyctr_cgroups if _cgroup_empty(d)]
         if new:
-            self.problems.append(f"{len(new)} pyctr cgroups appeared and stayed, e.g. {sorted(new)[0]}")
+            self.problems.append(f"{len(new)} empty pyctr cgroups appeared and stayed, e.g. {sorted(new)[0]}")
 
 
 def host_network() -> list[str]:
@@ -144,6 +148,28 @@ def _pyctr_cgroups() -> set[str]:
         return set()
     return {str(d) for h in CGROUP_ROOT.iterdir() if (h / "pyctr").is_dir()
             for d in (h / "pyctr").iterdir() if d.is_dir()}
+
+
+def _cgroup_empty(path: str) -> bool:
+    try:
+        return not Path(path, "cgroup.procs").read_text().strip()
+    except OSError:
+        return False  # gone meanwhile
+
+
+def podman_running() -> bool:
+    """Is any podman, conmon or netavark alive (zombies left to a lax init do not count)?"""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        comm, _, rest = stat[stat.index("(") + 1:].rpartition(")")
+        if comm in ("podman", "conmon", "netavark") and rest.split()[0] != "Z":
+            return True
+    return False
 
 
 def _raise_exit(signum, frame):
