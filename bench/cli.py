@@ -1,6 +1,7 @@
 """`python -m bench`: set up the contenders, run the scenarios, print and save the results."""
 
 import argparse
+import fcntl
 import os
 import sys
 import time
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": report.machine(args.pyctr or default_binary())}
     print(f"bench: {report.describe_machine(meta['machine'])}", file=sys.stderr)
     rows, leaks = [], []
+    _wait_for_other_runs()
     with Sandbox(keep=args.keep) as sb:
         ctx = _set_up(sb, args, leaks)
         for name in args.only:
@@ -65,6 +67,18 @@ def main(argv: list[str] | None = None) -> int:
     leaks += sb.problems
     meta.update(finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), leaks=leaks)
     return _output(rows, meta, args)
+
+
+def _wait_for_other_runs() -> None:
+    """One bench at a time: two would share the CPUs (skewing both) and podman's fixed paths.
+    The lock is an flock on this package's folder, so nothing is created for it; it is
+    released when the process ends."""
+    fd = os.open(Path(__file__).resolve().parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print("bench: waiting for another bench run to finish …", file=sys.stderr, flush=True)
+        fcntl.flock(fd, fcntl.LOCK_EX)
 
 
 def _set_up(sb: Sandbox, args: argparse.Namespace, leaks: list[str]) -> Context:
