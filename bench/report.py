@@ -160,11 +160,15 @@ def plot(rows: list[Row], path: Path, title: str) -> str | None:
         ax.set_xticks(range(1, len(series) + 1), [s.name for s in series])
         ax.set_title(name)
         ax.set_ylabel("ms")
-        ax.set_yscale("log")
-        # Plain numbers at 1, 2, 5 × 10^k: easier to read than powers of ten.
-        ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.yaxis.set_major_formatter(ticker.ScalarFormatter())
-        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+        low, high = min(s.min for s in series), max(s.max for s in series)
+        if high > 10 * low:  # a log scale only where the floor would be a flat line otherwise
+            ax.set_yscale("log")
+            # Plain numbers at 1, 2, 5 × 10^k: easier to read than powers of ten.
+            ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(ticker.ScalarFormatter())
+            ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+        else:
+            ax.set_ylim(bottom=0)
         ax.tick_params(axis="x", labelsize=8)
     rest = flat[len(panels):]
     if density_starts:
