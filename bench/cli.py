@@ -3,6 +3,7 @@
 import argparse
 import fcntl
 import os
+import subprocess
 import sys
 import time
 import traceback
@@ -11,8 +12,8 @@ from pathlib import Path
 from bench import alpine, report
 from bench.measure import CommandFailed, Series
 from bench.peers import Podman, Runc, missing
-from bench.rows import Row
 from bench.pyctr_cli import Pyctr, default_binary
+from bench.rows import Row
 from bench.sandbox import Sandbox, unmount_all_under
 from bench.scenarios import SCENARIOS, Context
 
@@ -134,8 +135,6 @@ def _leftover_containers(ctx: Context) -> list[str]:
     if ids:
         leaks.append(f"{len(ids)} pyctr containers were left after the scenarios")
     if not ctx.podman_error:
-        import subprocess
-
         out = subprocess.run(ctx.podman.cmd("ps", "-aq"), env=ctx.podman.env, capture_output=True,
                              text=True).stdout.split()
         if out:

@@ -4,6 +4,7 @@ JSON file, and a PNG of the distributions. matplotlib is imported only to draw t
 import json
 import os
 import platform
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -122,8 +123,6 @@ def compare(rows: list[Row], old_path: Path) -> str:
 
 
 def _median(samples: list[float]) -> float | None:
-    import statistics
-
     return statistics.median(samples) if samples else None
 
 
