@@ -71,7 +71,7 @@ def disconnect(container: dict) -> None:
     if name in networks.BUILTIN_NETWORKS or not networks.exists(name):
         return
     net = networks.load(name)
-    get_driver(net.driver).detach(net, container["Id"])
+    get_driver(net.driver).detach(net, container["Id"], _mappings(container))
 
 
 def release(container: dict) -> None:
@@ -81,8 +81,12 @@ def release(container: dict) -> None:
         return
     net = networks.load(name)
     # `rm -f` after a SIGKILLed pyctr may come without a disconnect(): leave nothing behind.
-    get_driver(net.driver).detach(net, container["Id"])
+    get_driver(net.driver).detach(net, container["Id"], _mappings(container))
     ipam.release(net, container["Id"])
+
+
+def _mappings(container: dict) -> list:
+    return ports.from_bindings(_host_config(container).get("PortBindings"))
 
 
 def _host_config(container: dict) -> dict:

@@ -84,15 +84,16 @@ class BridgeDriver(NetworkDriver):
             if ports:
                 nft.replace_rules(nft.container_owner(container_id), _port_rules(net, address, ports))
         except BaseException:
-            self.detach(net, container_id)
+            self.detach(net, container_id, ports)
             raise
         return Endpoint(interface=veth.CONTAINER_INTERFACE, host_interface=host_name, mac=mac,
                         address=address, prefixlen=prefixlen, gateway=net.gateway,
                         routes=[f"default via {net.gateway} dev eth0"], ports=list(ports))
 
-    def detach(self, net: networks.Network, container_id: str) -> None:
+    def detach(self, net: networks.Network, container_id: str, ports: list[PortMapping]) -> None:
         veth.delete_host_end(veth.host_interface(container_id))
-        nft.delete_rules(nft.container_owner(container_id))
+        if ports:  # only published ports have rules of their own (listing the table costs a fork)
+            nft.delete_rules(nft.container_owner(container_id))
 
 
 def _kind(ipr, index: int) -> str | None:

@@ -78,9 +78,9 @@ class NetworkDriver(abc.ABC):
         """Connect the netns of process `pid` (the container's PID 1) to the network."""
 
     @abc.abstractmethod
-    def detach(self, net, container_id: str) -> None:
-        """Remove what attach() left on the host: veth, host routes, port rules. Idempotent;
-        works after the container's processes are gone."""
+    def detach(self, net, container_id: str, ports: list[PortMapping]) -> None:
+        """Remove what attach() left on the host: veth, host routes, port rules (`ports` are
+        those attach() was given). Idempotent; works after the container's processes are gone."""
 
 
 def get_driver(name: str) -> NetworkDriver:

@@ -20,7 +20,7 @@ class _NothingToDo(NetworkDriver):
     def attach(self, net, container_id, pid, address, ports) -> Endpoint:
         return Endpoint(interface="")
 
-    def detach(self, net, container_id) -> None:
+    def detach(self, net, container_id, ports) -> None:
         pass
 
 

@@ -86,13 +86,13 @@ class RoutedDriver(NetworkDriver):
                           proto=veth.PROTO_BOOT)
                 veth.configure_container_side(cipr, pid, address, 32, container_routes)
         except BaseException:
-            self.detach(net, container_id)
+            self.detach(net, container_id, ports)
             raise
         return Endpoint(interface=veth.CONTAINER_INTERFACE, host_interface=host_name, mac=mac,
                         address=address, prefixlen=32, gateway=LINK_LOCAL_GATEWAY,
                         routes=[r["text"] for r in container_routes])
 
-    def detach(self, net: networks.Network, container_id: str) -> None:
+    def detach(self, net: networks.Network, container_id: str, ports: list[PortMapping]) -> None:
         # The host route IP/32 dev vethXXXX goes with the link.
         veth.delete_host_end(veth.host_interface(container_id))
 

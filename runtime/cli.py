@@ -50,8 +50,37 @@ def add_container_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, sized with os.get_terminal_size: the stock one imports shutil
+    (with zlib, bz2 and lzma) for that, and argparse builds a formatter for every flag."""
+
+    def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
+        if width is None:
+            try:
+                width = os.get_terminal_size(sys.__stdout__.fileno()).columns
+            except (OSError, AttributeError, ValueError):
+                width = int(os.environ.get("COLUMNS", "80") or 80)
+            width -= 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+class VersionAction(argparse.Action):
+    """`--version`: one line, without argparse's text wrapping (which imports textwrap)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        sys.stdout.write(f"pyctr {VERSION}\n")
+        parser.exit()
+
+
 class Parser(argparse.ArgumentParser):
     """Docker's convention for bad flags: one line on stderr and exit code 125 (not argparse's 2)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         sys.stderr.write(f"Error: {self.prog}: {message} (see '{self.prog} --help')\n")
@@ -87,7 +116,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog="pyctr",
         description="A container runtime you can read in an afternoon.",
     )
-    parser.add_argument("--version", action="version", version=f"pyctr {VERSION}")
+    parser.add_argument("--version", action=VersionAction, help="print the version and exit")
     parser.add_argument("--root", help="persistent data (default /var/lib/pyctr, env PYCTR_ROOT)")
     parser.add_argument("--state", help="runtime state (default /run/pyctr, env PYCTR_STATE)")
     parser.add_argument("--explain", action="store_true",

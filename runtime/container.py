@@ -107,6 +107,13 @@ class Container:
         """Tell the truth even if pyctr or the monitor was SIGKILLed: a `running` container whose
         PID 1 is gone has exited."""
         if self.running and not self.process_alive():
+            # PID 1 is gone; a live monitor is about to record how it ended.
+            deadline = time.monotonic() + 5.0
+            while self.monitor_alive() and time.monotonic() < deadline:
+                time.sleep(0.01)
+                self.state = _load_state(self)
+                if not self.running:
+                    return self
             with jsonstore.locked(self.lock_path):
                 self.state = _load_state(self)
                 if self.running and not self.process_alive():

@@ -2,10 +2,14 @@
 
 The order of a start, and why:
   1. the cgroup exists and has its limits before any process can run in it;
-  2. the monitor forks and unshares the PID namespace, then forks PID 1;
-  3. PID 1 unshares mount, UTS, IPC and network namespaces, says "ready", and waits;
-  4. the parent puts PID 1 in the cgroup and hands its PID to the network driver;
-  5. the parent says "go": PID 1 builds its root, drops privileges and execs.
+  2. the monitor forks and unshares the PID namespace, then forks PID 1, sends its PID, and
+     puts it in the cgroup;
+  3. PID 1 unshares mount, UTS, IPC and network namespaces, says "ready", and builds its root
+     filesystem, which needs neither the cgroup nor the network;
+  4. meanwhile the parent hands PID 1's PID to the network driver, then waits for the cgroup;
+  5. the parent says "go": PID 1 enters a cgroup namespace, drops privileges and execs.
+Steps 2 to 4 overlap, on separate processes, because each of them mostly waits on the kernel.
+Under --explain they run one after the other, so that the trace reads in order.
 A failure undoes what was done, in reverse.
 """
 
@@ -160,15 +164,16 @@ def start(c: Container, attach: bool, interactive: bool = False) -> StartedConta
 
         monitor_pid = os.fork()
         if monitor_pid == 0:
-            _monitor(c, spec, detached, ready_w, go_r, error_w, stdio, monitor_ends,
+            _monitor(c, spec, cgroup, detached, ready_w, go_r, error_w, stdio, monitor_ends,
                      [ready_r, go_w, error_r, *parent_ends])
         for fd in (ready_w, go_r, error_w, *stdio, *monitor_ends):
             _close_quietly(fd)
         undo.append(lambda: _abandon(monitor_pid))
 
-        pid = _read_pid_and_ready(ready_r)
+        messages = _Messages(ready_r)
+        pid = int(messages.wait_for("pid"))
         undo.append(lambda: _kill_quietly(pid))
-        cgroup.add(pid)
+        messages.wait_for("ready")
         if uses_network_driver(c):
             from pyctr.network import api
 
@@ -176,6 +181,10 @@ def start(c: Container, attach: bool, interactive: bool = False) -> StartedConta
             c.config["NetworkSettings"] = api.connect(c.config, pid)
             c.save_config()
             etcfiles.write_hosts(c.dir, cfg["Hostname"], c.name, c.config["NetworkSettings"].get("IPAddress"))
+        joined = messages.wait_for("cgroup")
+        if joined != "ok":
+            raise PyctrError(f"cannot put the container in its cgroup: {joined}")
+        messages.close()
         c.update_state(persist=True, Status="running", Running=True, Pid=pid,
                        PidStartTime=records.process_start_time(pid), MonitorPid=monitor_pid,
                        MonitorStartTime=records.process_start_time(monitor_pid),
@@ -264,7 +273,7 @@ def _stdio(c: Container, tty: bool, interactive: bool, detached: bool):
     return (os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), out_w, err_w), [], [out_r, err_r]
 
 
-def _monitor(c, spec, detached, ready_w, go_r, error_w, stdio, monitor_ends, parent_only) -> None:
+def _monitor(c, spec, cgroup, detached, ready_w, go_r, error_w, stdio, monitor_ends, parent_only) -> None:
     """The forked monitor: unshare the PID namespace, fork PID 1, then reap it. Never returns."""
     code = 255
     try:
@@ -287,7 +296,19 @@ def _monitor(c, spec, detached, ready_w, go_r, error_w, stdio, monitor_ends, par
         # Our own later children (nft, ip helpers) belong in the host's PID namespace.
         syscalls.setns(host_pidns, syscalls.CLONE_NEWPID)
         os.close(host_pidns)
-        os.write(ready_w, f"pid {pid}\n".encode())
+        # The cgroup join (slow on cgroup v1: the kernel waits for an RCU grace period per
+        # controller) runs here while the parent connects the network; under --explain, first,
+        # so the trace reads in order.
+        if not explain.enabled:
+            os.write(ready_w, f"pid {pid}\n".encode())
+        try:
+            cgroup.add(pid)
+            joined = "ok"
+        except OSError as e:
+            joined = str(e)
+        if explain.enabled:
+            os.write(ready_w, f"pid {pid}\n".encode())
+        os.write(ready_w, f"cgroup {joined}\n".encode())
         for fd in (ready_w, go_r, error_w, *stdio):
             if fd > 2:
                 _close_quietly(fd)
@@ -317,17 +338,30 @@ def _monitor(c, spec, detached, ready_w, go_r, error_w, stdio, monitor_ends, par
         os._exit(code)
 
 
-def _read_pid_and_ready(fd: int) -> int:
-    """The monitor sends "pid N" and PID 1 sends "ready"; both must arrive."""
-    data = b""
-    while data.count(b"\n") < 2:
-        chunk = os.read(fd, 256)
-        if not chunk:
-            raise PyctrError(f"the container failed to start: {data.decode(errors='replace').strip() or 'no reply'}")
-        data += chunk
-    os.close(fd)
-    pid = next(int(line[4:]) for line in data.split(b"\n") if line.startswith(b"pid "))
-    return pid
+class _Messages:
+    """Lines on the start pipe, in whatever order they come: the monitor's "pid N" and
+    "cgroup ok", and PID 1's "ready"."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.received: dict[str, str] = {}
+        self.buffer = b""
+
+    def wait_for(self, key: str) -> str:
+        while key not in self.received:
+            chunk = os.read(self.fd, 256)
+            if not chunk:
+                said = self.buffer.decode(errors="replace").strip() or "no reply"
+                raise PyctrError(f"the container failed to start (waiting for {key}: {said})")
+            self.buffer += chunk
+            *lines, self.buffer = self.buffer.split(b"\n")
+            for line in lines:
+                name, _, value = line.decode(errors="replace").partition(" ")
+                self.received[name] = value
+        return self.received[key]
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def _read_all(fd: int) -> bytes:
@@ -384,12 +418,13 @@ def release_runtime_resources(c: Container) -> None:
 
 
 def remove_files(c: Container) -> None:
-    """Forget the container: network lease, layers, logs, state and name. Idempotent."""
-    release_runtime_resources(c)
+    """Forget the container: network (with its lease), cgroup, layers, logs, state and name.
+    Idempotent, and complete even when nothing was released at exit (a SIGKILLed monitor)."""
     if uses_network_driver(c):
         from pyctr.network import api
 
-        api.release(c.config)
+        api.release(c.config)  # also removes what disconnect() would
+    cgroups.for_container(c.id).remove()
     import shutil
 
     explain.step("rm", "-rf", c.dir)
@@ -424,13 +459,9 @@ def wait_until_exited(c: Container, timeout: float | None = None) -> bool:
             select.select([fd], [], [], remaining)
             os.close(fd)
     while True:
-        fresh = records.load(c.id)
-        if not fresh.running or not fresh.process_alive():
-            # Give the monitor a moment to record the exit code before reading it.
-            if fresh.running and fresh.monitor_alive():
-                monitor.wait_briefly_for_exit(fresh.state["MonitorPid"], 5.0)
-                fresh = records.load(c.id)
-            c.state = fresh.refresh().state
+        fresh = records.load(c.id).refresh()  # waits for the monitor to record the exit code
+        if not fresh.running:
+            c.state = fresh.state
             return True
         if deadline is not None and time.monotonic() >= deadline:
             return False

@@ -56,9 +56,10 @@ def finish(c: records.Container, status: int) -> int:
     code = exit_code_of(status)
     c.update_state(persist=True, Status="exited", Running=False, Pid=0, ExitCode=code,
                    FinishedAt=records.now_rfc3339(), OOMKilled=lifecycle.oom_killed(c))
-    lifecycle.release_runtime_resources(c)
     if c.config["HostConfig"].get("AutoRemove"):
         lifecycle.remove_files(c)
+    else:
+        lifecycle.release_runtime_resources(c)
     return code
 
 

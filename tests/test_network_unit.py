@@ -122,7 +122,7 @@ class PluginDriver(NetworkDriver):
     def create(self, net): pass
     def remove(self, net): pass
     def attach(self, net, container_id, pid, address, ports): return Endpoint(interface="eth0")
-    def detach(self, net, container_id): pass
+    def detach(self, net, container_id, ports): pass
 
 
 def test_registry_finds_the_built_in_drivers():
