@@ -35,9 +35,10 @@ flock 9
 # path in a .pth file. The default mode installs an import hook that every Python start in
 # the venv pays ~12 ms for. Links follow edits; a new or removed module needs a reinstall,
 # so the stamp covers the list of modules as well as pyproject.toml.
-wanted="$(cat pyproject.toml; find runtime images network -name '*.py' | sort; echo "$extras")"
+wanted="$(cat pyproject.toml; find runtime images network -name '*.py' | sort)"
 stamp=.venv/.pyctr-installed
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
+have_test_tools() { .venv/bin/python -c "import pytest, pexpect" 2>/dev/null; }
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ] || { [ -n "$extras" ] && ! have_test_tools; }; then
     echo "setup: installing pyctr$extras into .venv" >&2
     rm -rf build/__editable__.pyctr-*
     if ! .venv/bin/python -m pip install --disable-pip-version-check \
