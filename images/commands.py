@@ -6,8 +6,6 @@ each handler imports the store when it runs.
 
 import sys
 
-from pyctr.runtime import humanize
-
 _HANDLERS = "pyctr.images.commands"
 
 
@@ -64,13 +62,15 @@ def cmd_images(args) -> int:
         for image in images:
             print(_image_id(image, args.no_trunc))
         return 0
-    rows = [("REPOSITORY", "TAG", "VERSION", "IMAGE ID", "CREATED", "SIZE")]
+    from pyctr.runtime import humanize
+
+    rows = []
     for image in images:
         for repo_tag in image["RepoTags"] or ["<none>:<none>"]:
             name, _, tag = repo_tag.rpartition(":")
             rows.append((name, tag, image.get("Version") or "", _image_id(image, args.no_trunc),
                          humanize.ago(image.get("Created") or ""), humanize.size(image.get("Size") or 0)))
-    _print_table(rows)
+    print(humanize.table(rows, ["REPOSITORY", "TAG", "VERSION", "IMAGE ID", "CREATED", "SIZE"]))
     return 0
 
 
@@ -99,10 +99,3 @@ def cmd_import(args) -> int:
 
 def _image_id(image: dict, full: bool) -> str:
     return image["Id"] if full else image["Id"].removeprefix("sha256:")[:12]
-
-
-def _print_table(rows: list[tuple]) -> None:
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        cells = [str(cell).ljust(width) for cell, width in zip(row, widths)]
-        print("   ".join(cells).rstrip())

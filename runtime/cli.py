@@ -212,11 +212,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     _add_ps_flags(cp)
     cp.set_defaults(handler=_runtime_handler("cmd_ps"))
 
-    from pyctr.images import commands as image_commands
-    from pyctr.network import commands as network_commands
+    if only is None or (only and not sub.choices):  # not one of the container commands above
+        from pyctr.images import commands as image_commands
+        from pyctr.network import commands as network_commands
 
-    image_commands.register(sub, command)
-    network_commands.register(sub, command)
+        image_commands.register(sub, command)
+        network_commands.register(sub, command)
     parser.built_commands = set(sub.choices)
     return parser
 

@@ -22,8 +22,6 @@ def cmd_create(args) -> int:
 
 
 def cmd_run(args) -> int:
-    if args.detach and args.rm and args.tty and args.interactive:
-        pass  # allowed, as in Docker
     c = lifecycle.create(args)
     try:
         started = lifecycle.start(c, attach=not args.detach, interactive=args.interactive)
@@ -38,7 +36,6 @@ def cmd_run(args) -> int:
 
 
 def cmd_start(args) -> int:
-    status = 0
     if args.attach and len(args.containers) > 1:
         raise PyctrError("you cannot start and attach multiple containers at once")
     for ref in args.containers:
@@ -50,7 +47,7 @@ def cmd_start(args) -> int:
         if args.attach:
             return attach_and_wait(started, args.interactive)
         print(ref)
-    return status
+    return 0
 
 
 def attach_and_wait(started: lifecycle.StartedContainer, interactive: bool) -> int:
@@ -203,12 +200,11 @@ def cmd_rm(args) -> int:
 
 
 def cmd_wait(args) -> int:
-    status = 0
     for ref in args.containers:
         c = records.find(ref)
         lifecycle.wait_until_exited(c)
         print(c.state.get("ExitCode", 0))
-    return status
+    return 0
 
 
 def cmd_prune(args) -> int:
@@ -231,9 +227,7 @@ def cmd_logs(args) -> int:
     try:
         log = open(c.log_path, "rb")
     except FileNotFoundError:
-        if c.config["Config"]["Tty"] is False and not c.state.get("StartedAt"):
-            return 0
-        return 0
+        return 0  # never started detached: nothing was captured
     with log:
         lines = log.readlines()
         if tail is not None:

@@ -53,6 +53,12 @@ def report_failure_and_exit(error_fd: int, error: BaseException) -> None:
         os._exit(code)
 
 
+def failure_from_report(report: bytes) -> PyctrError:
+    """The other end of report_failure_and_exit: "CODE message" as the error pyctr exits with."""
+    code, _, message = report.decode(errors="replace").partition(" ")
+    return PyctrError(message, int(code) if code.isdigit() else 125)
+
+
 def run(spec: InitSpec, ready_fd: int, go_fd: int, error_fd: int) -> None:
     """Never returns."""
     try:

@@ -201,22 +201,22 @@ def start(c: Container, attach: bool, interactive: bool = False) -> StartedConta
                 step()
             except Exception:
                 pass
-        c.update_state(persist=True, Status="created" if not c.state.get("StartedAt") else "exited",
-                       Running=False, Pid=0)
+        if _still_exists(c):  # the monitor of a --rm container may have removed it already
+            c.update_state(persist=True, Status="created" if not c.state.get("StartedAt") else "exited",
+                           Running=False, Pid=0)
         # PID 1 may have failed first (and our step failed because it was gone): its reason wins.
         failure = _read_all(error_r) if error_r is not None and isinstance(error, Exception) else b""
         if failure:
-            code, _, message = failure.decode(errors="replace").partition(" ")
-            raise PyctrError(message, int(code) if code.isdigit() else 125) from error
+            raise init.failure_from_report(failure) from error
         raise
 
     failure = _read_all(error_r)
     if failure:
-        code, _, message = failure.decode(errors="replace").partition(" ")
+        error = init.failure_from_report(failure)
         monitor.wait_for(monitor_pid)
-        if (c.dir / "config.json").exists():  # not already removed by --rm
-            c.update_state(persist=True, Error=message)
-        raise PyctrError(message, int(code) if code.isdigit() else 125)
+        if _still_exists(c):
+            c.update_state(persist=True, Error=str(error))
+        raise error
     master = None
     if tty and parent_ends:
         from pyctr.runtime import terminal
@@ -226,6 +226,10 @@ def start(c: Container, attach: bool, interactive: bool = False) -> StartedConta
         for fd in parent_ends:
             _close_quietly(fd)
     return StartedContainer(c, monitor_pid, pid, master)
+
+
+def _still_exists(c: Container) -> bool:
+    return (c.dir / "config.json").exists()
 
 
 def _init_spec(c: Container, etc: dict[str, str], own_netns: bool) -> init.InitSpec:

@@ -77,9 +77,8 @@ def exec_in(c: Container, args) -> int:
     failure = os.read(error_r, 4096)
     os.close(error_r)
     if failure:
-        code, _, message = failure.decode(errors="replace").partition(" ")
         monitor.wait_for(child)
-        raise PyctrError(message, int(code) if code.isdigit() else 126)
+        raise init.failure_from_report(failure)
     if args.detach:
         return 0
     master = None
