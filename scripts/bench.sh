@@ -15,16 +15,7 @@ fi
 
 # The peers, from Debian. netavark is podman's bridge network (only recommended by the
 # packages) and uses iptables (only suggested).
-missing=""
-for pkg in runc podman netavark iptables; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
-done
-if [ -n "$missing" ]; then
-    echo "bench: installing$missing" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq $missing >/dev/null
-fi
+scripts/apt-install-missing.sh runc podman netavark iptables
 
 # The plot needs matplotlib: the project's `bench` extra.
 if ! .venv/bin/python -c "import matplotlib" 2>/dev/null; then

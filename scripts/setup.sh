@@ -10,23 +10,22 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
-# Debian package -> why pyctr needs it
-packages="python3 python3-venv python3-dev gcc libcap-dev iproute2 nftables util-linux"
-missing=""
-for pkg in $packages; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
-done
-if [ -n "$missing" ]; then
-    echo "setup: installing$missing" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+# python3-dev, gcc and libcap-dev build python-prctl; iproute2 and nftables are what the
+# network drivers drive; util-linux has flock, nsenter and unshare.
+scripts/apt-install-missing.sh --no-install-recommends \
+    python3 python3-venv python3-dev gcc libcap-dev iproute2 nftables util-linux
+
+# pyctr needs Python 3.11 or newer; where python3 is older (Ubuntu 22.04), use python3.11.
+python=python3
+if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    scripts/apt-install-missing.sh --no-install-recommends python3.11 python3.11-venv python3.11-dev
+    python=python3.11
 fi
 
 extras=""
 [ "${1:-}" = "--dev" ] && extras="[test]"
 if [ ! -x .venv/bin/python ]; then
-    python3 -m venv .venv
+    "$python" -m venv .venv
 fi
 # One set-up at a time (the tests and the bench may both call this).
 exec 9>.venv/.setup.lock
