@@ -53,7 +53,9 @@ def drop_bounding_set(keep: list[str]) -> None:
     """Shrink the bounding set; needs CAP_SETPCAP, so it runs before anything else is dropped."""
     import prctl
 
-    explain.comment(f"capsh --caps='{','.join('cap_' + c.lower() for c in keep)}+eip' (bounding set)")
+    # No single shell command does this and then execs later; setpriv is the closest.
+    explain.comment("setpriv --bounding-set=-all," + ",".join("+" + c.lower() for c in keep)
+                    + "  (the capabilities the container keeps)")
     kept = {getattr(prctl, "CAP_" + c) for c in keep}
     # Count to the kernel's last capability, not the library's list, so that none newer survives.
     with open("/proc/sys/kernel/cap_last_cap") as f:
@@ -76,7 +78,7 @@ def restrict_process_caps(keep: list[str]) -> None:
 def set_no_new_privs() -> None:
     import prctl
 
-    explain.comment("setpriv --no-new-privs (setuid binaries cannot gain privileges)")
+    explain.comment("setpriv --no-new-privs  (setuid binaries cannot gain privileges)")
     prctl.set_no_new_privs(1)
 
 
