@@ -215,11 +215,12 @@ def find(ref: str) -> Container:
     """A full ID, a unique ID prefix, or a name (Docker's rules)."""
     if not ref:
         raise NotFoundError("No such container: ''")
-    names = settings().root / "names"
-    try:
-        return load((names / ref.lstrip("/")).read_text().strip()).refresh()
-    except (FileNotFoundError, NotADirectoryError, NotFoundError):
-        pass
+    name = ref.lstrip("/")  # Docker shows names as /NAME
+    if _valid_name(name):
+        try:
+            return load((settings().root / "names" / name).read_text().strip()).refresh()
+        except (FileNotFoundError, NotADirectoryError, NotFoundError):
+            pass
     ids = all_ids()
     if ref in ids:
         return load(ref).refresh()

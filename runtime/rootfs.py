@@ -77,14 +77,33 @@ def _touch(path: str) -> None:
             pass
 
 
-def _inside(merged: str, path: str) -> str:
-    """A container path under the new root, refusing `..` and symlinks that point outside it."""
-    real = os.path.realpath(os.path.join(merged, path.lstrip("/")))
-    if real != merged and not real.startswith(merged + "/"):
-        from pyctr.runtime.errors import PyctrError
+def resolve_in_root(root: str, path: str, follow_last: bool = True) -> str:
+    """The host path of container path `path`, resolving symlinks as the container would see
+    them: an absolute link target starts again at `root`, and `..` stops at `root`. So a mount
+    target can never land outside the container, yet Alpine's /var/run -> /run still works."""
+    parts = [p for p in path.split("/") if p and p != "."]
+    resolved: list[str] = []
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        full = os.path.join(root, *resolved, part)
+        if os.path.islink(full) and (parts or follow_last):
+            links += 1
+            if links > 40:
+                from pyctr.runtime.errors import PyctrError
 
-        raise PyctrError(f"mount target {path!r} escapes the container's root")
-    return real
+                raise PyctrError(f"too many levels of symbolic links in {path!r}")
+            target = os.readlink(full)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p and p != "."] + parts
+            continue
+        resolved.append(part)
+    return os.path.join(root, *resolved)
 
 
 def prepare(spec: RootfsSpec) -> None:
@@ -97,7 +116,7 @@ def prepare(spec: RootfsSpec) -> None:
     root = spec.merged
 
     for bind in spec.binds:
-        target = _inside(root, bind.target)
+        target = resolve_in_root(root, bind.target)
         if os.path.isdir(bind.source):
             os.makedirs(target, exist_ok=True)
         else:
@@ -110,8 +129,8 @@ def prepare(spec: RootfsSpec) -> None:
     _mount_fs("sysfs", f"{root}/sys", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
     for path, source in spec.etc_files.items():
-        target = _inside(root, path)
-        if os.path.islink(target):  # e.g. a resolv.conf symlink: replace the file it names
+        target = resolve_in_root(root, path, follow_last=False)
+        if os.path.islink(target):  # e.g. a resolv.conf symlink: a file of our own replaces it
             os.unlink(target)
         _touch(target)
         _bind(source, target, recursive=False)

@@ -198,6 +198,11 @@ def test_env_user_workdir_volume_readonly(run_pyctr, tmp_path):
     out = run_ok(run_pyctr, "run", "--rm", *NONE, "-u", "1000:1000", "alpine", "id").stdout
     assert out.startswith("uid=1000 gid=1000")
 
+    # Alpine's /var/run is a symlink to /run: the mount lands in the container's /run, not the host's.
+    via_link = run_ok(run_pyctr, "run", "--rm", *NONE, "-v", f"{shared}:/var/run/pyctr-test", "alpine",
+                      "cat", "/run/pyctr-test/in.txt").stdout
+    assert via_link == "from host" and not os.path.exists("/run/pyctr-test")
+
     ro = run_pyctr("run", "--rm", *NONE, "-v", f"{shared}:/data:ro", "alpine", "touch", "/data/new")
     assert ro.returncode != 0 and not (shared / "new").exists()
     readonly = run_pyctr("run", "--rm", *NONE, "--read-only", "alpine", "touch", "/new")
