@@ -25,8 +25,8 @@ def cmd_run(args) -> int:
     c = lifecycle.create(args)
     try:
         started = lifecycle.start(c, attach=not args.detach, interactive=args.interactive)
-    except PyctrError:
-        if args.rm:
+    except BaseException:
+        if args.rm:  # --rm means no record is left, whichever way the start failed
             _remove_quietly(c)
         raise
     if args.detach:
