@@ -77,7 +77,7 @@ class CgroupV1:
         for controller in self._present():
             path = self.path(controller)
             explain.step("mkdir", "-p", path)
-            path.mkdir(parents=True, exist_ok=True)
+            _mkdir_under_parent(path)
         if limits.memory:
             memory = self._node("memory").controller
             explain.write(self.path("memory") / "memory.limit_in_bytes", limits.memory)
@@ -143,6 +143,7 @@ class CgroupV1:
     def remove(self) -> None:
         for controller in self._present():
             _rmdir_when_empty(self.path(controller))
+            _remove_parent_if_unused(self.path(controller).parent)
 
     def _present(self) -> list[str]:
         return [c for c in self.CONTROLLERS if (self.root / c).is_dir()]
@@ -173,7 +174,7 @@ class CgroupV2:
             _write(self.root / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(wanted)))
             _write(self.parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(wanted)))
         explain.step("mkdir", self.path())
-        self.path().mkdir(exist_ok=True)
+        _mkdir_under_parent(self.path())
         if limits.memory:
             _write(self.path() / "memory.max", limits.memory)
             if (self.path() / "memory.swap.max").exists():
@@ -218,6 +219,7 @@ class CgroupV2:
 
     def remove(self) -> None:
         _rmdir_when_empty(self.path())
+        _remove_parent_if_unused(self.parent)
 
 
 def shares_to_weight(shares: int) -> int:
@@ -232,6 +234,27 @@ def is_v2(root: Path = CGROUP_ROOT) -> bool:
 
 def for_container(container_id: str, root: Path = CGROUP_ROOT) -> CgroupV1 | CgroupV2:
     return CgroupV2(container_id, root) if is_v2(root) else CgroupV1(container_id, root)
+
+
+def _mkdir_under_parent(path: Path) -> None:
+    """mkdir -p, again if the parent went away meanwhile (its last container was removed)."""
+    for _ in range(5):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            return
+        except FileNotFoundError:
+            continue
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def _remove_parent_if_unused(parent: Path) -> None:
+    """The `pyctr` parent goes with its last container, so nothing of pyctr stays on the host.
+    A start that races with this recreates it (mkdir -p)."""
+    try:
+        os.rmdir(parent)
+    except OSError:
+        return  # other containers still use it, or it is gone already
+    explain.step("rmdir", "--ignore-fail-on-non-empty", parent)
 
 
 def _rmdir_when_empty(path: Path, timeout: float = 5.0) -> None:

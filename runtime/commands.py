@@ -23,6 +23,7 @@ def cmd_create(args) -> int:
 
 def cmd_run(args) -> int:
     c = lifecycle.create(args)
+    forwarder = None if args.detach else SignalForwarder()
     try:
         started = lifecycle.start(c, attach=not args.detach, interactive=args.interactive)
     except BaseException:
@@ -32,7 +33,7 @@ def cmd_run(args) -> int:
     if args.detach:
         print(c.id)
         return 0
-    return attach_and_wait(started, args.interactive)
+    return attach_and_wait(started, args.interactive, forwarder)
 
 
 def cmd_start(args) -> int:
@@ -43,23 +44,48 @@ def cmd_start(args) -> int:
         if c.running:
             print(ref)
             continue
+        forwarder = SignalForwarder() if args.attach else None
         started = lifecycle.start(c, attach=args.attach, interactive=args.interactive)
         if args.attach:
-            return attach_and_wait(started, args.interactive)
+            return attach_and_wait(started, args.interactive, forwarder)
         print(ref)
     return 0
 
 
-def attach_and_wait(started: lifecycle.StartedContainer, interactive: bool) -> int:
-    """Forward signals to the container, proxy its pty if it has one, and return its exit code."""
-    def forward(sig, _frame):
+class SignalForwarder:
+    """Sends the signals pyctr gets to the container's PID 1, as `docker run` does. Installed
+    before the start, so none is lost; those that come before PID 1 runs its program are held
+    and sent once it does."""
+
+    def __init__(self):
+        self.pid: int | None = None
+        self.held: list[int] = []
+        for sig in FORWARDED_SIGNALS:
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, sig, _frame) -> None:
+        if self.pid is None:
+            self.held.append(sig)
+        else:
+            self._send(sig)
+
+    def forward_to(self, pid: int) -> None:
+        self.pid = pid
+        for sig in self.held:
+            self._send(sig)
+        self.held.clear()
+
+    def _send(self, sig: int) -> None:
         try:
-            os.kill(started.pid, sig)
+            os.kill(self.pid, sig)
         except ProcessLookupError:
             pass
 
-    for sig in FORWARDED_SIGNALS:
-        signal.signal(sig, forward)
+
+def attach_and_wait(started: lifecycle.StartedContainer, interactive: bool,
+                    forwarder: SignalForwarder) -> int:
+    """Forward signals to the container, proxy its pty if it has one, and return its exit code."""
+    forwarder.forward_to(started.pid)
     if started.pty_master is not None:
         from pyctr.runtime import terminal
 
