@@ -314,6 +314,8 @@ def cmd_stats(args) -> int:
                             "MemUsage": f"{humanize.binary_size(now.memory)} / {humanize.binary_size(limit)}",
                             "MemPerc": f"{100.0 * now.memory / limit:.2f}%", "PIDs": str(now.pids)})
             rows.append(list(entries[-1].values()))
+        if not args.no_stream and sys.stdout.isatty():
+            sys.stdout.write("\033[2J\033[H")  # redraw in place, as docker stats does
         if args.format == "json":
             print(json.dumps(entries, indent=2))
         else:
