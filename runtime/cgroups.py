@@ -74,7 +74,17 @@ class CgroupV1:
         return node
 
     def create(self, limits: Limits) -> None:
+        # Each controller costs a migration when PID 1 joins (an RCU grace period on v1), so
+        # only those with work to do: memory, cpuacct and pids always (limits, OOM, stats, top),
+        # cpu for --cpus or --cpu-shares, devices unless --privileged.
+        wanted = {"memory", "cpuacct", "pids"}
+        if limits.nano_cpus or limits.cpu_shares:
+            wanted.add("cpu")
+        if limits.restrict_devices:
+            wanted.add("devices")
         for controller in self._present():
+            if controller not in wanted:
+                continue
             path = self.path(controller)
             explain.step("mkdir", "-p", path)
             _mkdir_under_parent(path)
@@ -97,10 +107,10 @@ class CgroupV1:
             if limits.cpu_shares:
                 explain.write(self.path("cpu") / "cpu.shares", limits.cpu_shares)
                 cpu.shares = limits.cpu_shares
-        if limits.pids and "pids" in self._present():
+        if limits.pids and self.path("pids").is_dir():
             # cgroupspy has no pids controller.
             _write(self.path("pids") / "pids.max", limits.pids)
-        if limits.restrict_devices and "devices" in self._present():
+        if limits.restrict_devices and self.path("devices").is_dir():
             _write(self.path("devices") / "devices.deny", "a")
             for rule in DEFAULT_DEVICE_RULES:
                 _write(self.path("devices") / "devices.allow", rule)
@@ -112,6 +122,7 @@ class CgroupV1:
                 _write(procs, pid)
 
     def procs_file(self) -> list[Path]:
+        """The cgroup.procs of each controller this container has (see create)."""
         return [self.path(c) / "cgroup.procs" for c in self._present() if self.path(c).exists()]
 
     def oom_killed(self) -> bool:
