@@ -254,7 +254,8 @@ def _init_spec(c: Container, etc: dict[str, str], own_netns: bool) -> init.InitS
 def _stdio(c: Container, tty: bool, interactive: bool, detached: bool):
     """Returns (fds for the container's 0/1/2, the parent's ends, the monitor's ends).
 
-    Attached: the container shares pyctr's stdio, or a pty the CLI proxies.
+    Attached: output goes through pipes to the monitor, which copies it to pyctr's stdout and
+    stderr and to the log; stdin is pyctr's (with -i); with -t, a pty the CLI proxies.
     Detached: output goes through pipes (or a pty) to the monitor, which writes the log;
     with -i the monitor holds stdin open so that a shell keeps waiting, as with `docker run -dit`.
     """
@@ -266,11 +267,13 @@ def _stdio(c: Container, tty: bool, interactive: bool, detached: bool):
         if detached:
             return (sender,), [], [receiver]
         return (sender,), [receiver], []
-    if not detached:
-        stdin = 0 if interactive else os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        return (stdin, 1, 2), [], []
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
+    if not detached:
+        # Output goes through the monitor, which copies it to our terminal and to the log, so
+        # that `pyctr logs` has it too, as with `docker run`. Stdin stays ours.
+        stdin = 0 if interactive else os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        return (stdin, out_w, err_w), [], [out_r, err_r]
     if interactive:
         in_r, in_w = os.pipe()
         return (in_r, out_w, err_w), [], [out_r, err_r, in_w]
@@ -317,6 +320,11 @@ def _monitor(c, spec, cgroup, detached, ready_w, go_r, error_w, stdio, monitor_e
             if fd > 2:
                 _close_quietly(fd)
         monitor.ignore_terminal_signals()
+        if not detached and not spec.tty:
+            from pyctr.runtime import reaper
+
+            reaper.capture(str(c.log_path), {monitor_ends[0]: "stdout", monitor_ends[1]: "stderr"},
+                           tee={monitor_ends[0]: 1, monitor_ends[1]: 2})
         if detached:
             # Let go of the CLI's stdio, or `id=$(pyctr run -d ...)` would wait for the container.
             null = os.open(os.devnull, os.O_RDWR)

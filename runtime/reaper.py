@@ -21,9 +21,11 @@ def now_rfc3339() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
 
 
-def capture(log_path: str, streams: dict[int, str]) -> None:
-    """Copy the container's output into json-file lines until every stream reaches EOF."""
+def capture(log_path: str, streams: dict[int, str], tee: dict[int, int] | None = None) -> None:
+    """Copy the container's output into json-file lines until every stream reaches EOF; `tee`
+    also copies each stream, as it comes, to another fd (a foreground run's terminal)."""
     pending = {fd: b"" for fd in streams}
+    tee = tee or {}
     with open(log_path, "ab", buffering=0) as log:
         while pending:
             readable, _, _ = select.select(list(pending), [], [])
@@ -32,6 +34,8 @@ def capture(log_path: str, streams: dict[int, str]) -> None:
                     chunk = os.read(fd, 65536)
                 except OSError:  # EIO: the pty's other side is gone
                     chunk = b""
+                if chunk and fd in tee:
+                    _write_all(tee[fd], chunk)
                 *lines, rest = (pending[fd] + chunk).split(b"\n")
                 out = [_entry(streams[fd], line + b"\n") for line in lines]
                 if chunk:
@@ -43,6 +47,14 @@ def capture(log_path: str, streams: dict[int, str]) -> None:
                     os.close(fd)
                 if out:
                     log.write(b"".join(out))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:
+        pass  # the reader went away (`| head`): the log still gets everything
 
 
 def _entry(stream: str, data: bytes) -> bytes:

@@ -122,6 +122,13 @@ def test_create_start_ps_exec_logs_stop_rm(run_pyctr, pyctr_env):
     assert run_pyctr("inspect", "web").returncode != 0
 
 
+def test_a_foreground_run_keeps_its_streams_and_a_log(run_pyctr):
+    result = run_pyctr("run", "--name", "fg-log", *NONE, "alpine", "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (result.returncode, result.stdout, result.stderr) == (3, "out\n", "err\n")
+    logs = run_ok(run_pyctr, "logs", "fg-log")
+    assert (logs.stdout, logs.stderr) == ("out\n", "err\n")
+
+
 def test_run_rm_detach_wait_kill_prune(run_pyctr, pyctr_env):
     out = run_ok(run_pyctr, "run", "--rm", *NONE, "alpine", "echo", "bye")
     assert out.stdout == "bye\n"
