@@ -169,7 +169,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("-t", "--timestamps", action="store_true")
     p.add_argument("container", metavar="CONTAINER")
 
-    p = command("inspect", _runtime_handler("cmd_inspect"), "show containers as JSON")
+    p = command("inspect", _runtime_handler("cmd_inspect"), "show containers (or images) as JSON")
     p.add_argument("-f", "--format", help="a {{.Path.To.Field}} template")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
 

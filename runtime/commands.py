@@ -148,12 +148,17 @@ def _ps_entry(c: records.Container) -> dict:
 
 
 def cmd_inspect(args) -> int:
+    """Containers first, then images, as `docker inspect` looks NAME up."""
     results, missing = [], []
     for ref in args.containers:
         try:
             results.append(records.find(ref).inspect())
         except PyctrError as e:
-            missing.append(str(e))
+            image = _local_image(ref)
+            if image is not None:
+                results.append(image)
+            else:
+                missing.append(f"No such object: {ref}" if "No such container" in str(e) else str(e))
     if args.format:
         for item in results:
             print(_render_template(args.format, item))
@@ -162,6 +167,15 @@ def cmd_inspect(args) -> int:
     for message in missing:
         print(f"Error: {message}", file=sys.stderr)
     return 125 if missing else 0
+
+
+def _local_image(ref: str) -> dict | None:
+    from pyctr.images import store
+
+    try:
+        return store.find_image(ref)
+    except PyctrError:
+        return None  # not even a valid image reference
 
 
 def _render_template(template: str, data: dict) -> str:

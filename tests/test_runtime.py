@@ -232,6 +232,9 @@ def test_inspect_is_docker_shaped(run_pyctr):
     assert set(data["NetworkSettings"]) >= {"IPAddress", "Gateway", "MacAddress", "Networks"}
     template = run_ok(run_pyctr, "inspect", "-f", "{{.State.Status}} {{.HostConfig.Memory}}", "shape")
     assert template.stdout.strip() == f"running {64 << 20}"
+    # As with docker inspect, a name that is no container can be an image.
+    image = json.loads(run_ok(run_pyctr, "inspect", "alpine").stdout)[0]
+    assert image["Id"] == data["Image"] and "alpine:latest" in image["RepoTags"]
 
 
 # --- privileges (harmless forms only, after isolation is asserted) --------------------------
@@ -374,7 +377,7 @@ def test_interactive_tty(pyctr_env):
     (["run", "--rm", "-v", "/nonexistent-dir-xyz:/x", "alpine", "true"], "volume"),
     (["run", "--rm", "-v", "justone", "alpine", "true"], "volume"),
     (["run", "--rm", "--cap-add", "NOT_A_CAP", "alpine", "true"], "capability"),
-    (["inspect", "no-such-container"], "No such container"),
+    (["inspect", "no-such-container"], "No such object"),
     (["rm", "no-such-container"], "No such container"),
     (["exec", "no-such-container", "true"], "No such container"),
 ])
