@@ -303,8 +303,8 @@ def _monitor(c, spec, cgroup, detached, ready_w, go_r, error_w, stdio, monitor_e
         # Our own later children (nft, ip helpers) belong in the host's PID namespace.
         syscalls.setns(host_pidns, syscalls.CLONE_NEWPID)
         os.close(host_pidns)
-        # The cgroup join (slow on cgroup v1: the kernel waits for an RCU grace period per
-        # controller) runs here while the parent connects the network; under --explain, first,
+        # The cgroup join (slow on cgroup v1: the kernel waits for an RCU grace period before
+        # migrating) runs here while the parent connects the network; under --explain, first,
         # so the trace reads in order.
         if not explain.enabled:
             os.write(ready_w, f"pid {pid}\n".encode())
