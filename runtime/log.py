@@ -11,21 +11,9 @@ def set_level(name: str) -> None:
     _threshold = _LEVELS.get(name, 30)
 
 
-def is_debug() -> bool:
-    return _threshold <= 10
-
-
 def _emit(level: str, message: str) -> None:
     if _LEVELS[level] >= _threshold:
         print(f"pyctr {level}: {message}", file=sys.stderr, flush=True)
-
-
-def debug(message: str) -> None:
-    _emit("debug", message)
-
-
-def info(message: str) -> None:
-    _emit("info", message)
 
 
 def warning(message: str) -> None:
