@@ -10,10 +10,10 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
-# python3-dev, gcc and libcap-dev build python-prctl; iproute2 and nftables are what the
+# python3-dev, gcc, libc6-dev and libcap-dev build python-prctl (and the tests' static probes); iproute2 and nftables are what the
 # network drivers drive; util-linux has flock, nsenter and unshare.
 scripts/apt-install-missing.sh --no-install-recommends \
-    python3 python3-venv python3-dev gcc libcap-dev iproute2 nftables util-linux
+    python3 python3-venv python3-dev gcc libc6-dev libcap-dev iproute2 nftables util-linux
 
 # pyctr needs Python 3.11 or newer; where python3 is older (Ubuntu 22.04), use python3.11.
 python=python3
