@@ -5,10 +5,13 @@
                                                                      └── node2 10.141.0.2
 
 Every namespace is named pyctr-t-<random>-<role>, and every command runs through
-`ip netns exec` into one of them: nothing here touches the machine's own network namespace.
-close() removes pyctr's containers, then the processes it started, the mounts under its
-folder, the namespaces (with their links, routes and nftables) and the folder itself, in that
-order, whatever happened before.
+`nsenter --net=/run/netns/NAME` into one of them: nothing here touches the machine's own network
+namespace. Not `ip netns exec`: it remounts /sys, which hides the cgroup hierarchy from pyctr.
+Kernel parameters are written through /proc/sys by a shell inside the namespace (/proc/sys/net
+shows the netns of the process that opens it), so procps' `sysctl` is not needed.
+close() removes pyctr's containers, then the processes it started, the cgroups and mounts left
+under its containers, the namespaces (with their links, routes and nftables) and the folder
+itself, in that order, whatever happened before.
 """
 
 import contextlib
@@ -56,14 +59,22 @@ class Netns:
 
     def run(self, *argv, check: bool = True, timeout: float = 60, input: str | None = None,
             env: dict | None = None) -> subprocess.CompletedProcess:
-        return run(["ip", "netns", "exec", self.name, *argv], check=check, timeout=timeout,
-                   input=input, env=env)
+        return run([*self.enter, *argv], check=check, timeout=timeout, input=input, env=env)
+
+    @property
+    def enter(self) -> list[str]:
+        return ["nsenter", f"--net=/run/netns/{self.name}", "--"]
 
     def sh(self, command: str, check: bool = True) -> str:
         return self.run("sh", "-c", command, check=check).stdout
 
     def spawn(self, *argv, **kwargs) -> subprocess.Popen:
-        return self.sandbox.spawn(["ip", "netns", "exec", self.name, *argv], **kwargs)
+        return self.sandbox.spawn([*self.enter, *argv], **kwargs)
+
+    def write_sysctl(self, key: str, value: object) -> None:
+        """e.g. ("net.ipv4.ip_forward", 1), written by a shell inside this netns."""
+        path = "/proc/sys/" + key.replace(".", "/")
+        self.run("sh", "-c", f"echo {value} > {path}")
 
     def nft(self, script: str) -> None:
         self.run("nft", "-f", "-", input=script)
@@ -182,6 +193,7 @@ class Sandbox:
             with contextlib.suppress(Exception):
                 process.wait(timeout=5)
         self._kill_containers_left()
+        self._remove_cgroups_left()
         self._unmount_under_dir()
         for ns in reversed(self.namespaces):
             run(["ip", "netns", "del", ns.name], check=False)
@@ -194,6 +206,26 @@ class Sandbox:
             with contextlib.suppress(OSError):
                 if os.readlink(f"/proc/{pid}/root").startswith(prefix):
                     os.kill(int(pid), signal.SIGKILL)
+
+    def _remove_cgroups_left(self) -> None:
+        # Containers whose `rm -f` failed: their cgroups, now empty, in every hierarchy.
+        ids = {p.name for ns in self.namespaces if isinstance(ns, Node)
+               for p in (ns.root / "containers").glob("*") if p.is_dir()}
+        if not ids:
+            return
+        with open("/proc/self/mountinfo") as f:
+            hierarchies = [line.split()[4] for line in f if " - cgroup" in line]
+        for hierarchy in hierarchies:
+            for cid in ids:
+                path = Path(hierarchy) / "pyctr" / cid
+                deadline = time.monotonic() + 5
+                while path.is_dir():
+                    try:
+                        path.rmdir()
+                    except OSError:
+                        if time.monotonic() > deadline:
+                            break
+                        time.sleep(0.05)
 
     def _unmount_under_dir(self) -> None:
         prefix = str(self.dir) + "/"
@@ -231,7 +263,7 @@ def build_cluster(sandbox: Sandbox, images: Path | None) -> dict:
     upstream.run("ip", "link", "set", "eth0", "up")
     # The "internet" knows the way back to the nodes' addresses (for published ports).
     upstream.run("ip", "route", "add", UNDERLAY, "via", HEAD_UPSTREAM_IP)
-    head.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
+    head.write_sysctl("net.ipv4.ip_forward", 1)
     head.nft(f"""
         add table ip masq
         add chain ip masq postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}
