@@ -81,7 +81,7 @@ class RoutedDriver(NetworkDriver):
                     sysctl.write(sysctl.interface_key(section, host_name, name), value)
                 explain.step("ip", "link", "set", host_name, "up")
                 ipr.link("set", index=host_index, state="up")
-                explain.step("ip", "route", "add", f"{address}/32", "dev", host_name, "scope", "link")
+                explain.step("ip", "route", "replace", f"{address}/32", "dev", host_name, "scope", "link")
                 ipr.route("replace", dst=f"{address}/32", oif=host_index, scope=veth.SCOPE_LINK,
                           proto=veth.PROTO_BOOT)
                 veth.configure_container_side(cipr, pid, address, 32, container_routes)

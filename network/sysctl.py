@@ -1,4 +1,5 @@
-"""Kernel parameters under /proc/sys (pyroute2 has no sysctl API).
+"""Kernel parameters under /proc/sys (pyroute2 has no sysctl API, and procps' `sysctl` is not
+on a minimal Debian).
 
 /proc/sys/net shows the netns of the process that opens it, so these writes change the node's
 namespace pyctr runs in, never another one.
@@ -21,12 +22,15 @@ def read(key: str) -> str:
 
 
 def write(key: str, value: str | int) -> None:
-    """Set `key` (dotted, as `sysctl` spells it) unless it already has `value`."""
+    """Set `key` (dotted, as `sysctl` spells it) unless it already has `value`. The trace shows
+    the write as `echo VALUE > /proc/sys/…`, which works where procps' `sysctl` is missing."""
     value = str(value)
     path = _path(key)
-    explain.step("sysctl", "-w", f"{key}={value}")
-    if path.read_text().strip() != value:
-        path.write_text(value + "\n")
+    if path.read_text().strip() == value:
+        explain.comment(f"{key} is {value} already")
+        return
+    explain.write(path, value)
+    path.write_text(value + "\n")
 
 
 def interface_key(section: str, ifname: str, name: str) -> str:

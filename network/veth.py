@@ -42,7 +42,10 @@ def create_pair(ipr, host_name: str, pid: int, mac: str) -> int:
         if e.code != errno.EEXIST:
             raise
         # A leftover of this container's previous run whose netns is still being torn down.
+        explain.step("ip", "link", "del", host_name)
         ipr.link("del", index=netlink.link_index(ipr, host_name))
+        explain.step("ip", "link", "add", host_name, "type", "veth", "peer", "name",
+                     CONTAINER_INTERFACE, "address", mac, "netns", pid)
         ipr.link("add", ifname=host_name, kind="veth", peer=peer)
     return netlink.link_index(ipr, host_name)
 
@@ -71,7 +74,10 @@ def delete_host_end(host_name: str) -> None:
     if not netlink.link_exists(host_name):
         return
     explain.step("ip", "link", "del", host_name)
-    result = subprocess.run(["ip", "link", "del", host_name], capture_output=True, text=True)
+    try:
+        result = subprocess.run(["ip", "link", "del", host_name], capture_output=True, text=True)
+    except FileNotFoundError:
+        raise PyctrError("ip not found: install the iproute2 package") from None
     # The kernel may have removed it meanwhile, with the container's netns.
     if result.returncode != 0 and netlink.link_exists(host_name):
         raise PyctrError(f"ip link del {host_name}: {result.stderr.strip()}")

@@ -503,6 +503,17 @@ def remove(c: Container, force: bool) -> None:
         if not force:
             raise ConflictError(f"cannot remove container {c.name}: container is running: stop the container "
                                 "before removing or force remove")
+        if uses_network_driver(c):
+            # Here rather than in the monitor after the kill, so that this command (and its
+            # --explain) does it: the port rules and the veth go while they still exist.
+            from pyctr.network import api
+
+            try:
+                api.disconnect(c.config)
+            except Exception as e:  # remove_files() tries again, after the kill
+                from pyctr.runtime import log
+
+                log.warning(f"network clean-up of {c.short_id}: {e}")
         _kill_quietly(c.pid)
         wait_until_exited(c, 10)
     if c.monitor_alive():
