@@ -130,10 +130,15 @@ def _wait_attached(child: int, master: int | None, interactive: bool) -> int:
 
 
 def debug(c: Container, command: list[str], with_pid: bool) -> int:
-    """The walk-through's `nsenter --target PID --net`: the container's network, the host's tools."""
+    """The walk-through's `nsenter --target PID --net`: the container's network, the host's tools.
+    With --pid, the host's /proc would still show the host's processes (and `ps` would find no
+    /proc/self), so the command gets a mount namespace of its own with a /proc of the joined PID
+    namespace, as `unshare --mount-proc` makes one."""
     names = ("net", "pid") if with_pid else ("net",)
     fds = _open_namespaces(c.pid, names)
-    explain.step("nsenter", "--target", c.pid, *[_NSENTER_FLAGS[n] for n in names], "--", *command)
+    own_proc = ("unshare", "--mount", "--mount-proc", "--") if with_pid else ()
+    explain.step("nsenter", "--target", c.pid, *[_NSENTER_FLAGS[n] for n in names], "--",
+                 *own_proc, *command)
     child = os.fork()
     if child == 0:
         try:
@@ -143,6 +148,7 @@ def debug(c: Container, command: list[str], with_pid: bool) -> int:
                 if grandchild:
                     monitor.ignore_terminal_signals()
                     os._exit(monitor.exit_code_of(monitor.wait_for(grandchild)))
+                _mount_own_proc()  # in the joined PID namespace: only a member mounts its proc
             try:
                 os.execvp(command[0], command)
             except FileNotFoundError:
@@ -158,3 +164,9 @@ def debug(c: Container, command: list[str], with_pid: bool) -> int:
         os.close(fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     return monitor.exit_code_of(monitor.wait_for(child))
+
+
+def _mount_own_proc() -> None:
+    syscalls.unshare(syscalls.CLONE_NEWNS)
+    syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)  # nothing reaches the host
+    syscalls.mount("proc", "/proc", "proc", syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC)

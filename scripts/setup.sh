@@ -15,6 +15,11 @@ fi
 scripts/apt-install-missing.sh --no-install-recommends \
     python3 python3-venv python3-dev gcc libc6-dev libcap-dev iproute2 nftables util-linux
 
+# The tests' host tools beyond those: procps' ps (run through `pyctr debug --pid`).
+if [ "${1:-}" = "--dev" ]; then
+    scripts/apt-install-missing.sh --no-install-recommends procps
+fi
+
 # pyctr needs Python 3.11 or newer; where python3 is older (Ubuntu 22.04), use python3.11.
 python=python3
 if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
