@@ -35,6 +35,11 @@ def validate(container: dict) -> None:
         ipam.check_requested(net, requested)
         if ipam.is_taken(net, requested, container.get("Id", "")):
             raise PyctrError(f"address {requested} is already in use on network {name}")
+    if mappings:
+        # Early, for a clear refusal that leaves nothing behind; attach() checks again, atomically.
+        from pyctr.network import nft
+
+        ports.check_free(mappings, nft.published_ports(nft.container_owner(container.get("Id", ""))))
 
 
 def connect(container: dict, pid: int) -> dict:

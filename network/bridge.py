@@ -2,7 +2,8 @@
 
     node:       bridge (holds the gateway address) -- vethXXXX ... (one per container)
                 ip_forward=1; nft: masquerade SUBNET leaving by any other interface,
-                forward accepts, DNAT for published ports
+                forward accepts, DNAT for published ports; unless --no-isolate, nothing
+                enters the bridge but replies and published ports
     container:  eth0 IP/PREFIX, default via GATEWAY
 """
 
@@ -11,6 +12,7 @@ import ipaddress
 
 from pyctr.network import netlink, networks, nft, sysctl, veth
 from pyctr.network.driver import Endpoint, NetworkDriver, PortMapping
+from pyctr.network.ports import check_free
 from pyctr.runtime import explain
 from pyctr.runtime.errors import ConflictError, PyctrError
 
@@ -82,7 +84,9 @@ class BridgeDriver(NetworkDriver):
                          state="up")
                 veth.configure_container_side(cipr, pid, address, prefixlen, [default_route])
             if ports:
-                nft.replace_rules(nft.container_owner(container_id), _port_rules(net, address, ports))
+                owner = nft.container_owner(container_id)
+                nft.replace_rules(owner, _port_rules(net, address, ports),
+                                  check=lambda table: check_free(ports, nft.dnat_ports(table, owner)))
         except BaseException:
             self.detach(net, container_id, ports)
             raise
@@ -113,6 +117,14 @@ def _network_rules(net: networks.Network) -> list[nft.Rule]:
     rules.append(nft.Rule("forward", f"iifname {bridge} accept"))
     rules.append(nft.Rule("forward", f"oifname {bridge} ct state established,related accept"))
     rules.append(nft.Rule("forward", f"oifname {bridge} ct status dnat accept"))
+    if net.isolate:
+        # Docker's DOCKER-ISOLATION and its drop of unpublished ports in one: into the bridge
+        # come only replies and published ports (from anywhere, other networks included).
+        # Traffic between two containers of the network shows here too when br_netfilter is loaded.
+        rules.append(nft.Rule("isolation", f"iifname {bridge} oifname {bridge} accept"))
+        rules.append(nft.Rule("isolation", f"oifname {bridge} ct state established,related accept"))
+        rules.append(nft.Rule("isolation", f"oifname {bridge} ct status dnat accept"))
+        rules.append(nft.Rule("isolation", f"oifname {bridge} drop"))
     return rules
 
 

@@ -23,6 +23,9 @@ def register(sub, command) -> None:
     c.add_argument("--bridge", metavar="IFNAME", help="bridge: the interface name (default: br-ID)")
     c.add_argument("--masquerade", action=argparse.BooleanOptionalAction, default=None,
                    help="NAT traffic leaving the network (default: on for bridge, off for routed)")
+    c.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
+                   help="bridge: let in only replies and published ports, as Docker does (default: on); "
+                        "--no-isolate lets other networks and the LAN reach every port")
     c.add_argument("--cluster-cidr", metavar="CIDR",
                    help="routed: traffic to this range keeps its source address (no NAT)")
     c.add_argument("name", metavar="NAME")

@@ -8,14 +8,16 @@ from pyctr.runtime.errors import ConflictError, PyctrError
 
 def define(name: str, driver_name: str = "bridge", subnet: str | None = None,
            gateway: str | None = None, bridge: str | None = None,
-           masquerade: bool | None = None, cluster_cidr: str | None = None) -> networks.Network:
+           masquerade: bool | None = None, cluster_cidr: str | None = None,
+           isolate: bool | None = None) -> networks.Network:
     """Check, save and build a network; on any failure nothing is left behind."""
     networks.check_name(name)
     driver = get_driver(driver_name)
     if not driver.uses_ipam:
         raise PyctrError(f"the {driver_name} driver has one network, the built-in '{driver_name}'")
     with networks.definitions_lock():
-        net = _new_definition(name, driver_name, subnet, gateway, bridge, masquerade, cluster_cidr)
+        net = _new_definition(name, driver_name, subnet, gateway, bridge, masquerade, cluster_cidr,
+                              isolate)
         networks.save(net)
         try:
             driver.create(net)
@@ -34,7 +36,7 @@ def define_default() -> networks.Network:
         if networks.exists(networks.DEFAULT_NETWORK):
             return networks.load(networks.DEFAULT_NETWORK)
         net = _new_definition(networks.DEFAULT_NETWORK, "bridge", None, None,
-                              networks.DEFAULT_BRIDGE, True, None)
+                              networks.DEFAULT_BRIDGE, True, None, True)
         networks.save(net)
         return net
 
@@ -52,7 +54,8 @@ def remove(name: str) -> None:
         networks.delete(name)
 
 
-def _new_definition(name, driver_name, subnet, gateway, bridge, masquerade, cluster_cidr) -> networks.Network:
+def _new_definition(name, driver_name, subnet, gateway, bridge, masquerade, cluster_cidr,
+                    isolate) -> networks.Network:
     if networks.exists(name):
         raise ConflictError(f"network {name} already exists")
     routed = driver_name == "routed"
@@ -68,6 +71,9 @@ def _new_definition(name, driver_name, subnet, gateway, bridge, masquerade, clus
     net = networks.Network(name=name, driver=driver_name, subnet=str(chosen),
                            masquerade=(not routed) if masquerade is None else masquerade,
                            cluster_cidr=cluster_cidr)
+    if driver_name != "bridge" and isolate:
+        raise PyctrError("--isolate is for bridge networks (routed networks are plain layer 3)")
+    net.isolate = driver_name == "bridge" and isolate is not False
     if cluster_cidr:
         net.cluster_cidr = str(networks.parse_subnet(cluster_cidr))
     if driver_name == "bridge":

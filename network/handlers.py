@@ -12,7 +12,7 @@ from pyctr.runtime.errors import NotFoundError, PyctrError
 def cmd_create(args) -> int:
     net = definitions.define(args.name, args.driver, subnet=args.subnet, gateway=args.gateway,
                              bridge=args.bridge, masquerade=args.masquerade,
-                             cluster_cidr=args.cluster_cidr)
+                             cluster_cidr=args.cluster_cidr, isolate=args.isolate)
     print(net.id)
     return 0
 
@@ -118,6 +118,8 @@ def _inspect(name: str) -> dict:
     if net.bridge:
         options["com.docker.network.bridge.name"] = net.bridge
     options["com.docker.network.bridge.enable_ip_masquerade"] = str(net.masquerade).lower()
+    if net.driver == "bridge":
+        options["pyctr.isolate"] = str(net.isolate).lower()
     if net.cluster_cidr:
         options["pyctr.cluster_cidr"] = net.cluster_cidr
     ipam_config = {"Subnet": net.subnet}

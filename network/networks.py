@@ -45,6 +45,9 @@ class Network:
     gateway: str | None = None  # bridge: the bridge's address; routed: none (169.254.1.1 is used)
     bridge: str | None = None
     masquerade: bool = False
+    # bridge: only replies and published ports enter the bridge (Docker's isolation between
+    # networks, and its drop of unpublished ports); --no-isolate opens it to whatever routes there.
+    isolate: bool = True
     cluster_cidr: str | None = None  # routed: traffic to it keeps its source address
     routes: list[Route] = field(default_factory=list)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

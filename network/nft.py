@@ -3,12 +3,12 @@
 Rules name their owner in a comment ("pyctr network NAME", "pyctr container ID"), so the rules
 of one network or one container can be found and replaced or deleted. Each change is one
 `nft -f -` script, which the kernel applies as a single transaction. When the last rule goes,
-the table goes whole. No other table is ever read or written, so pyctr lives beside Docker,
-Podman or firewalld.
+the table goes whole. No other table is ever read or written.
 
 One limit of nftables to know: a packet must be accepted by every base chain on a hook, so the
-forward-accept rules here cannot undo a drop in another table (e.g. a firewall with policy drop);
-they make pyctr's own intent explicit and keep working when such a firewall accepts by default.
+forward-accept rules here cannot undo a drop in another table (Docker's FORWARD policy DROP, a
+firewall's); they make pyctr's own intent explicit. A drop here, on the other hand, is final:
+the `isolation` chain keeps bridge networks closed whatever other tables accept.
 """
 
 import json
@@ -27,6 +27,9 @@ CHAINS = {
     "output": "type nat hook output priority -100; policy accept;",
     "postrouting": "type nat hook postrouting priority srcnat; policy accept;",
     "forward": "type filter hook forward priority filter; policy accept;",
+    # Before `forward`, and on its own base chain so that no accept of another owner's rules
+    # (chains are shared, rules run in the order they were added) can skip its drops.
+    "isolation": "type filter hook forward priority filter - 10; policy accept;",
 }
 
 
@@ -44,10 +47,13 @@ def container_owner(container_id: str) -> str:
     return f"pyctr container {container_id}"
 
 
-def replace_rules(owner: str, rules: list[Rule]) -> None:
-    """Make `rules` the only rules of `owner`, in one transaction."""
+def replace_rules(owner: str, rules: list[Rule], check=None) -> None:
+    """Make `rules` the only rules of `owner`, in one transaction. `check(table)`, given the
+    table's rules (nft's JSON objects), may refuse by raising, under the same lock."""
     with _lock():
         table = _list_table() or []
+        if check is not None:
+            check(table)
         lines = _declare_table()
         lines += [_delete(rule) for rule in table if rule.get("comment") == owner]
         lines += [f'add rule {FAMILY} {TABLE} {r.chain} {r.statement} comment "{owner}"' for r in rules]
@@ -72,6 +78,33 @@ def owners() -> set[str]:
     return {rule.get("comment", "") for rule in _list_table() or []}
 
 
+def published_ports(exclude_owner: str = "") -> list[tuple[str, str, int, str]]:
+    """(owner, protocol, port, host IP or "") of the DNAT rules in the table now."""
+    return dnat_ports(_list_table() or [], exclude_owner)
+
+
+def dnat_ports(table: list[dict], exclude_owner: str = "") -> list[tuple[str, str, int, str]]:
+    """The published ports that the prerouting DNAT rules of `table` (as listed) hold."""
+    found = []
+    for rule in table:
+        owner = rule.get("comment", "")
+        if rule.get("chain") != "prerouting" or owner == exclude_owner:
+            continue
+        protocol, port, host_ip = None, None, ""
+        for expr in rule.get("expr", []):
+            match = expr.get("match") if isinstance(expr, dict) else None
+            payload = (match or {}).get("left", {}).get("payload") if isinstance(match, dict) else None
+            if not isinstance(payload, dict):
+                continue
+            if payload.get("field") == "dport":
+                protocol, port = payload.get("protocol"), match.get("right")
+            elif payload.get("protocol") == "ip" and payload.get("field") == "daddr":
+                host_ip = str(match.get("right"))
+        if protocol and isinstance(port, int) and any("dnat" in e for e in rule.get("expr", [])):
+            found.append((owner, protocol, port, host_ip))
+    return found
+
+
 def table_exists() -> bool:
     return _list_table() is not None
 
@@ -88,8 +121,11 @@ def _delete(rule: dict) -> str:
 
 def _list_table() -> list[dict] | None:
     """The rules of pyctr's table as nft's JSON objects, or None when there is no table."""
-    result = subprocess.run(["nft", "-j", "list", "table", FAMILY, TABLE],
-                            capture_output=True, text=True)
+    try:
+        result = subprocess.run(["nft", "-j", "list", "table", FAMILY, TABLE],
+                                capture_output=True, text=True)
+    except FileNotFoundError:
+        raise PyctrError("nft not found: install the nftables package") from None
     if result.returncode != 0:
         if "No such file or directory" in result.stderr:
             return None

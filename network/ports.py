@@ -3,7 +3,7 @@
 import ipaddress
 
 from pyctr.network.driver import PortMapping
-from pyctr.runtime.errors import PyctrError
+from pyctr.runtime.errors import ConflictError, PyctrError
 
 PROTOCOLS = ("tcp", "udp")
 
@@ -54,3 +54,15 @@ def to_docker(mappings: list[PortMapping]) -> dict:
         ports.setdefault(f"{m.container_port}/{m.protocol}", []).append(
             {"HostIp": m.host_ip or "0.0.0.0", "HostPort": str(m.host_port)})
     return ports
+
+
+def check_free(mappings: list[PortMapping], published: list[tuple[str, str, int, str]]) -> None:
+    """Refuse a host port that another container publishes already (`published`: the
+    (owner, protocol, port, host IP) of the node's DNAT rules). An empty host IP means all."""
+    for m in mappings:
+        for owner, protocol, port, host_ip in published:
+            if (protocol, port) == (m.protocol, m.host_port) and (
+                    not host_ip or not m.host_ip or host_ip == m.host_ip):
+                holder = owner.removeprefix("pyctr container ")[:12]
+                raise ConflictError(f"host port {m.host_ip or '0.0.0.0'}:{m.host_port}/{m.protocol} "
+                                    f"is already published by container {holder}")
