@@ -115,6 +115,19 @@ def test_bad_port_bindings_are_refused(bindings, message):
         ports.from_bindings(bindings)
 
 
+def test_a_host_port_is_free_unless_the_same_port_and_protocol_share_an_address():
+    published = [("pyctr container aaaaaaaaaaaaffff", "tcp", 8080, ""),
+                 ("pyctr container bbbbbbbbbbbbffff", "udp", 53, "10.0.0.1")]
+    ports.check_free([PortMapping(8080, 80, "udp"), PortMapping(53, 53, "udp", "10.0.0.2"),
+                      PortMapping(8081, 80, "tcp"), PortMapping(53, 53, "tcp", "10.0.0.1")], published)
+    for taken, holder in ((PortMapping(8080, 81, "tcp"), "aaaaaaaaaaaa"),
+                          (PortMapping(8080, 81, "tcp", "10.0.0.7"), "aaaaaaaaaaaa"),
+                          (PortMapping(53, 53, "udp"), "bbbbbbbbbbbb"),
+                          (PortMapping(53, 54, "udp", "10.0.0.1"), "bbbbbbbbbbbb")):
+        with pytest.raises(ConflictError, match=f"already published by container {holder}$"):
+            ports.check_free([taken], published)
+
+
 # --- driver registry ------------------------------------------------------------------------
 class PluginDriver(NetworkDriver):
     """A third-party driver, as a package would declare it under pyctr.network_drivers."""
@@ -206,6 +219,9 @@ from pyctr.network import nft
 nft.replace_rules("pyctr network a", [nft.Rule("postrouting", "ip saddr 10.1.0.0/16 masquerade")])
 nft.replace_rules("pyctr network a", [nft.Rule("postrouting", "ip saddr 10.1.0.0/16 masquerade")])
 nft.replace_rules("pyctr container c1", [nft.Rule("prerouting", "tcp dport 8080 dnat to 10.1.0.2:80")])
+nft.replace_rules("pyctr container c2", [nft.Rule("prerouting", "ip daddr 10.9.0.1 udp dport 53 dnat to 10.1.0.3:53")])
+print(json.dumps(sorted(nft.published_ports("pyctr container c1"))))
+nft.delete_rules("pyctr container c2")
 print(json.dumps(sorted(nft.owners())))
 nft.delete_rules("pyctr container c1")
 print(json.dumps(sorted(nft.owners())))
@@ -220,7 +236,8 @@ def test_nft_rules_are_found_by_owner_and_the_table_goes_whole_leaving_others(tm
         ns = sandbox.netns("nft")
         ns.nft("add table ip other\nadd chain ip other keep { type filter hook forward priority 0; }\n")
         out = ns.run(PYTHON, "-c", NFT_SCRIPT, tmp_path / "root", tmp_path / "state").stdout.splitlines()
-        assert out == ['["pyctr container c1", "pyctr network a"]', '["pyctr network a"]', "False"]
+        assert out == ['[["pyctr container c2", "udp", 53, "10.9.0.1"]]',
+                       '["pyctr container c1", "pyctr network a"]', '["pyctr network a"]', "False"]
         assert "table ip other" in ns.run("nft", "list", "tables").stdout
     finally:
         sandbox.close()
