@@ -9,6 +9,7 @@ peers create there behind our back (podman's /run/runc, its cgroup parent...) is
 import ctypes
 import ctypes.util
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -21,7 +22,10 @@ from typing import Callable
 # Paths that podman, runc or `ip netns` create when absent. Podman's rootful network state
 # directory (/run/containers/networks) is hard-coded in podman, so it cannot be moved into our
 # work directory; we can only take it away again when we were the ones who made it.
-HOST_PATHS = ("/run/runc", "/run/containers", "/var/lib/containers", "/run/netns")
+HOST_PATHS = ("/run/runc", "/run/containers", "/var/lib/containers")
+# `ip netns add` makes this folder when absent and, where /run is not a shared mount (not a
+# tmpfs under systemd), bind-mounts it on itself: undone at the end if the bench made them.
+NETNS_DIR = "/run/netns"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_NAMES = ("libpod_parent",)  # podman's cgroup parent under cgroupfs
 
@@ -38,6 +42,7 @@ class Sandbox:
         self._undo: list[tuple[str, Callable[[], None]]] = []
         self.problems: list[str] = []  # cleanup steps that failed: reported, never hidden
         self._absent = [p for p in HOST_PATHS if not os.path.lexists(p)]
+        self._netns_dir_before = NetnsDirState.of(NETNS_DIR)
         self._absent_cgroups = [d for d in _cgroup_dirs() if not d.exists()]
         self._pyctr_cgroups = _pyctr_cgroups()
         self._host_network = host_network()
@@ -104,12 +109,13 @@ class Sandbox:
         of anyone is running, since another podman on the machine may have started using it."""
         for d in self._absent_cgroups:
             _rmdir_tree(d)  # cgroup directories go bottom-up with rmdir, never rm -r
+        note = release_netns_dir(NETNS_DIR, self._netns_dir_before)
+        if note:
+            print(f"bench: {note}", file=sys.stderr)
         for path in self._absent:
             if not os.path.lexists(path):
                 continue
-            if path == "/run/netns":
-                _remove_netns_dir(path)
-            elif path == "/run/containers" and not podman_running():
+            if path == "/run/containers" and not podman_running():
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 _rmdir_tree(Path(path))
@@ -134,11 +140,12 @@ def host_network() -> list[str]:
     """What the bench must never change in the machine's own network namespace."""
     out = []
     for argv in (["ip", "-br", "link"], ["ip", "-4", "route"], ["ip", "-6", "route"],
-                 ["nft", "list", "ruleset"], ["sysctl", "-n", "net.ipv4.ip_forward"]):
+                 ["nft", "list", "ruleset"]):
         try:
             out.append(subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout)
         except (OSError, subprocess.TimeoutExpired):
             out.append("")
+    out.append(Path("/proc/sys/net/ipv4/ip_forward").read_text())
     return out
 
 
@@ -187,14 +194,40 @@ def delete_netns(name: str) -> None:
     subprocess.run(["ip", "netns", "del", name], check=True, capture_output=True)
 
 
-def _remove_netns_dir(path: str) -> None:
+class NetnsDirState:
+    """Whether the namespace folder existed, and was a mount point, at some moment."""
+
+    def __init__(self, existed: bool, mounted: bool):
+        self.existed = existed
+        self.mounted = mounted
+
+    @classmethod
+    def of(cls, path: str) -> "NetnsDirState":
+        return cls(os.path.lexists(path), path in mount_points())
+
+
+def release_netns_dir(path: str, before: NetnsDirState) -> str | None:
+    """Undo what `ip netns add` did to `path` during the bench: its bind mount on itself, then
+    the folder, each only if it was not there before. Nothing is undone while namespaces live
+    in it: someone else made them, and they need the mount. Returns a note when it stays."""
+    if before.existed and before.mounted or not os.path.isdir(path):
+        return None
     if os.listdir(path):
-        return  # someone else's namespaces live there now
+        return f"{path} stays as it is: other namespaces live in it now"
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    # `ip netns add` bind-mounts the directory on itself; plain umount(8) would write /run/mount.
-    while os.path.ismount(path) and libc.umount2(path.encode(), MNT_DETACH) == 0:
-        pass
-    os.rmdir(path)
+    # os.path.ismount cannot see a folder bind-mounted on itself (same device, same inode):
+    # mountinfo can. umount2 without MNT_DETACH fails, rather than hides, a mount in use; and
+    # umount(8) is not used, as it would write /run/mount.
+    while path in mount_points():
+        if libc.umount2(path.encode(), 0) != 0:
+            error = ctypes.get_errno()
+            return f"{path} stays mounted: umount: {os.strerror(error)}"
+    if not before.existed:
+        try:
+            os.rmdir(path)
+        except OSError as e:
+            return f"{path} stays: {e.strerror}"
+    return None
 
 
 def _cgroup_dirs() -> list[Path]:
@@ -213,15 +246,18 @@ def _rmdir_tree(top: Path) -> None:
             pass
 
 
-def mounts_under(top: Path) -> list[str]:
-    """Mount points at or below `top`, deepest first (from /proc/self/mountinfo)."""
-    prefix = str(top).rstrip("/") + "/"
-    found = []
+def mount_points() -> list[str]:
+    """Every mount point of this mount namespace, from /proc/self/mountinfo (field 5, in which
+    space, tab, newline and backslash are written as octal escapes)."""
     with open("/proc/self/mountinfo") as f:
-        for line in f:
-            point = line.split()[4].replace("\\040", " ")
-            if point == str(top) or point.startswith(prefix):
-                found.append(point)
+        return [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
+                for line in f]
+
+
+def mounts_under(top: Path) -> list[str]:
+    """Mount points at or below `top`, deepest first."""
+    prefix = str(top).rstrip("/") + "/"
+    found = [p for p in mount_points() if p == str(top) or p.startswith(prefix)]
     return sorted(found, key=len, reverse=True)
 
 

@@ -2,7 +2,8 @@
 
 A tag resolves through the mirror's own index, as a person would do it by hand:
 
-    latest  ->  {mirror}/latest-stable/releases/{arch}/latest-releases.yaml
+    latest  ->  {mirror}/latest-stable/releases/{arch}/latest-releases.yaml, then the tarball
+                from the branch that index names ({mirror}/v3.20/...), which stays put
     3.20    ->  {mirror}/v3.20/releases/{arch}/latest-releases.yaml
     edge    ->  {mirror}/edge/releases/{arch}/latest-releases.yaml
     3.20.3  ->  {mirror}/v3.20/releases/{arch}/alpine-minirootfs-3.20.3-{arch}.tar.gz(.sha256, .sha512)
@@ -180,16 +181,32 @@ def _release_from_index(session, transfer: Transfer, tag: str, mirror: str, arch
     if digests["sha256"] is None:
         raise PyctrError(f"{index} lists no sha256 for {filename}; refusing an unverifiable download")
     size = entry.get("size")
+    branch = _canonical_branch(entry, folder, index)
     return Release(
         version=str(entry.get("version") or tag),
-        branch=str(entry.get("branch") or folder),
+        branch=branch,
         arch=arch,
-        url=f"{mirror}/{folder}/releases/{arch}/{filename}",
+        url=f"{mirror}/{branch}/releases/{arch}/{filename}",
         sha256=digests["sha256"],
         sha512=digests["sha512"],
         size=size if isinstance(size, int) else None,
         released=_release_time(entry),
     )
+
+
+def _canonical_branch(entry: dict, folder: str, index: str) -> str:
+    """The folder of the branch the release belongs to (v3.20), for its download URL.
+
+    latest-stable moves to each new branch, so a URL through it names another tarball tomorrow:
+    the record keeps the branch's own URL (from the index's `branch` field), whether
+    latest-stable is a symlink or a pointer file on this mirror.
+    """
+    if folder != "latest-stable" or entry.get("branch") is None:
+        return folder
+    branch = str(entry["branch"])
+    if not re.fullmatch(r"v\d+\.\d+|edge", branch):
+        raise PyctrError(f"{index} names a malformed branch {branch!r}")
+    return branch
 
 
 def _exact_release(session, transfer: Transfer, version: str, mirror: str, arch: str) -> Release:

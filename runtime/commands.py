@@ -45,7 +45,11 @@ def cmd_start(args) -> int:
             print(ref)
             continue
         forwarder = SignalForwarder() if args.attach else None
-        started = lifecycle.start(c, attach=args.attach, interactive=args.interactive)
+        try:
+            started = lifecycle.start(c, attach=args.attach, interactive=args.interactive)
+        except lifecycle.AlreadyRunning:  # another start won the race: nothing to do, as Docker
+            print(ref)
+            continue
         if args.attach:
             return attach_and_wait(started, args.interactive, forwarder)
         print(ref)
@@ -296,8 +300,9 @@ def _print_log_line(raw: bytes, timestamps: bool) -> None:
     text = entry.get("log", "")
     if timestamps:
         text = f"{entry.get('time', '')} {text}"
-    stream.write(text)
-    stream.flush()
+    # The log's UTF-8 bytes, whatever the caller's locale, as Docker writes them.
+    stream.buffer.write(text.encode("utf-8", "replace"))
+    stream.buffer.flush()
 
 
 def cmd_stats(args) -> int:

@@ -17,7 +17,7 @@ import os
 import signal
 import time
 
-from pyctr.runtime import cgroups, explain, etcfiles, init, monitor, options, rootfs, security
+from pyctr.runtime import cgroups, explain, etcfiles, init, jsonstore, monitor, options, rootfs, security
 from pyctr.runtime import container as records
 from pyctr.runtime.container import Container
 from pyctr.runtime.errors import ConflictError, PyctrError
@@ -127,10 +127,28 @@ class StartedContainer:
         self.pty_master = pty_master
 
 
+class AlreadyRunning(ConflictError):
+    """The container runs already: `start` then does nothing, as Docker's does."""
+
+
 def start(c: Container, attach: bool, interactive: bool = False) -> StartedContainer:
-    """Start a created or exited container. Raises PyctrError (with 126/127) if exec fails."""
-    if c.running:
-        raise ConflictError(f"container {c.name} is already running")
+    """Start a created or exited container. Raises PyctrError (with 126/127) if exec fails.
+
+    Starts of one container take turns on a lock of its own (not the state lock, which the
+    start takes for its updates); one that finds the container running raises AlreadyRunning.
+    """
+    lock = jsonstore.locked(c.dir / "start.lock")
+    with lock:
+        fresh = records.load(c.id).refresh()  # as the start before ours left it
+        c.state = fresh.state
+        if c.running:
+            raise AlreadyRunning(f"container {c.name} is already running")
+        # Created now, so that `logs -f` right after a detached start finds it, as with Docker.
+        c.log_path.touch()
+        return _start_unlocked(c, attach, interactive, lock.fd)
+
+
+def _start_unlocked(c: Container, attach: bool, interactive: bool, lock_fd: int) -> StartedContainer:
     hc = c.config["HostConfig"]
     cfg = c.config["Config"]
     own_netns = hc["NetworkMode"] != "host"
@@ -165,7 +183,7 @@ def start(c: Container, attach: bool, interactive: bool = False) -> StartedConta
         monitor_pid = os.fork()
         if monitor_pid == 0:
             _monitor(c, spec, cgroup, detached, ready_w, go_r, error_w, stdio, monitor_ends,
-                     [ready_r, go_w, error_r, *parent_ends])
+                     [ready_r, go_w, error_r, lock_fd, *parent_ends])
         for fd in (ready_w, go_r, error_w, *stdio, *monitor_ends):
             _close_quietly(fd)
         undo.append(lambda: _abandon(monitor_pid))
@@ -284,7 +302,8 @@ def _monitor(c, spec, cgroup, detached, ready_w, go_r, error_w, stdio, monitor_e
     """The forked monitor: unshare the PID namespace, fork PID 1, then reap it. Never returns."""
     code = 255
     try:
-        for fd in parent_only:  # else PID 1 would never see EOF if the CLI dies
+        # Else PID 1 would never see EOF if the CLI dies (and the start lock would outlive the start).
+        for fd in parent_only:
             _close_quietly(fd)
         if detached:
             os.setsid()  # outlive the CLI and its terminal

@@ -66,7 +66,7 @@ def exec_in(c: Container, args) -> int:
                  "--", *args.command)
     child = os.fork()
     if child == 0:
-        _joining_child(spec, fds, root_fd, procs_files, error_w, receiver)
+        _joining_child(spec, fds, root_fd, procs_files, error_w, receiver, args.detach)
     for fd in (*fds.values(), root_fd, error_w, *([spec.console] if tty else [])):
         os.close(fd)
     if spec.stdio:
@@ -89,7 +89,7 @@ def exec_in(c: Container, args) -> int:
     return _wait_attached(child, master, args.interactive)
 
 
-def _joining_child(spec, fds, root_fd, procs_files, error_w, receiver) -> None:
+def _joining_child(spec, fds, root_fd, procs_files, error_w, receiver, detach: bool) -> None:
     """Join the cgroup and namespaces, fork into the PID namespace, exec. Never returns."""
     try:
         if receiver is not None:
@@ -110,6 +110,11 @@ def _joining_child(spec, fds, root_fd, procs_files, error_w, receiver) -> None:
             init.become_process(spec)
             init.exec_command(spec)
         os.close(error_w)
+        if detach:  # let go of the caller's stdio, or `$(pyctr exec -d …)` would wait for the command
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.close(null)
         if spec.console is not None:
             os.close(spec.console)
         for fd in set(spec.stdio or ()):

@@ -57,8 +57,14 @@ def _write_all(fd: int, data: bytes) -> None:
         pass  # the reader went away (`| head`): the log still gets everything
 
 
+# surrogateescape turns each byte that is not UTF-8 into one lone surrogate; each becomes U+FFFD,
+# as in Docker's json-file log (one per byte, where "replace" gives one per broken sequence).
+_NOT_UTF8 = {code: "\ufffd" for code in range(0xDC80, 0xDD00)}
+
+
 def _entry(stream: str, data: bytes) -> bytes:
-    entry = {"log": data.decode("utf-8", "replace"), "stream": stream, "time": now_rfc3339()}
+    text = data.decode("utf-8", "surrogateescape").translate(_NOT_UTF8)
+    entry = {"log": text, "stream": stream, "time": now_rfc3339()}
     return json.dumps(entry).encode() + b"\n"
 
 

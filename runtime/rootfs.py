@@ -115,16 +115,13 @@ def prepare(spec: RootfsSpec) -> None:
               f"lowerdir={spec.lower},upperdir={spec.upper},workdir={spec.work}")
     root = spec.merged
 
-    for bind in spec.binds:
-        target = resolve_in_root(root, bind.target)
-        if os.path.isdir(bind.source):
-            os.makedirs(target, exist_ok=True)
-        else:
-            _touch(target)
-        _bind(bind.source, target, bind.readonly, extra=nodev)
+    # Binds under /dev go on the container's own /dev, which would hide them if mounted first.
+    in_dev = [b for b in spec.binds if _in_dev(b.target)]
+    _bind_user_mounts(root, [b for b in spec.binds if b not in in_dev], nodev)
 
     _mount_fs("proc", f"{root}/proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     _mount_dev(root)
+    _bind_user_mounts(root, in_dev, nodev)
     os.makedirs(f"{root}/sys", exist_ok=True)
     _mount_fs("sysfs", f"{root}/sys", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
@@ -141,6 +138,21 @@ def prepare(spec: RootfsSpec) -> None:
     if spec.readonly:
         _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | nodev,
                shown=["mount", "-o", "remount,bind,ro", "/"])
+
+
+def _in_dev(target: str) -> bool:
+    path = os.path.normpath("/" + target.lstrip("/"))
+    return path == "/dev" or path.startswith("/dev/")
+
+
+def _bind_user_mounts(root: str, binds: list[Bind], nodev: int) -> None:
+    for bind in binds:
+        target = resolve_in_root(root, bind.target)
+        if os.path.isdir(bind.source):
+            os.makedirs(target, exist_ok=True)
+        else:
+            _touch(target)
+        _bind(bind.source, target, bind.readonly, extra=nodev)
 
 
 def _mount_dev(root: str) -> None:

@@ -7,9 +7,15 @@ if [ "${1:-}" = "--no-install-recommends" ]; then
     options="$1"
     shift
 fi
+# One dpkg-query for all of them: the usual case, everything present, stays quick.
+installed=" $(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "$@" 2>/dev/null |
+              awk '$2 == "installed" { printf "%s ", $1 }')"
 missing=""
 for pkg in "$@"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
+    case "$installed" in
+        *" $pkg "*) ;;
+        *) missing="$missing $pkg" ;;
+    esac
 done
 [ -z "$missing" ] && exit 0
 echo "installing$missing" >&2

@@ -10,10 +10,21 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
-# python3-dev, gcc, libc6-dev and libcap-dev build python-prctl (and the tests' static probes); iproute2 and nftables are what the
-# network drivers drive; util-linux has flock, nsenter and unshare.
-scripts/apt-install-missing.sh --no-install-recommends \
-    python3 python3-venv python3-dev gcc libc6-dev libcap-dev iproute2 nftables util-linux
+# python3-dev, gcc, libc6-dev and libcap-dev build python-prctl; iproute2 and nftables are what
+# the network drivers drive; util-linux has flock, nsenter and unshare.
+runtime_packages="python3 python3-venv python3-dev gcc libc6-dev libcap-dev iproute2 nftables util-linux"
+# What the tests and the bench run on the host, beyond the above and a minimal Debian
+# (debootstrap minbase already has coreutils, dash, grep, mawk, mount, tar):
+#   procps        sysctl      tests/netsandbox.py (ip_forward in the sandbox's head namespace)
+#   iputils-ping  ping        tests/test_network_cluster.py, from the sandbox's node namespaces
+#   gcc libc6-dev gcc -static the security tests' probes (tests/probes.py)
+#   iproute2      ip, ss      the network sandbox, the bench's node namespace, `pyctr debug`
+#   nftables      nft         the network tests' counters and rule checks
+#   util-linux    nsenter     the bench; mount: umount (the network sandbox's clean-up)
+dev_packages="procps iputils-ping mount"
+packages="$runtime_packages"
+[ "${1:-}" = "--dev" ] && packages="$packages $dev_packages"
+scripts/apt-install-missing.sh --no-install-recommends $packages
 
 # The tests' host tools beyond those: procps' ps (run through `pyctr debug --pid`).
 if [ "${1:-}" = "--dev" ]; then

@@ -1,5 +1,7 @@
 """The bench's smoke mode runs end to end and leaves nothing behind. Nothing about speed."""
 
+import ctypes
+import ctypes.util
 import json
 import os
 import subprocess
@@ -9,8 +11,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # the bench is a folder of the repository, not installed
+
+from bench.sandbox import NETNS_DIR, NetnsDirState, mount_points, release_netns_dir  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the bench needs root")
+
+LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+MS_BIND = 4096
+MNT_DETACH = 2
 
 
 def _netns() -> set[str]:
@@ -23,11 +33,19 @@ def _workdirs() -> set[Path]:
     return {d for d in Path("/tmp").glob("pyctr-bench-*") if d.is_dir()}
 
 
+def _netns_dir_state() -> tuple[bool, bool]:
+    state = NetnsDirState.of(NETNS_DIR)
+    return state.existed, state.mounted
+
+
 def test_quick_bench_prints_the_table_and_writes_every_run(tmp_path):
     netns_before, workdirs_before = _netns(), _workdirs()
+    netns_dir_before = _netns_dir_state()
     p = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
                        cwd=REPO, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
+    # A leak is a bug: the bench lists what its clean-up could not undo as LEAK lines.
+    assert [line for line in p.stdout.splitlines() if line.startswith("LEAK:")] == [], p.stdout
 
     # The table: a header and one row per figure, every scenario present.
     assert "| scenario | figure | pyctr median" in p.stdout
@@ -44,7 +62,66 @@ def test_quick_bench_prints_the_table_and_writes_every_run(tmp_path):
             "density-growth-pyctr", "cli-version"} <= keys
     version = next(r for r in doc["rows"] if r["key"] == "cli-version")
     assert len(version["pyctr"]["samples"]) == 3  # --version needs nothing but pyctr itself
+    # Every figure of pyctr was measured: peers may be missing here, pyctr may not fail.
+    pyctr_rows = [r for r in doc["rows"] if r["pyctr"]["name"].startswith("pyctr")]
+    assert {r["scenario"] for r in pyctr_rows} == {r["scenario"] for r in doc["rows"]}
+    failed = {r["key"]: r["pyctr"]["error"] for r in pyctr_rows
+              if r["pyctr"]["error"] or not r["pyctr"]["samples"]}
+    assert failed == {}
 
-    # The bench cleans up after itself: its node namespace and its work directory are gone.
+    # The bench cleans up after itself: its node namespace and its work directory are gone,
+    # and the namespace folder is as it was (not left mounted on itself, nor removed).
     assert _netns() - netns_before == set()
     assert _workdirs() - workdirs_before == set()
+    assert _netns_dir_state() == netns_dir_before
+
+
+# -- the namespace folder: `ip netns add` makes it and may bind-mount it on itself -------------
+
+
+def _bind(source: Path, target: Path) -> None:
+    if LIBC.mount(str(source).encode(), str(target).encode(), None, MS_BIND, None) != 0:
+        raise OSError(ctypes.get_errno(), f"bind {source} on {target}")
+
+
+@pytest.fixture
+def scratch(tmp_path):
+    """A folder for mounts that are all undone at the end, even when the test fails."""
+    yield tmp_path
+    for point in sorted((p for p in mount_points() if p.startswith(f"{tmp_path}/")), key=len, reverse=True):
+        LIBC.umount2(point.encode(), MNT_DETACH)
+
+
+@pytest.mark.parametrize("before", ["absent", "a plain folder", "mounted", "absent, then in use"])
+def test_the_namespace_folder_is_undone_only_as_far_as_the_bench_made_it(scratch, before):
+    netns = scratch / "netns"
+    existed = not before.startswith("absent")
+    if existed:
+        netns.mkdir()
+    if before == "mounted":
+        _bind(netns, netns)
+    state = NetnsDirState.of(str(netns))
+    assert (state.existed, state.mounted) == (existed, before == "mounted")
+
+    # What `ip netns add` does on a /run that is not a shared mount: make the folder if needed,
+    # and bind-mount it on itself if it is not a mount point yet (ext4 here, as on the VM).
+    netns.mkdir(exist_ok=True)
+    if str(netns) not in mount_points():
+        _bind(netns, netns)
+    assert os.path.ismount(netns) is False  # why the bench reads mountinfo instead
+    if before == "absent, then in use":  # someone else's namespace, held by a bind mount
+        (netns / "theirs").touch()
+        _bind(Path("/proc/self/ns/net"), netns / "theirs")
+
+    note = release_netns_dir(str(netns), state)
+
+    mounted = str(netns) in mount_points()
+    if before == "absent":
+        assert note is None and not netns.exists() and not mounted
+    elif before == "a plain folder":
+        assert note is None and netns.is_dir() and not mounted
+    elif before == "mounted":
+        assert note is None and mounted  # not the bench's mount: it stays
+    else:
+        assert "other namespaces live in it" in note
+        assert mounted and str(netns / "theirs") in mount_points()

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -210,6 +211,42 @@ def test_latest_moving_to_another_release_drops_the_unused_old_image(
     moved = run_pyctr("pull", "--mirror", f"{url}/alpine", "alpine", env=fresh_env)
     assert moved.returncode == 0, moved.stderr
     assert [(r["Version"], r["RepoTags"]) for r in records(fresh_env)] == [("3.19.4", ["alpine:latest"])]
+
+
+def mirror_with_latest_stable_as(layout: str, source: Path, tmp_path: Path) -> Path:
+    """A copy of the local mirror whose latest-stable points at v3.20 as a real symlink (the real
+    mirror's layout) or as a small file naming the branch (a mirror copied without its links)."""
+    mirror = copy_mirror(source, tmp_path)
+    pointer = mirror / "alpine" / "latest-stable"
+    pointer.unlink()
+    if layout == "symlink":
+        pointer.symlink_to("v3.20")
+    else:
+        pointer.write_text("v3.20\n")
+    return mirror
+
+
+@pytest.mark.parametrize("layout", ["symlink", "file"])
+def test_latest_is_recorded_by_its_branch_url_whichever_layout_the_mirror_has(
+        run_pyctr, fresh_env, local_mirror_dir, tmp_path, serve_directory, layout):
+    mirror = mirror_with_latest_stable_as(layout, local_mirror_dir, tmp_path)
+    handler = faulty_handler({})  # no faults: it only counts the requests
+    url = serve_directory(mirror, handler)
+    pulled = run_pyctr("pull", "--mirror", f"{url}/alpine", "alpine", env=fresh_env)
+    assert pulled.returncode == 0, pulled.stderr
+    [record] = records(fresh_env)
+    assert record["Source"] == f"{url}/{TARBALL_3_20_3}"
+    assert f"Downloading {url}/{TARBALL_3_20_3}" in pulled.stderr
+    assert handler.hits[f"/{TARBALL_3_20_3}"] == 1
+    assert not [p for p in handler.hits if "latest-stable" in p and not p.endswith(".yaml")
+                and p != "/alpine/latest-stable"], handler.hits
+
+    # latest-stable moves on; the recorded URL still gives the very bytes that were pulled.
+    pointer = mirror / "alpine" / "latest-stable"
+    pointer.unlink()
+    pointer.symlink_to("v3.19") if layout == "symlink" else pointer.write_text("v3.19\n")
+    with urllib.request.urlopen(record["Source"], timeout=10) as response:
+        assert hashlib.sha256(response.read()).hexdigest() == record["Sha256"] == SHA_3_20_3
 
 
 # -- pulls that must fail, leaving nothing -----------------------------------------------------
