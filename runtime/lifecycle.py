@@ -93,8 +93,7 @@ def create(args) -> Container:
             from pyctr.network import api
 
             api.validate(c.config)
-        for sub in ("upper", "work", "merged"):
-            (c.dir / sub).mkdir(parents=True, exist_ok=True)
+        c.make_dirs()
         c.save_config()
         c.save_state(persist=True)
     except BaseException:
