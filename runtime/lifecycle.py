@@ -36,7 +36,10 @@ def create(args) -> Container:
     memory = options.parse_memory(args.memory)
     nano_cpus = options.parse_cpus(args.cpus)
     env = options.parse_env(args.env, args.env_file)
-    binds = [options.parse_volume(v) for v in args.volume]
+    binds = options.parse_volumes(args.volume)
+    if args.hostname:
+        options.check_hostname(args.hostname)
+    workdir = options.check_workdir(args.workdir)
     ports = options.parse_publish(args.publish)
     cap_add = security.validate_caps(args.cap_add)
     cap_drop = security.validate_caps(args.cap_drop)
@@ -67,7 +70,7 @@ def create(args) -> Container:
             "Env": _default_env(env, hostname, args.tty),
             "Cmd": command,
             "Image": args.image,
-            "WorkingDir": args.workdir or "",
+            "WorkingDir": workdir,
         },
         "HostConfig": {
             "Binds": [f"{b['Source']}:{b['Destination']}{'' if b['RW'] else ':ro'}" for b in binds],
