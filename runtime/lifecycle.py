@@ -243,7 +243,7 @@ def _init_spec(c: Container, etc: dict[str, str], own_netns: bool) -> init.InitS
         binds.append(rootfs.Bind(source, target, readonly=mode == ["ro"]))
     spec_root = rootfs.RootfsSpec(
         lower=c.config["Rootfs"], upper=str(c.dir / "upper"), work=str(c.dir / "work"),
-        merged=str(c.dir / "merged"), binds=binds, etc_files=etc,
+        merged=str(c.dir / "merged"), staging=str(c.staging_dir), binds=binds, etc_files=etc,
         readonly=hc["ReadonlyRootfs"], privileged=hc["Privileged"])
     env = dict(pair.partition("=")[::2] for pair in cfg["Env"])
     return init.InitSpec(
