@@ -147,14 +147,17 @@ def start(c: Container, attach: bool, interactive: bool = False) -> StartedConta
     undo = [cgroup.remove]
     error_r = None
     try:
+        # Copies, also of the host's files with --network host, as Docker makes: never the host's own.
+        hosts = (etcfiles.write_hosts(c.dir, cfg["Hostname"], c.name, None) if own_netns
+                 else etcfiles.copy_host_hosts(c.dir))
         etc = {
             "/etc/hostname": str(etcfiles.write_hostname(c.dir, cfg["Hostname"])),
             "/etc/resolv.conf": str(etcfiles.write_resolv_conf(c.dir, not own_netns)),
-            "/etc/hosts": str(etcfiles.write_hosts(c.dir, cfg["Hostname"], c.name, None)),
+            "/etc/hosts": str(hosts),
         }
-        if not own_netns:
-            etc["/etc/hosts"] = "/etc/hosts"
         spec = _init_spec(c, etc, own_netns)
+        # Read on the host before the container exists: an image can put anything at its /proc.
+        security.remember_host_cap_last_cap()
         stdio, parent_ends, monitor_ends = _stdio(c, tty, interactive, detached)
         if tty:
             spec.console = stdio[0]
