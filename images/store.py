@@ -335,6 +335,8 @@ def _install(archive: Path, name: str, label: str, facts: dict, say) -> tuple[Pa
         folder = parent / f"{label}-{image_id[7:19]}"
     work = parent / f".{folder.name}.tmp-{os.getpid()}"
     try:
+        for private in (parent, work):  # only root enters an image's folder: setuid files in its rootfs
+            settings.make_private(private)
         unpack.unpack(archive, work / "rootfs")
         record = {
             "Id": image_id,

@@ -13,6 +13,7 @@ from pathlib import Path
 from pyctr.runtime import jsonstore
 from pyctr.runtime.errors import ConflictError, NotFoundError, PyctrError
 from pyctr.runtime.settings import current as settings
+from pyctr.runtime.settings import make_private
 
 _ADJECTIVES = ("brave", "calm", "eager", "fond", "gentle", "happy", "jolly", "keen", "lucid",
                "merry", "nifty", "proud", "quirky", "sharp", "tender", "vivid", "witty", "zen")
@@ -74,6 +75,23 @@ class Container:
     @property
     def log_path(self) -> Path:
         return self.dir / f"{self.id}-json.log"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.dir / "staging"
+
+    def make_dirs(self) -> None:
+        """The container's folder, 0700 whatever the umask: its layer may hold setuid files, which
+        no host user may reach (Docker CVE-2021-41091). upper/ becomes the container's "/", so it
+        takes the mode and owner of the image's root instead."""
+        make_private(self.dir)
+        image_root = os.stat(self.config["Rootfs"])
+        upper = self.dir / "upper"
+        upper.mkdir(exist_ok=True)
+        os.chown(upper, image_root.st_uid, image_root.st_gid)
+        os.chmod(upper, image_root.st_mode & 0o7777)
+        for sub in ("work", "merged", "staging"):
+            make_private(self.dir / sub)
 
     # --- state ---------------------------------------------------------------------------
     @property

@@ -1,14 +1,21 @@
-"""/etc/hostname, /etc/hosts and /etc/resolv.conf, written by pyctr and bind-mounted in."""
+"""/etc/hostname, /etc/hosts and /etc/resolv.conf, written by pyctr and bind-mounted in.
 
+Always files of the container's own, in its folder: with --network host too, where they are
+copies of the host's, so a write in the container never reaches the host's files (Docker does
+the same). Mode 0644 whatever the umask: the container's users read them, only its root writes.
+"""
+
+import os
 from pathlib import Path
 
 HOST_RESOLV_CONF = "/etc/resolv.conf"
+HOST_HOSTS = "/etc/hosts"
 FALLBACK_NAMESERVERS = ("8.8.8.8", "8.8.4.4")  # Docker's choice when the host has only loopback ones
 
 
 def write_hostname(directory: Path, hostname: str) -> Path:
     path = directory / "hostname"
-    path.write_text(hostname + "\n")
+    _write(path, hostname + "\n")
     return path
 
 
@@ -20,7 +27,18 @@ def write_hosts(directory: Path, hostname: str, name: str, address: str | None) 
         aliases = " ".join(dict.fromkeys([hostname, name]))
         lines.append(f"{address}\t{aliases}")
     path = directory / "hosts"
-    path.write_text("\n".join(lines) + "\n")
+    _write(path, "\n".join(lines) + "\n")
+    return path
+
+
+def copy_host_hosts(directory: Path) -> Path:
+    """The host's /etc/hosts as it is now, for --network host."""
+    try:
+        text = Path(HOST_HOSTS).read_text()
+    except OSError:
+        text = ""
+    path = directory / "hosts"
+    _write(path, text)
     return path
 
 
@@ -45,5 +63,13 @@ def write_resolv_conf(directory: Path, host_network: bool) -> Path:
     except OSError:
         host_text = ""
     path = directory / "resolv.conf"
-    path.write_text(host_text if host_network else resolv_conf_text(host_text))
+    _write(path, host_text if host_network else resolv_conf_text(host_text))
     return path
+
+
+def _write(path: Path, text: str) -> None:
+    """In place (the same inode): a running container's bind mount of it sees the new text."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(fd, 0o644)
+        f.write(text)

@@ -36,7 +36,10 @@ def create(args) -> Container:
     memory = options.parse_memory(args.memory)
     nano_cpus = options.parse_cpus(args.cpus)
     env = options.parse_env(args.env, args.env_file)
-    binds = [options.parse_volume(v) for v in args.volume]
+    binds = options.parse_volumes(args.volume)
+    if args.hostname:
+        options.check_hostname(args.hostname)
+    workdir = options.check_workdir(args.workdir)
     ports = options.parse_publish(args.publish)
     cap_add = security.validate_caps(args.cap_add)
     cap_drop = security.validate_caps(args.cap_drop)
@@ -67,7 +70,7 @@ def create(args) -> Container:
             "Env": _default_env(env, hostname, args.tty),
             "Cmd": command,
             "Image": args.image,
-            "WorkingDir": args.workdir or "",
+            "WorkingDir": workdir,
         },
         "HostConfig": {
             "Binds": [f"{b['Source']}:{b['Destination']}{'' if b['RW'] else ':ro'}" for b in binds],
@@ -93,8 +96,7 @@ def create(args) -> Container:
             from pyctr.network import api
 
             api.validate(c.config)
-        for sub in ("upper", "work", "merged"):
-            (c.dir / sub).mkdir(parents=True, exist_ok=True)
+        c.make_dirs()
         c.save_config()
         c.save_state(persist=True)
     except BaseException:
@@ -163,14 +165,17 @@ def _start_unlocked(c: Container, attach: bool, interactive: bool, lock_fd: int)
     undo = [cgroup.remove]
     error_r = None
     try:
+        # Copies, also of the host's files with --network host, as Docker makes: never the host's own.
+        hosts = (etcfiles.write_hosts(c.dir, cfg["Hostname"], c.name, None) if own_netns
+                 else etcfiles.copy_host_hosts(c.dir))
         etc = {
             "/etc/hostname": str(etcfiles.write_hostname(c.dir, cfg["Hostname"])),
             "/etc/resolv.conf": str(etcfiles.write_resolv_conf(c.dir, not own_netns)),
-            "/etc/hosts": str(etcfiles.write_hosts(c.dir, cfg["Hostname"], c.name, None)),
+            "/etc/hosts": str(hosts),
         }
-        if not own_netns:
-            etc["/etc/hosts"] = "/etc/hosts"
         spec = _init_spec(c, etc, own_netns)
+        # Read on the host before the container exists: an image can put anything at its /proc.
+        security.remember_host_cap_last_cap()
         stdio, parent_ends, monitor_ends = _stdio(c, tty, interactive, detached)
         if tty:
             spec.console = stdio[0]
@@ -259,7 +264,7 @@ def _init_spec(c: Container, etc: dict[str, str], own_netns: bool) -> init.InitS
         binds.append(rootfs.Bind(source, target, readonly=mode == ["ro"]))
     spec_root = rootfs.RootfsSpec(
         lower=c.config["Rootfs"], upper=str(c.dir / "upper"), work=str(c.dir / "work"),
-        merged=str(c.dir / "merged"), binds=binds, etc_files=etc,
+        merged=str(c.dir / "merged"), staging=str(c.staging_dir), binds=binds, etc_files=etc,
         readonly=hc["ReadonlyRootfs"], privileged=hc["Privileged"])
     env = dict(pair.partition("=")[::2] for pair in cfg["Env"])
     return init.InitSpec(

@@ -61,6 +61,7 @@ def exec_in(c: Container, args) -> int:
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         spec.stdio = (null, null if args.detach else 1, null if args.detach else 2)
     error_r, error_w = os.pipe()
+    security.remember_host_cap_last_cap()  # from the host's /proc: the child reads the container's
 
     explain.step("nsenter", "--target", pid, *[_NSENTER_FLAGS[n] for n in fds], "--root", "--wd",
                  "--", *args.command)

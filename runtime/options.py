@@ -63,8 +63,19 @@ def _env_pairs(items: list[str]) -> list[str]:
     return out
 
 
+def parse_volumes(specs: list[str]) -> list[dict]:
+    """Every -v, checked now rather than at start: one destination each, as Docker requires."""
+    binds = [parse_volume(spec) for spec in specs]
+    seen = set()
+    for bind in binds:
+        if bind["Destination"] in seen:
+            raise PyctrError(f"Duplicate mount point: {bind['Destination']}")
+        seen.add(bind["Destination"])
+    return binds
+
+
 def parse_volume(spec: str) -> dict:
-    """HOST:CONTAINER[:ro|rw], both absolute; the host path must exist."""
+    """HOST:CONTAINER[:ro|rw], both absolute; the host path must exist; not on the root itself."""
     parts = spec.split(":")
     if len(parts) not in (2, 3) or not all(parts[:2]):
         raise PyctrError(f"invalid volume specification: '{spec}'")
@@ -77,9 +88,30 @@ def parse_volume(spec: str) -> dict:
                          "(named volumes are not supported)")
     if not target.startswith("/") or ".." in target.split("/"):
         raise PyctrError(f"invalid volume specification: '{spec}': the container path must be absolute")
+    target = os.path.normpath(target).replace("//", "/")
+    if target == "/":
+        raise PyctrError(f"invalid volume specification: '{spec}': destination can't be '/'")
     if not os.path.exists(host):
         raise PyctrError(f"invalid volume specification: '{spec}': bind source path does not exist: {host}")
     return {"Source": os.path.realpath(host), "Destination": target, "RW": mode == "rw"}
+
+
+HOST_NAME_MAX = 64  # the kernel's limit for sethostname(2)
+
+
+def check_hostname(name: str) -> str:
+    """RFC 1123: dot-separated labels of letters, digits and inner hyphens, as a resolver expects."""
+    label = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    if len(name) > HOST_NAME_MAX or not re.fullmatch(rf"{label}(?:\.{label})*", name):
+        raise PyctrError(f"invalid hostname format: {name!r} (letters, digits and inner '-', in "
+                         f"'.'-separated labels of at most 63, {HOST_NAME_MAX} characters in all)")
+    return name
+
+
+def check_workdir(path: str | None) -> str:
+    if path and not path.startswith("/"):
+        raise PyctrError(f"the working directory '{path}' is invalid, it needs to be an absolute path")
+    return path or ""
 
 
 def parse_publish(specs: list[str]) -> dict:

@@ -49,18 +49,34 @@ def effective_caps(cap_add: list[str], cap_drop: list[str], privileged: bool) ->
     return [c for c in everything if c in caps]
 
 
+CAP_LAST_CAP = "/proc/sys/kernel/cap_last_cap"
+_host_cap_last_cap: int | None = None
+
+
+def remember_host_cap_last_cap() -> int:
+    """The kernel's highest capability number, read from the host's /proc by the parent before it
+    forks the container's process, which inherits it. The container's own /proc comes from its
+    image, which could say 0 there and keep every capability in the bounding set."""
+    global _host_cap_last_cap
+    if _host_cap_last_cap is None:
+        with open(CAP_LAST_CAP) as f:
+            _host_cap_last_cap = int(f.read())
+    return _host_cap_last_cap
+
+
 def drop_bounding_set(keep: list[str]) -> None:
     """Shrink the bounding set; needs CAP_SETPCAP, so it runs before anything else is dropped."""
     import prctl
+
+    if _host_cap_last_cap is None:  # a bug in pyctr: never trust the container's /proc instead
+        raise PyctrError("internal error: cap_last_cap was not read on the host before the container started")
 
     # No single shell command does this and then execs later; setpriv is the closest.
     explain.comment("setpriv --bounding-set=-all," + ",".join("+" + c.lower() for c in keep)
                     + "  (the capabilities the container keeps)")
     kept = {getattr(prctl, "CAP_" + c) for c in keep}
     # Count to the kernel's last capability, not the library's list, so that none newer survives.
-    with open("/proc/sys/kernel/cap_last_cap") as f:
-        last = int(f.read())
-    for number in range(last + 1):
+    for number in range(_host_cap_last_cap + 1):
         if number not in kept:
             prctl.capbset_drop(number)
 
