@@ -8,6 +8,7 @@ in execve() or os._exit(). Failures travel back to the parent over a close-on-ex
 import errno
 import fcntl
 import os
+import signal
 import struct
 
 from pyctr.runtime import explain, rootfs, security, syscalls
@@ -62,6 +63,9 @@ def failure_from_report(report: bytes) -> PyctrError:
 def run(spec: InitSpec, ready_fd: int, go_fd: int, error_fd: int) -> None:
     """Never returns."""
     try:
+        # What pyctr's caller left open (fd 3 on /etc, a lock's directory) must not reach the
+        # container, not even through /proc/self/fd while we set it up (runc's CVE-2024-21626).
+        syscalls.close_fds_except({ready_fd, go_fd, error_fd, spec.console, *(spec.stdio or ())} - {None})
         unshare_namespaces(spec)
         os.write(ready_fd, b"ready\n")
         os.close(ready_fd)
@@ -101,7 +105,13 @@ def _build_root(spec: InitSpec) -> None:
 
 
 def become_process(spec: InitSpec) -> None:
-    """The part of init that `exec` shares: user, privileges, working directory and stdio."""
+    """The part of init that `exec` shares: session, keyring, user, privileges, working
+    directory and stdio. Every container process goes through it, as runc's inits do."""
+    # A session of our own, without the caller's controlling terminal: else the container could
+    # type into the admin's shell with TIOCSTI. With -t, the pty becomes our terminal below.
+    explain.comment("setsid  (a session of its own, without the caller's terminal)")
+    os.setsid()
+    join_own_keyring()
     uid, gid, groups, home = security.resolve_user(spec.user)
     spec.env.setdefault("HOME", home)
     if spec.console is not None:
@@ -125,6 +135,7 @@ def become_process(spec: InitSpec) -> None:
         security.set_no_new_privs()
 
     os.chdir(workdir)
+    verify_cwd_inside_root(workdir)
 
     # Said before stdio moves: a detached container's stderr is about to become its log.
     explain.step("exec", *spec.argv)
@@ -133,9 +144,36 @@ def become_process(spec: InitSpec) -> None:
             if fd != target:
                 os.dup2(fd, target)
     if spec.tty:
-        # A session of our own with the pty as its controlling terminal, so ctrl-c reaches us.
-        os.setsid()
+        # The pty as our controlling terminal, so that ctrl-c reaches us.
         fcntl.ioctl(0, _TIOCSCTTY, 0)
+    # Nothing but stdio passes the exec: not the pty's other fd, not a pipe of ours.
+    syscalls.mark_cloexec_from(3)
+    # Python ignores these, and an ignored signal stays ignored across exec: `yes | head` in
+    # the container would end with EPIPE errors instead of a quiet SIGPIPE.
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def join_own_keyring() -> None:
+    """A new, anonymous session keyring: keys in the caller's session stay out of reach."""
+    explain.comment("keyctl new_session  (a session keyring of its own)")
+    try:
+        syscalls.join_session_keyring()
+    except OSError as e:
+        if e.errno != errno.ENOSYS:  # a kernel without keys has nothing to hide, as runc reasons
+            raise
+
+
+def verify_cwd_inside_root(workdir: str) -> None:
+    """After chdir, the working directory must be inside the container's root: a path through a
+    leaked fd (/proc/self/fd/N) would lead out of it. getcwd(3) fails with ENOENT then (the
+    kernel says "(unreachable)"), as runc checks since CVE-2024-21626."""
+    try:
+        inside = os.getcwd().startswith("/")
+    except FileNotFoundError:
+        inside = False
+    if not inside:
+        raise PyctrError(f"working directory {workdir} is outside the container's root: refused", 125)
 
 
 def exec_command(spec: InitSpec) -> None:

@@ -53,13 +53,13 @@ def exec_in(c: Container, args) -> int:
         caps=security.effective_caps(hc["CapAdd"], hc["CapDrop"], privileged),
         privileged=privileged, own_netns=False, tty=tty, stdio=None)
     receiver = None
+    ours: dict[str, int] = {}  # our ends of the process's stdio: we relay them, as Docker does
     if tty:
         from pyctr.runtime import terminal
 
         receiver, spec.console = terminal.console_pair()
-    elif args.detach or not args.interactive:
-        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        spec.stdio = (null, null if args.detach else 1, null if args.detach else 2)
+    else:
+        spec.stdio, ours = _exec_stdio(args.detach, args.interactive)
     error_r, error_w = os.pipe()
     security.remember_host_cap_last_cap()  # from the host's /proc: the child reads the container's
 
@@ -67,36 +67,72 @@ def exec_in(c: Container, args) -> int:
                  "--", *args.command)
     child = os.fork()
     if child == 0:
-        _joining_child(spec, fds, root_fd, procs_files, error_w, receiver, args.detach)
+        _joining_child(spec, fds, root_fd, procs_files, error_w)
     for fd in (*fds.values(), root_fd, error_w, *([spec.console] if tty else [])):
         os.close(fd)
-    if spec.stdio:
-        for fd in set(spec.stdio):
-            if fd > 2:
-                os.close(fd)
+    for fd in set(spec.stdio or ()):
+        os.close(fd)
 
     failure = os.read(error_r, 4096)
     os.close(error_r)
     if failure:
+        for fd in ours.values():
+            os.close(fd)
         monitor.wait_for(child)
         raise init.failure_from_report(failure)
     if args.detach:
         return 0
-    master = None
+    from pyctr.runtime import terminal
+
     if receiver is not None:
-        from pyctr.runtime import terminal
-
         master = terminal.receive_console(receiver)
-    return _wait_attached(child, master, args.interactive)
+        if master is not None:
+            terminal.proxy(master, forward_stdin=args.interactive)
+    else:
+        exited = _pidfd(child)
+        terminal.relay({ours["stdout"]: 1, ours["stderr"]: 2}, stdin_to=ours.get("stdin"),
+                       until_exit_of=exited)
+        if exited is not None:
+            os.close(exited)
+    return monitor.exit_code_of(monitor.wait_for(child))
 
 
-def _joining_child(spec, fds, root_fd, procs_files, error_w, receiver, detach: bool) -> None:
+def _exec_stdio(detach: bool, interactive: bool) -> tuple[tuple[int, int, int], dict[str, int]]:
+    """The exec'd process's 0, 1, 2, and our ends of them. Pipes, never our own stdio: through
+    /proc/self/fd/1 a process could reopen the caller's file (truncate a log) or terminal."""
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    if detach:
+        return (null, null, null), {}
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    if not interactive:
+        return (null, out_w, err_w), {"stdout": out_r, "stderr": err_r}
+    os.close(null)
+    in_r, in_w = os.pipe()
+    return (in_r, out_w, err_w), {"stdout": out_r, "stderr": err_r, "stdin": in_w}
+
+
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (OSError, AttributeError):  # before Linux 5.3: copy until the pipes close
+        return None
+
+
+def _joining_child(spec, fds, root_fd, procs_files, error_w) -> None:
     """Join the cgroup and namespaces, fork into the PID namespace, exec. Never returns."""
     try:
-        if receiver is not None:
-            os.close(receiver)
+        import prctl
+
+        # Until it execs, the process that joins is the host's Python, with the caller's memory
+        # and environment: no container process may read /proc/PID/{environ,mem,fd} or open
+        # /proc/PID/exe (the host's interpreter). execve() makes the command dumpable again.
+        prctl.set_dumpable(False)
+        os.environ.clear()  # the command gets the container's env and -e, never the caller's
+        keep = {*fds.values(), root_fd, error_w, spec.console, *(spec.stdio or ())} - {None}
+        syscalls.close_fds_except(keep)  # the caller's other fds, and our parent's ends of the pipes
+        if spec.console is not None:
             import socket  # noqa: F401  (terminal.open_console, after we chroot away from it)
-            import prctl  # noqa: F401
         me = os.getpid()
         for procs in procs_files:
             explain.write(procs, me)
@@ -110,29 +146,16 @@ def _joining_child(spec, fds, root_fd, procs_files, error_w, receiver, detach: b
         if grandchild == 0:
             init.become_process(spec)
             init.exec_command(spec)
-        os.close(error_w)
-        if detach:  # let go of the caller's stdio, or `$(pyctr exec -d …)` would wait for the command
-            null = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(null, fd)
-            os.close(null)
-        if spec.console is not None:
-            os.close(spec.console)
-        for fd in set(spec.stdio or ()):
-            if fd > 2:
-                os.close(fd)
+        # We only wait now: let go of everything else, the caller's stdio included, so that
+        # `$(pyctr exec -d ...)` returns at once and the caller's terminal is not held.
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        syscalls.close_fds_except(set())
         monitor.ignore_terminal_signals()
         os._exit(monitor.exit_code_of(monitor.wait_for(grandchild)))
     except BaseException as e:
         init.report_failure_and_exit(error_w, e)
-
-
-def _wait_attached(child: int, master: int | None, interactive: bool) -> int:
-    if master is not None:
-        from pyctr.runtime import terminal
-
-        terminal.proxy(master, forward_stdin=interactive)
-    return monitor.exit_code_of(monitor.wait_for(child))
 
 
 def debug(c: Container, command: list[str], with_pid: bool) -> int:

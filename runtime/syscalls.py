@@ -5,6 +5,7 @@ other os.* error.
 """
 
 import ctypes
+import errno
 import os
 
 # The interpreter is already linked against libc: CDLL(None) finds its symbols without
@@ -92,3 +93,68 @@ def openat2(dir_fd: int, path: str, flags: int, resolve: int, mode: int = 0) -> 
     how = _OpenHow(flags, mode, resolve)
     return _check(_libc.syscall(ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dir_fd), _b(path),
                                 ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how))), f"openat2 {path}")
+
+
+# close_range(2) has the same number on every architecture (it came after the tables were unified).
+_SYS_CLOSE_RANGE = 436
+CLOSE_RANGE_CLOEXEC = 1 << 2
+_MAX_FD = 0xFFFFFFFF
+
+
+def close_range(first: int, last: int, flags: int = 0) -> None:
+    _check(_libc.syscall(ctypes.c_long(_SYS_CLOSE_RANGE), ctypes.c_uint(first), ctypes.c_uint(last),
+                         ctypes.c_uint(flags)), "close_range")
+
+
+def mark_cloexec_from(first: int) -> None:
+    """Every fd from `first` up closes at the next execve(), whoever opened it."""
+    try:
+        close_range(first, _MAX_FD, CLOSE_RANGE_CLOEXEC)
+    except OSError as e:
+        if e.errno not in (errno.ENOSYS, errno.EINVAL):  # before Linux 5.9 / 5.11 (the flag)
+            raise
+        import fcntl
+
+        for fd in _open_fds(first):
+            try:
+                fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.fcntl(fd, fcntl.F_GETFD) | fcntl.FD_CLOEXEC)
+            except OSError:  # the listing's own fd, closed by now
+                pass
+
+
+def close_fds_except(keep) -> None:
+    """Close every fd from 3 up but those in `keep`: what the caller of pyctr left open
+    (a directory, a lock) must not be reachable through /proc/self/fd in the container."""
+    kept = sorted({fd for fd in keep if fd >= 3})
+    try:
+        first = 3
+        for fd in kept + [_MAX_FD + 1]:
+            if first < fd:
+                close_range(first, fd - 1)
+            first = fd + 1
+    except OSError as e:
+        if e.errno != errno.ENOSYS:  # before Linux 5.9
+            raise
+        for fd in _open_fds(3):
+            if fd not in kept:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+def _open_fds(first: int) -> list[int]:
+    return [fd for fd in map(int, os.listdir("/proc/self/fd")) if fd >= first]
+
+
+# <linux/keyctl.h>; glibc has no wrapper for keyctl(2).
+_SYS_KEYCTL = {"x86_64": 250, "aarch64": 219, "armv7l": 311, "ppc64le": 271, "s390x": 280}
+KEYCTL_JOIN_SESSION_KEYRING = 1
+
+
+def join_session_keyring(name: str | None = None) -> int:
+    """A new session keyring (anonymous without a name): the caller's keys stay out of reach.
+    Returns its serial number."""
+    nr = _SYS_KEYCTL[os.uname().machine]
+    return _check(_libc.syscall(ctypes.c_long(nr), ctypes.c_int(KEYCTL_JOIN_SESSION_KEYRING), _b(name)),
+                  "keyctl(KEYCTL_JOIN_SESSION_KEYRING)")
