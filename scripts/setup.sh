@@ -11,9 +11,9 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # python3-dev, gcc, libc6-dev and libcap-dev build python-prctl (and the tests' static probes); iproute2 and nftables are what the
-# network drivers drive; util-linux has flock, nsenter and unshare.
+# network drivers drive; util-linux has flock, nsenter and unshare; libseccomp2 compiles seccomp filters.
 scripts/apt-install-missing.sh --no-install-recommends \
-    python3 python3-venv python3-dev gcc libc6-dev libcap-dev iproute2 nftables util-linux
+    python3 python3-venv python3-dev gcc libc6-dev libcap-dev iproute2 nftables util-linux libseccomp2
 
 # pyctr needs Python 3.11 or newer; where python3 is older (Ubuntu 22.04), use python3.11.
 python=python3
@@ -33,8 +33,8 @@ flock 9
 # An editable install in setuptools' strict mode: a tree of links under build/ and one plain
 # path in a .pth file. The default mode installs an import hook that every Python start in
 # the venv pays ~12 ms for. Links follow edits; a new or removed module needs a reinstall,
-# so the stamp covers the list of modules as well as pyproject.toml.
-wanted="$(cat pyproject.toml; find runtime images network -name '*.py' | sort)"
+# so the stamp covers the list of modules (and data files) as well as pyproject.toml.
+wanted="$(cat pyproject.toml; find runtime images network -name '*.py' -o -name '*.json' | sort)"
 stamp=.venv/.pyctr-installed
 have_test_tools() { .venv/bin/python -c "import pytest, pexpect" 2>/dev/null; }
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ] || { [ -n "$extras" ] && ! have_test_tools; }; then
