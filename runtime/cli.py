@@ -35,6 +35,8 @@ def add_container_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cap-add", action="append", default=[], metavar="CAP", help="add a capability")
     p.add_argument("--cap-drop", action="append", default=[], metavar="CAP", help="drop a capability")
     p.add_argument("--privileged", action="store_true", help="give all capabilities, no masking")
+    p.add_argument("--security-opt", action="append", default=[], metavar="OPTION",
+                   help="seccomp=unconfined, or seccomp=PROFILE.json (default: Docker's profile)")
     p.add_argument("-m", "--memory", help="memory limit (e.g. 32m, 1g)")
     p.add_argument("--cpus", help="number of CPUs (e.g. 0.5)")
     p.add_argument("--cpu-shares", type=int, help="relative CPU weight")

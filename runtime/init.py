@@ -21,7 +21,7 @@ class InitSpec:
     def __init__(self, argv: list[str], env: dict[str, str], workdir: str, user: str | None,
                  hostname: str, rootfs: "rootfs.RootfsSpec | None", caps: list[str], privileged: bool,
                  own_netns: bool, tty: bool, stdio: tuple[int, int, int] | None,
-                 console: int | None = None):
+                 console: int | None = None, seccomp=None):
         self.argv, self.env, self.workdir, self.user = argv, env, workdir, user
         self.hostname = hostname
         self.rootfs = rootfs
@@ -31,6 +31,7 @@ class InitSpec:
         self.tty = tty
         self.stdio = stdio  # fds for 0, 1, 2; None keeps the inherited ones
         self.console = console  # with -t: the socket to send our pty's master over
+        self.seccomp = seccomp  # a seccomp.Program the parent compiled; None: unconfined
 
 
 def unshare_namespaces(spec: InitSpec) -> None:
@@ -138,6 +139,8 @@ def become_process(spec: InitSpec) -> None:
     verify_cwd_inside_root(workdir)
 
     # Said before stdio moves: a detached container's stderr is about to become its log.
+    if spec.seccomp is not None:
+        spec.seccomp.explain()
     explain.step("exec", *spec.argv)
     if spec.stdio:
         for target, fd in enumerate(spec.stdio):
@@ -152,6 +155,8 @@ def become_process(spec: InitSpec) -> None:
     # the container would end with EPIPE errors instead of a quiet SIGPIPE.
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(sig, signal.SIG_DFL)
+    if spec.seccomp is not None:
+        spec.seccomp.load()  # last: what comes before may need syscalls the filter denies
 
 
 def join_own_keyring() -> None:

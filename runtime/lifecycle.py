@@ -43,6 +43,12 @@ def create(args) -> Container:
     ports = options.parse_publish(args.publish)
     cap_add = security.validate_caps(args.cap_add)
     cap_drop = security.validate_caps(args.cap_drop)
+    security_opts = options.parse_security_opts(args.security_opt)
+    if security_opts:
+        from pyctr.runtime import seccomp
+
+        seccomp.check_security_opts(security_opts, security.effective_caps(cap_add, cap_drop, args.privileged),
+                                    args.privileged)
     if args.pids_limit is not None and args.pids_limit == 0:
         raise PyctrError("invalid --pids-limit 0: use -1 for unlimited")
     if args.network in OWN_NETWORK_MODES and (ports or args.ip):
@@ -82,6 +88,7 @@ def create(args) -> Container:
             "ReadonlyRootfs": args.read_only,
             "CapAdd": cap_add,
             "CapDrop": cap_drop,
+            "SecurityOpt": security_opts,
             "Memory": memory,
             "NanoCpus": nano_cpus,
             "CpuShares": args.cpu_shares or 0,
@@ -267,11 +274,14 @@ def _init_spec(c: Container, etc: dict[str, str], own_netns: bool) -> init.InitS
         merged=str(c.dir / "merged"), staging=str(c.staging_dir), binds=binds, etc_files=etc,
         readonly=hc["ReadonlyRootfs"], privileged=hc["Privileged"])
     env = dict(pair.partition("=")[::2] for pair in cfg["Env"])
+    caps = security.effective_caps(hc["CapAdd"], hc["CapDrop"], hc["Privileged"])
+    from pyctr.runtime import seccomp
+
     return init.InitSpec(
         argv=cfg["Cmd"], env=env, workdir=cfg["WorkingDir"], user=cfg["User"] or None,
-        hostname=cfg["Hostname"], rootfs=spec_root,
-        caps=security.effective_caps(hc["CapAdd"], hc["CapDrop"], hc["Privileged"]),
-        privileged=hc["Privileged"], own_netns=own_netns, tty=cfg["Tty"], stdio=None)
+        hostname=cfg["Hostname"], rootfs=spec_root, caps=caps,
+        privileged=hc["Privileged"], own_netns=own_netns, tty=cfg["Tty"], stdio=None,
+        seccomp=seccomp.for_container(hc, caps))
 
 
 def _stdio(c: Container, tty: bool, interactive: bool, detached: bool):

@@ -8,7 +8,7 @@ for children, so we fork after setns, and the child execs.
 import os
 import signal
 
-from pyctr.runtime import cgroups, explain, init, monitor, options, security, syscalls
+from pyctr.runtime import cgroups, explain, init, monitor, options, seccomp, security, syscalls
 from pyctr.runtime.container import Container
 from pyctr.runtime.errors import PyctrError
 
@@ -51,7 +51,10 @@ def exec_in(c: Container, args) -> int:
         argv=args.command, env=env, workdir=args.workdir or cfg["WorkingDir"],
         user=args.user or cfg["User"] or None, hostname=cfg["Hostname"], rootfs=None,
         caps=security.effective_caps(hc["CapAdd"], hc["CapDrop"], privileged),
-        privileged=privileged, own_netns=False, tty=tty, stdio=None)
+        privileged=privileged, own_netns=False, tty=tty, stdio=None,
+        # The container's own filter, as runc exec applies it (exec --privileged keeps it).
+        seccomp=seccomp.for_container(hc, security.effective_caps(hc["CapAdd"], hc["CapDrop"],
+                                                                  hc["Privileged"])))
     receiver = None
     ours: dict[str, int] = {}  # our ends of the process's stdio: we relay them, as Docker does
     if tty:

@@ -133,6 +133,28 @@ def parse_publish(specs: list[str]) -> dict:
     return bindings
 
 
+def parse_security_opts(items: list[str]) -> list[str]:
+    """--security-opt as Docker's CLI reads it: a seccomp profile's file becomes `seccomp=` and the
+    file's JSON, checked now, so the container keeps its profile whatever becomes of the file."""
+    from pyctr.runtime import seccomp
+
+    opts = []
+    for item in items:
+        key, value = seccomp.split_security_opt(item)
+        if key == "no-new-privileges" and value in (None, "true"):
+            opts.append(item)  # pyctr always sets it
+        elif key == "seccomp" and value in ("unconfined", "builtin"):
+            opts.append(f"seccomp={value}")
+        elif key == "seccomp" and value:
+            opts.append("seccomp=" + seccomp.load_profile_file(value))
+        elif key in ("seccomp", "no-new-privileges"):
+            raise PyctrError(f"invalid --security-opt: {item!r}")
+        else:
+            raise PyctrError(f"--security-opt {item!r}: pyctr supports seccomp=unconfined|PROFILE.json "
+                             "and no-new-privileges")
+    return opts
+
+
 def parse_signal(value: str) -> int:
     import signal
 

@@ -11,11 +11,12 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # python3-dev, gcc, libc6-dev and libcap-dev build python-prctl; iproute2 and nftables are what
-# the network drivers drive; util-linux has flock, nsenter and unshare.
-runtime_packages="python3 python3-venv python3-dev gcc libc6-dev libcap-dev iproute2 nftables util-linux"
+# the network drivers drive; util-linux has flock, nsenter and unshare; libseccomp2 compiles the
+# seccomp filters.
+runtime_packages="python3 python3-venv python3-dev gcc libc6-dev libcap-dev iproute2 nftables util-linux libseccomp2"
 # What the tests and the bench run on the host, beyond the above and a minimal Debian
 # (debootstrap minbase already has coreutils, dash, grep, mawk, mount, tar):
-#   procps        sysctl      tests/netsandbox.py (ip_forward in the sandbox's head namespace)
+#   procps        ps          run through `pyctr debug --pid` in tests/test_network_cluster.py
 #   iputils-ping  ping        tests/test_network_cluster.py, from the sandbox's node namespaces
 #   gcc libc6-dev gcc -static the security tests' probes (tests/probes.py)
 #   iproute2      ip, ss      the network sandbox, the bench's node namespace, `pyctr debug`
@@ -25,11 +26,6 @@ dev_packages="procps iputils-ping mount"
 packages="$runtime_packages"
 [ "${1:-}" = "--dev" ] && packages="$packages $dev_packages"
 scripts/apt-install-missing.sh --no-install-recommends $packages
-
-# The tests' host tools beyond those: procps' ps (run through `pyctr debug --pid`).
-if [ "${1:-}" = "--dev" ]; then
-    scripts/apt-install-missing.sh --no-install-recommends procps
-fi
 
 # pyctr needs Python 3.11 or newer; where python3 is older (Ubuntu 22.04), use python3.11.
 python=python3
@@ -49,8 +45,8 @@ flock 9
 # An editable install in setuptools' strict mode: a tree of links under build/ and one plain
 # path in a .pth file. The default mode installs an import hook that every Python start in
 # the venv pays ~12 ms for. Links follow edits; a new or removed module needs a reinstall,
-# so the stamp covers the list of modules as well as pyproject.toml.
-wanted="$(cat pyproject.toml; find runtime images network -name '*.py' | sort)"
+# so the stamp covers the list of modules (and data files) as well as pyproject.toml.
+wanted="$(cat pyproject.toml; find runtime images network -name '*.py' -o -name '*.json' | sort)"
 stamp=.venv/.pyctr-installed
 have_test_tools() { .venv/bin/python -c "import pytest, pexpect" 2>/dev/null; }
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ] || { [ -n "$extras" ] && ! have_test_tools; }; then
