@@ -230,6 +230,9 @@ def _add_ps_flags(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pyctr.runtime import hosttools
+
+    hosttools.distrust_callers_path()  # later, lazy imports never come from the caller's folder
     argv = sys.argv[1:] if argv is None else argv
     name = command_name(argv)
     wants_help = not argv or "-h" in argv or "--help" in argv

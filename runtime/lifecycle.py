@@ -17,7 +17,7 @@ import os
 import signal
 import time
 
-from pyctr.runtime import cgroups, explain, etcfiles, init, monitor, options, rootfs, security
+from pyctr.runtime import cgroups, explain, etcfiles, hosttools, init, monitor, options, rootfs, security
 from pyctr.runtime import container as records
 from pyctr.runtime.container import Container
 from pyctr.runtime.errors import ConflictError, PyctrError
@@ -286,6 +286,7 @@ def _monitor(c, spec, cgroup, detached, ready_w, go_r, error_w, stdio, monitor_e
     try:
         for fd in parent_only:  # else PID 1 would never see EOF if the CLI dies
             _close_quietly(fd)
+        hosttools.leave_callers_directory()  # it may be a bind mount the container writes to
         if detached:
             os.setsid()  # outlive the CLI and its terminal
         from pyctr.runtime import syscalls

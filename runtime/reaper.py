@@ -1,12 +1,13 @@
 """The long, idle part of a detached container's monitor, kept as small as Python gets.
 
-Once PID 1 runs, the forked monitor execs `python -S reaper.py …`: a fresh interpreter with no
+Once PID 1 runs, the forked monitor execs `python -I -S reaper.py …`: a fresh interpreter with no
 site and no pyctr holds about half the memory of a fork of the CLI, and one of these stays for
 every running container. It copies the container's output into Docker's json-file log, reaps
-PID 1, then execs `python -m pyctr.runtime.monitor finish ID STATUS` to record the exit and
-clean up. An exec keeps the PID, so the monitor stays PID 1's parent throughout.
+PID 1, then execs `python -I -m pyctr.runtime.monitor finish ID STATUS` to record the exit and
+clean up. An exec keeps the PID, so the monitor stays PID 1's parent throughout. Both run
+isolated (-I) in /: the container may have written Python files into the caller's directory.
 
-Usage: python -S reaper.py PID CONTAINER_ID LOG_PATH FD:STREAM...
+Usage: python -I -S reaper.py PID CONTAINER_ID LOG_PATH FD:STREAM...
 """
 
 import json
@@ -73,9 +74,11 @@ def reap(pid: int) -> int:
 def main(argv: list[str]) -> None:
     pid, container_id, log_path = int(argv[1]), argv[2], argv[3]
     streams = {int(fd): name for fd, _, name in (arg.partition(":") for arg in argv[4:])}
+    os.chdir("/")
     capture(log_path, streams)
     status = reap(pid)
-    os.execv(sys.executable, [sys.executable, "-m", "pyctr.runtime.monitor", "finish",
+    # Not hosttools.python(): this interpreter runs without pyctr (and without site).
+    os.execv(sys.executable, [sys.executable, "-I", "-m", "pyctr.runtime.monitor", "finish",
                               container_id, str(status)])
 
 

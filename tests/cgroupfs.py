@@ -1,0 +1,40 @@
+"""The host's cgroup hierarchies, read from /proc/self/mountinfo by the tests themselves (not
+through pyctr), so that a test can tell where a container's cgroups are and that none is left.
+
+    mounts() -> list[Mount]          every cgroup (v1) and cgroup2 mount this process sees
+    container_dirs(cid) -> list[str] the directories named pyctr/CID in any of them
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Mount:
+    path: str
+    fstype: str  # "cgroup" (v1) or "cgroup2"
+    controllers: frozenset[str]  # v1 only: memory, cpu, ... (a named hierarchy has none)
+
+
+def mounts() -> list[Mount]:
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields, _, tail = line.partition(" - ")
+        fstype, _source, options = tail.split(" ", 2)
+        if fstype not in ("cgroup", "cgroup2"):
+            continue
+        path = fields.split(" ")[4].replace("\\040", " ")
+        controllers = {o for o in options.split(",") if o not in ("rw", "ro") and "=" not in o}
+        found.append(Mount(path, fstype, frozenset(controllers if fstype == "cgroup" else ())))
+    return found
+
+
+def unified() -> str | None:
+    """The cgroup2 mount point, if any (/sys/fs/cgroup on a pure v2 host, …/unified on hybrid)."""
+    return next((m.path for m in mounts() if m.fstype == "cgroup2"), None)
+
+
+def container_dirs(cid: str) -> list[str]:
+    return [str(Path(m.path, "pyctr", cid)) for m in mounts()
+            if os.path.isdir(os.path.join(m.path, "pyctr", cid))]

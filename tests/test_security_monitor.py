@@ -1,0 +1,98 @@
+"""Security regressions of the monitor and of the cgroup set-up (issue 8): the monitor must run
+no code from the caller's directory or environment, its log buffer must stay flat, and a limit
+that cannot be applied must refuse the start. The attackers are busybox programs in the container.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import cgroupfs
+
+PYCTR = Path(sys.executable).parent / "pyctr"  # the console script, as a user runs it
+NONE = ("--network", "none")
+
+
+def run_ok(run_pyctr, *args, **kw):
+    result = run_pyctr(*args, **kw)
+    assert result.returncode == 0, f"pyctr {' '.join(map(str, args))}: {result.returncode}\n{result.stderr}"
+    return result
+
+
+def inspect(run_pyctr, ref) -> dict:
+    return json.loads(run_ok(run_pyctr, "inspect", ref).stdout)[0]
+
+
+# --- escape 3: code from the caller's working directory ----------------------------------------
+def modules_the_monitor_imports() -> list[str]:
+    """Every top-level module the monitor and the reaper load, whatever their path: a file named
+    like any of them in the caller's directory is an attack."""
+    script = ("import sys, pyctr.runtime.monitor, pyctr.runtime.reaper, pyctr.runtime.lifecycle, "
+              "pyctr.network.api; print(' '.join({n.partition('.')[0] for n in sys.modules}))")
+    names = subprocess.run([sys.executable, "-I", "-c", script], cwd="/", capture_output=True,
+                           text=True, check=True).stdout.split()
+    # encodings loads first of all: shadowing it would only crash the interpreter.
+    return sorted(n for n in names if n not in sys.builtin_module_names and n not in ("pyctr", "encodings"))
+
+
+# The container plants Python files where the host's Python would look: pyctr/__init__.py,
+# sitecustomize.py and one file per module the monitor imports. Each drops a marker on the host.
+PLANT = r"""
+while [ ! -e /src/go ]; do sleep 0.05; done
+mkdir -p /src/pyctr
+printf '%s\n' "$PAYLOAD" > /src/pyctr/__init__.py
+for m in sitecustomize usercustomize $MODULES; do printf '%s\n' "$PAYLOAD" > /src/$m.py; done
+exit 7
+"""
+
+
+def planted_env(pyctr_env, workdir: Path) -> dict:
+    """The caller's environment points Python at its working directory too."""
+    return dict(pyctr_env, PYTHONPATH=str(workdir), PYTHONSTARTUP=str(workdir / "sitecustomize.py"),
+                PYTHONUSERBASE=str(workdir))
+
+
+def payload(markers: Path) -> str:
+    return f"import os; os.close(os.open({str(markers)!r} + '/' + __name__, os.O_CREAT | os.O_WRONLY, 0o600))"
+
+
+def assert_the_plant_is_live(workdir: Path, markers: Path, env: dict) -> None:
+    """The test's own check that it can fail: a plain Python started there runs the plant."""
+    subprocess.run([sys.executable, "-c", "pass"], cwd=workdir, env=env, capture_output=True)
+    assert os.listdir(markers), "the planted files would not have run anyway"
+
+
+@pytest.mark.parametrize("mode", ["detached", "foreground"])
+def test_the_monitor_runs_no_code_from_the_callers_directory(run_pyctr, pyctr_env, tmp_path, mode):
+    workdir, markers = tmp_path / "project", tmp_path / "markers"
+    workdir.mkdir()
+    markers.mkdir()
+    env = planted_env(pyctr_env, workdir)
+    args = [PYCTR, "run", *NONE, "-v", f"{workdir}:/src",
+            "-e", f"PAYLOAD={payload(markers)}", "-e", f"MODULES={' '.join(modules_the_monitor_imports())}"]
+    if mode == "detached":
+        # Detached: the reaper execs the monitor's last step once the container has exited.
+        started = subprocess.run([*args, "-d", "alpine", "sh", "-c", PLANT], cwd=workdir, env=env,
+                                 capture_output=True, text=True, timeout=60)
+        assert started.returncode == 0, started.stderr
+        cid = started.stdout.strip()
+        (workdir / "go").touch()
+        assert run_ok(run_pyctr, "wait", cid, timeout=60).stdout.strip() == "7"
+        state = inspect(run_pyctr, cid)["State"]
+        assert (state["Status"], state["ExitCode"], state["Error"]) == ("exited", 7, "")
+        assert cgroupfs.container_dirs(cid) == [], "the monitor did not clean up the cgroup"
+    else:
+        # Foreground with --rm: the forked monitor removes the container after the plant.
+        (workdir / "go").touch()
+        ran = subprocess.run([*args, "--rm", "alpine", "sh", "-c", PLANT], cwd=workdir, env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert ran.returncode == 7, ran.stderr
+        assert run_ok(run_pyctr, "ps", "-aq").stdout == "", "--rm left the container behind"
+    assert (workdir / "pyctr" / "__init__.py").exists() and (workdir / "json.py").exists()
+    assert os.listdir(markers) == [], f"the host ran the container's code: {sorted(os.listdir(markers))}"
+    assert_the_plant_is_live(workdir, markers, env)
