@@ -269,9 +269,13 @@ def cmd_logs(args) -> int:
     except FileNotFoundError:
         return 0  # never started detached: nothing was captured
     with log:
-        lines = log.readlines()
-        if tail is not None:
-            lines = lines[-tail:] if tail else []
+        # Line by line: a log may hold more than the memory of the machine.
+        if tail is None:
+            lines = log
+        else:
+            from collections import deque
+
+            lines = deque(log, maxlen=tail) if tail else []
         for line in lines:
             _print_log_line(line, args.timestamps)
         while args.follow:

@@ -96,3 +96,68 @@ def test_the_monitor_runs_no_code_from_the_callers_directory(run_pyctr, pyctr_en
     assert (workdir / "pyctr" / "__init__.py").exists() and (workdir / "json.py").exists()
     assert os.listdir(markers) == [], f"the host ran the container's code: {sorted(os.listdir(markers))}"
     assert_the_plant_is_live(workdir, markers, env)
+
+
+# --- the log buffer ------------------------------------------------------------------------------
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def proc_status(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])  # VmHWM is in KiB
+    raise KeyError(key)
+
+
+def cpu_seconds(pid: int) -> float:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def log_entries(pyctr_env, cid) -> list[dict]:
+    path = Path(pyctr_env["PYCTR_ROOT"]) / "containers" / cid / f"{cid}-json.log"
+    with open(path, "rb") as log:
+        return [json.loads(line) for line in log]
+
+
+def test_32_mib_without_a_newline_keep_the_monitor_small(run_pyctr, pyctr_env, tmp_path):
+    size = 32 << 20
+    # The writer waits once it is done, so that the monitor (the reaper by then) can be measured.
+    script = (f"head -c {size} /dev/zero | tr '\\0' a; touch /src/written; "
+              "while [ ! -e /src/go ]; do sleep 0.05; done")
+    started = time.monotonic()
+    cid = run_ok(run_pyctr, "run", "-d", *NONE, "-m", "16m", "-v", f"{tmp_path}:/src",
+                 "alpine", "sh", "-c", script).stdout.strip()
+    monitor_pid = proc_status(inspect(run_pyctr, cid)["State"]["Pid"], "PPid")  # PID 1's parent
+    assert b"reaper.py" in Path(f"/proc/{monitor_pid}/cmdline").read_bytes()
+    wait_for(lambda: (tmp_path / "written").exists(), 60, "the container to write 32 MiB")
+    peak_kib, cpu = proc_status(monitor_pid, "VmHWM"), cpu_seconds(monitor_pid)
+    (tmp_path / "go").touch()
+    assert run_ok(run_pyctr, "wait", cid, timeout=60).stdout.strip() == "0"
+    elapsed = time.monotonic() - started
+    assert peak_kib < 30 * 1024, f"the monitor grew to {peak_kib // 1024} MiB copying 32 MiB"
+    assert cpu < 2.0, f"the monitor used {cpu:.1f} s of CPU to copy 32 MiB"
+    assert elapsed < 10, f"the run took {elapsed:.1f} s"
+    entries = log_entries(pyctr_env, cid)
+    assert max(len(e["log"].encode()) for e in entries) == 16 * 1024  # Docker's split
+    logs = run_pyctr("logs", cid)
+    assert logs.returncode == 0 and len(logs.stdout) == size and logs.stdout == "a" * size
+
+
+def test_a_long_line_of_multibyte_characters_prints_back_unchanged(run_pyctr, pyctr_env):
+    # 'a', then 30000 two-byte characters and a newline: a split at exactly 16 KiB would cut one.
+    cid = run_ok(run_pyctr, "run", "-d", *NONE, "alpine", "sh", "-c",
+                 "printf a; head -c 30000 /dev/zero | tr '\\0' x | sed 's/x/é/g' | tr -d '\\n'; echo; echo short"
+                 ).stdout.strip()
+    run_ok(run_pyctr, "wait", cid)
+    line = "a" + "é" * 30000 + "\n"
+    assert run_ok(run_pyctr, "logs", cid).stdout == line + "short\n"
+    entries = [e["log"] for e in log_entries(pyctr_env, cid)]
+    assert "".join(entries) == line + "short\n"
+    assert all(len(e.encode()) <= 16 * 1024 for e in entries) and len(entries) == 5
+    assert [e.endswith("\n") for e in entries] == [False, False, False, True, True]  # partial, as Docker
