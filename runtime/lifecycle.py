@@ -504,6 +504,7 @@ def remove(c: Container, force: bool) -> None:
         if not force:
             raise ConflictError(f"cannot remove container {c.name}: container is running: stop the container "
                                 "before removing or force remove")
+        cgroups.for_container(c.id).kill()  # every process in its cgroup, as `runc kill --all`
         _kill_quietly(c.pid)
         wait_until_exited(c, 10)
     if c.monitor_alive():

@@ -3,11 +3,16 @@ through pyctr), so that a test can tell where a container's cgroups are and that
 
     mounts() -> list[Mount]          every cgroup (v1) and cgroup2 mount this process sees
     container_dirs(cid) -> list[str] the directories named pyctr/CID in any of them
+    limit_controllers() -> set[str]  the controllers a container's limits can use here (memory,
+                                     cpu, pids), PYCTR_CGROUP_VERSION=2 included
+    needs_limits                     a mark that skips a test where those are missing
 """
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 
 @dataclass(frozen=True)
@@ -38,3 +43,19 @@ def unified() -> str | None:
 def container_dirs(cid: str) -> list[str]:
     return [str(Path(m.path, "pyctr", cid)) for m in mounts()
             if os.path.isdir(os.path.join(m.path, "pyctr", cid))]
+
+
+def limit_controllers() -> set[str]:
+    found = mounts()
+    v1 = set().union(*(m.controllers for m in found))
+    if v1 and os.environ.get("PYCTR_CGROUP_VERSION") != "2":
+        return v1 & {"memory", "cpu", "pids"}
+    top = unified()
+    try:
+        return set(Path(top, "cgroup.controllers").read_text().split()) & {"memory", "cpu", "pids"} if top else set()
+    except OSError:
+        return set()
+
+
+needs_limits = pytest.mark.skipif(limit_controllers() != {"memory", "cpu", "pids"},
+                                  reason="the cgroup hierarchy here lacks memory, cpu or pids: pyctr refuses limits")

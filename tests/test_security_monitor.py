@@ -125,6 +125,7 @@ def log_entries(pyctr_env, cid) -> list[dict]:
         return [json.loads(line) for line in log]
 
 
+@cgroupfs.needs_limits
 def test_32_mib_without_a_newline_keep_the_monitor_small(run_pyctr, pyctr_env, tmp_path):
     size = 32 << 20
     # The writer waits once it is done, so that the monitor (the reaper by then) can be measured.
@@ -161,3 +162,29 @@ def test_a_long_line_of_multibyte_characters_prints_back_unchanged(run_pyctr, py
     assert "".join(entries) == line + "short\n"
     assert all(len(e.encode()) <= 16 * 1024 for e in entries) and len(entries) == 5
     assert [e.endswith("\n") for e in entries] == [False, False, False, True, True]  # partial, as Docker
+
+
+# --- limits that cannot be applied -----------------------------------------------------------------
+def run_without_cgroups(pyctr_env, *args) -> subprocess.CompletedProcess:
+    """pyctr in a private mount namespace whose /sys/fs/cgroup is an empty tmpfs, as under
+    `ip netns exec` (which remounts /sys); the host's own cgroups are not touched. The last
+    line of stdout lists what pyctr left in that /sys/fs/cgroup."""
+    script = ('mount -t tmpfs pyctr-test /sys/fs/cgroup || exit 99; "$@"; status=$?; '
+              'echo "left: $(ls -A /sys/fs/cgroup)"; exit $status')
+    env = {k: v for k, v in pyctr_env.items() if k != "PYCTR_CGROUP_VERSION"}
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+                           sys.executable, "-m", "pyctr.runtime", *args],
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("limit", [["--pids-limit", "10"], ["-m", "16m"], ["--cpus", "0.5"], [], ["--privileged"]])
+def test_a_limit_that_cannot_be_applied_refuses_the_start(run_pyctr, pyctr_env, limit):
+    result = run_without_cgroups(pyctr_env, "run", "--rm", *NONE, *limit, "alpine", "echo", "ran")
+    assert result.returncode == 125, f"started without its cgroup: {result.stdout}{result.stderr}"
+    assert result.stdout == "left: \n", "the container ran, or pyctr made something in /sys/fs/cgroup"
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("Error: cannot "), result.stderr
+    assert "no cgroup hierarchy is mounted" in result.stderr and "Errno" not in result.stderr
+    if limit and limit[0] != "--privileged":
+        assert limit[0].replace("-m", "--memory") in result.stderr
+    assert run_ok(run_pyctr, "ps", "-aq").stdout == "", "--rm left a record behind"
+    assert not any((Path(pyctr_env["PYCTR_ROOT"]) / "containers").glob("*/config.json"))
