@@ -173,6 +173,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("-f", "--format", help="a {{.Path.To.Field}} template")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
 
+    p = command("info", _runtime_handler("cmd_info"), "system-wide information, the cgroup backend included")
+    p.add_argument("-f", "--format", help="json, or a {{.Field}} template")
+
     p = command("wait", _runtime_handler("cmd_wait"), "wait for containers and print exit codes")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
 
