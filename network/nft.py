@@ -15,7 +15,7 @@ import json
 import subprocess
 from dataclasses import dataclass
 
-from pyctr.runtime import explain, jsonstore, settings
+from pyctr.runtime import explain, hosttools, jsonstore, settings
 from pyctr.runtime.errors import PyctrError
 
 FAMILY = "ip"
@@ -121,11 +121,8 @@ def _delete(rule: dict) -> str:
 
 def _list_table() -> list[dict] | None:
     """The rules of pyctr's table as nft's JSON objects, or None when there is no table."""
-    try:
-        result = subprocess.run(["nft", "-j", "list", "table", FAMILY, TABLE],
-                                capture_output=True, text=True)
-    except FileNotFoundError:
-        raise PyctrError("nft not found: install the nftables package") from None
+    result = subprocess.run([hosttools.tool("nft"), "-j", "list", "table", FAMILY, TABLE],
+                            capture_output=True, text=True)
     if result.returncode != 0:
         if "No such file or directory" in result.stderr:
             return None
@@ -138,7 +135,7 @@ def _apply(lines: list[str]) -> None:
     script = "\n".join(lines) + "\n"
     explain.shell("nft -f - <<'EOF'\n" + script + "EOF")
     try:
-        result = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True)
+        result = subprocess.run([hosttools.tool("nft"), "-f", "-"], input=script, capture_output=True, text=True)
     except FileNotFoundError:
         raise PyctrError("nft not found: install the nftables package") from None
     if result.returncode != 0:

@@ -11,7 +11,7 @@ import ipaddress
 import subprocess
 
 from pyctr.network import netlink
-from pyctr.runtime import explain
+from pyctr.runtime import explain, hosttools
 from pyctr.runtime.errors import PyctrError
 
 CONTAINER_INTERFACE = "eth0"
@@ -74,10 +74,7 @@ def delete_host_end(host_name: str) -> None:
     if not netlink.link_exists(host_name):
         return
     explain.step("ip", "link", "del", host_name)
-    try:
-        result = subprocess.run(["ip", "link", "del", host_name], capture_output=True, text=True)
-    except FileNotFoundError:
-        raise PyctrError("ip not found: install the iproute2 package") from None
+    result = subprocess.run([hosttools.tool("ip"), "link", "del", host_name], capture_output=True, text=True)
     # The kernel may have removed it meanwhile, with the container's netns.
     if result.returncode != 0 and netlink.link_exists(host_name):
         raise PyctrError(f"ip link del {host_name}: {result.stderr.strip()}")

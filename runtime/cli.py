@@ -175,6 +175,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("-f", "--format", help="a {{.Path.To.Field}} template")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
 
+    p = command("info", _runtime_handler("cmd_info"), "system-wide information, the cgroup backend included")
+    p.add_argument("-f", "--format", help="json, or a {{.Field}} template")
+
     p = command("wait", _runtime_handler("cmd_wait"), "wait for containers and print exit codes")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
 
@@ -232,6 +235,9 @@ def _add_ps_flags(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pyctr.runtime import hosttools
+
+    hosttools.distrust_callers_path()  # later, lazy imports never come from the caller's folder
     argv = sys.argv[1:] if argv is None else argv
     name = command_name(argv)
     wants_help = not argv or "-h" in argv or "--help" in argv

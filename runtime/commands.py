@@ -206,6 +206,87 @@ def _render_template(template: str, data: dict) -> str:
     return re.sub(r"\{\{(.*?)\}\}", replace, template)
 
 
+def cmd_info(args) -> int:
+    """`docker info`'s system-wide facts, with the cgroup backend made explicit."""
+    info = system_info()
+    if args.format:
+        print(json.dumps(info) if args.format == "json" else _render_template(args.format, info))
+        return 0
+    lines = [
+        f"Containers: {info['Containers']}",
+        f" Running: {info['ContainersRunning']}",
+        f" Stopped: {info['ContainersStopped']}",
+        f"Images: {info['Images']}",
+        f"Server Version: {info['ServerVersion']}",
+        f"Storage Driver: {info['Driver']}",
+        f"Logging Driver: {info['LoggingDriver']}",
+        f"Cgroup Driver: {info['CgroupDriver']}",
+        f"Cgroup Version: {info['CgroupVersion']}",
+        f"Cgroup Backend: {info['CgroupBackend']}",
+        f" Controllers: {' '.join(info['CgroupControllers']) or 'none'}",
+        f"Kernel Version: {info['KernelVersion']}",
+        f"Operating System: {info['OperatingSystem']}",
+        f"Architecture: {info['Architecture']}",
+        f"CPUs: {info['NCPU']}",
+        f"Total Memory: {humanize.binary_size(info['MemTotal'])}",
+        f"Pyctr Root Dir: {info['PyctrRootDir']}",
+    ]
+    print("\n".join(lines))
+    return 0
+
+
+def system_info() -> dict:
+    from pyctr.images import store
+    from pyctr.runtime import cgroups, cli, settings
+
+    containers = records.list_all()
+    running = sum(1 for c in containers if c.running)
+    layout = cgroups.detect()
+    return {
+        "Containers": len(containers), "ContainersRunning": running,
+        "ContainersStopped": len(containers) - running, "Images": len(store.list_images()),
+        "ServerVersion": cli.VERSION, "Driver": "overlay", "LoggingDriver": "json-file",
+        "CgroupDriver": "cgroupfs", "CgroupVersion": layout.version,
+        "CgroupBackend": describe_cgroups(layout), "CgroupControllers": _cgroup_controllers(layout),
+        "KernelVersion": os.uname().release, "OperatingSystem": _os_name(),
+        "Architecture": os.uname().machine, "NCPU": os.cpu_count(), "MemTotal": _host_memory(),
+        "PyctrRootDir": str(settings.current().root),
+    }
+
+
+def describe_cgroups(layout) -> str:
+    forced = f", forced by PYCTR_CGROUP_VERSION={layout.forced}" if layout.forced else ""
+    if layout.mode == "v1":
+        return f"v1 (controllers under {layout.v1_root}{forced})"
+    if layout.mode == "hybrid":
+        return f"hybrid (limits through v1 under {layout.v1_root}, membership in cgroup2 at {layout.unified})"
+    if layout.mode == "v2":
+        return f"v2 (cgroup2 at {layout.unified}{forced})"
+    return f"none: {layout.reason}; containers cannot start"
+
+
+def _cgroup_controllers(layout) -> list[str]:
+    """The controllers pyctr can use for limits."""
+    from pyctr.runtime import cgroups
+
+    if layout.mode in ("v1", "hybrid"):
+        return sorted(set(cgroups.CgroupV1.CONTROLLERS) & layout.v1_controllers)
+    if layout.mode == "v2":
+        return sorted({"memory", "cpu", "pids"} & cgroups.CgroupV2("", layout.unified).controllers())
+    return []
+
+
+def _os_name() -> str:
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    return line.partition("=")[2].strip().strip('"')
+    except OSError:
+        pass
+    return "unknown"
+
+
 # --- stop, kill, rm, wait, prune -------------------------------------------------------------
 def _each(refs: list[str], action) -> int:
     """Docker's multi-container behaviour: act on each, report each failure, exit 1 if any failed."""
@@ -273,9 +354,13 @@ def cmd_logs(args) -> int:
     except FileNotFoundError:
         return 0  # never started detached: nothing was captured
     with log:
-        lines = log.readlines()
-        if tail is not None:
-            lines = lines[-tail:] if tail else []
+        # Line by line: a log may hold more than the memory of the machine.
+        if tail is None:
+            lines = log
+        else:
+            from collections import deque
+
+            lines = deque(log, maxlen=tail) if tail else []
         for line in lines:
             _print_log_line(line, args.timestamps)
         while args.follow:

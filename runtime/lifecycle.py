@@ -17,7 +17,7 @@ import os
 import signal
 import time
 
-from pyctr.runtime import cgroups, explain, etcfiles, init, jsonstore, monitor, options, rootfs, security
+from pyctr.runtime import cgroups, explain, etcfiles, hosttools, init, jsonstore, monitor, options, rootfs, security
 from pyctr.runtime import container as records
 from pyctr.runtime.container import Container
 from pyctr.runtime.errors import ConflictError, PyctrError
@@ -320,6 +320,7 @@ def _monitor(c, spec, cgroup, detached, ready_w, go_r, error_w, stdio, monitor_e
         # Else PID 1 would never see EOF if the CLI dies (and the start lock would outlive the start).
         for fd in parent_only:
             _close_quietly(fd)
+        hosttools.leave_callers_directory()  # it may be a bind mount the container writes to
         if detached:
             os.setsid()  # outlive the CLI and its terminal
         from pyctr.runtime import syscalls
@@ -548,6 +549,7 @@ def remove(c: Container, force: bool) -> None:
                 from pyctr.runtime import log
 
                 log.warning(f"network clean-up of {c.short_id}: {e}")
+        cgroups.for_container(c.id).kill()  # every process in its cgroup, as `runc kill --all`
         _kill_quietly(c.pid)
         wait_until_exited(c, 10)
     if c.monitor_alive():

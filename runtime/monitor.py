@@ -29,13 +29,14 @@ def ignore_terminal_signals() -> None:
 
 def become_reaper(pid: int, c: records.Container, streams: dict[int, str], keep: list[int]) -> None:
     """Exec the small reaper (runtime/reaper.py) for the rest of a detached container's life."""
-    import sys
+    from pyctr.runtime import hosttools
 
     for fd in [*streams, *keep]:  # `keep`: the stdin pipe that -i holds open
         os.set_inheritable(fd, True)
-    reaper = os.path.join(os.path.dirname(__file__), "reaper.py")
-    os.execv(sys.executable, [sys.executable, "-S", reaper, str(pid), c.id, str(c.log_path),
-                              *[f"{fd}:{name}" for fd, name in streams.items()]])
+    reaper = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reaper.py")
+    argv = hosttools.python("-S", reaper, str(pid), c.id, str(c.log_path),
+                            *[f"{fd}:{name}" for fd, name in streams.items()])
+    os.execv(argv[0], argv)
 
 
 def wait_for(pid: int) -> int:
@@ -73,9 +74,10 @@ def wait_briefly_for_exit(pid: int, timeout: float) -> bool:
 
 
 def _finish_main(argv: list[str]) -> None:
-    """`python -m pyctr.runtime.monitor finish ID STATUS`: the reaper's last step."""
+    """`python -I -m pyctr.runtime.monitor finish ID STATUS`: the reaper's last step."""
     code = 255
     try:
+        os.chdir("/")
         _, command, container_id, status = argv
         if command == "finish":
             code = finish(records.load(container_id), int(status))

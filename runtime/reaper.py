@@ -1,12 +1,13 @@
 """The long, idle part of a detached container's monitor, kept as small as Python gets.
 
-Once PID 1 runs, the forked monitor execs `python -S reaper.py …`: a fresh interpreter with no
+Once PID 1 runs, the forked monitor execs `python -I -S reaper.py …`: a fresh interpreter with no
 site and no pyctr holds about half the memory of a fork of the CLI, and one of these stays for
 every running container. It copies the container's output into Docker's json-file log, reaps
-PID 1, then execs `python -m pyctr.runtime.monitor finish ID STATUS` to record the exit and
-clean up. An exec keeps the PID, so the monitor stays PID 1's parent throughout.
+PID 1, then execs `python -I -m pyctr.runtime.monitor finish ID STATUS` to record the exit and
+clean up. An exec keeps the PID, so the monitor stays PID 1's parent throughout. Both run
+isolated (-I) in /: the container may have written Python files into the caller's directory.
 
-Usage: python -S reaper.py PID CONTAINER_ID LOG_PATH FD:STREAM...
+Usage: python -I -S reaper.py PID CONTAINER_ID LOG_PATH FD:STREAM...
 """
 
 import json
@@ -21,29 +22,75 @@ def now_rfc3339() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
 
 
+# Docker's json-file splits a line at 16 KiB: an entry whose "log" lacks the final newline is a
+# partial line, and the entries of one line, printed in order, give its bytes back.
+MAX_ENTRY = 16 * 1024
+READ_SIZE = 65536
+
+
+class LineSplitter:
+    """One stream's bytes into json-file entries of at most MAX_ENTRY bytes, in linear time and
+    constant memory: it holds at most one unfinished entry."""
+
+    def __init__(self, stream: str):
+        self.stream = stream
+        self.pending = bytearray()
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        entries = []
+        start = 0
+        while (newline := chunk.find(b"\n", start)) >= 0:
+            self._take(chunk[start:newline + 1], entries)
+            entries.append(_entry(self.stream, bytes(self.pending)))
+            self.pending.clear()
+            start = newline + 1
+        self._take(chunk[start:], entries)
+        return entries
+
+    def end(self) -> list[bytes]:
+        """At EOF, what is left goes out as a last partial entry."""
+        entries = [_entry(self.stream, bytes(self.pending))] if self.pending else []
+        self.pending.clear()
+        return entries
+
+    def _take(self, data: bytes, entries: list[bytes]) -> None:
+        self.pending += data
+        while len(self.pending) > MAX_ENTRY or (len(self.pending) == MAX_ENTRY and self.pending[-1:] != b"\n"):
+            cut = _utf8_boundary(self.pending, MAX_ENTRY)
+            entries.append(_entry(self.stream, bytes(self.pending[:cut])))
+            del self.pending[:cut]
+
+
+def _utf8_boundary(data: bytearray, limit: int) -> int:
+    """The largest cut <= limit that does not split a UTF-8 character (so that each entry
+    decodes on its own and the whole prints back unchanged)."""
+    lead = limit - 1
+    while lead > limit - 4 and lead > 0 and data[lead] & 0xC0 == 0x80:
+        lead -= 1
+    byte = data[lead]
+    length = 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4 if byte >> 3 == 0b11110 else 1
+    return lead if lead > 0 and lead + length > limit else limit
+
+
 def capture(log_path: str, streams: dict[int, str], tee: dict[int, int] | None = None) -> None:
     """Copy the container's output into json-file lines until every stream reaches EOF; `tee`
     also copies each stream, as it comes, to another fd (a foreground run's terminal)."""
-    pending = {fd: b"" for fd in streams}
+    splitters = {fd: LineSplitter(name) for fd, name in streams.items()}
     tee = tee or {}
     with open(log_path, "ab", buffering=0) as log:
-        while pending:
-            readable, _, _ = select.select(list(pending), [], [])
+        while splitters:
+            readable, _, _ = select.select(list(splitters), [], [])
             for fd in readable:
                 try:
-                    chunk = os.read(fd, 65536)
+                    chunk = os.read(fd, READ_SIZE)
                 except OSError:  # EIO: the pty's other side is gone
                     chunk = b""
-                if chunk and fd in tee:
-                    _write_all(tee[fd], chunk)
-                *lines, rest = (pending[fd] + chunk).split(b"\n")
-                out = [_entry(streams[fd], line + b"\n") for line in lines]
                 if chunk:
-                    pending[fd] = rest
+                    if fd in tee:
+                        _write_all(tee[fd], chunk)
+                    out = splitters[fd].feed(chunk)
                 else:
-                    if rest:
-                        out.append(_entry(streams[fd], rest))
-                    del pending[fd]
+                    out = splitters.pop(fd).end()
                     os.close(fd)
                 if out:
                     log.write(b"".join(out))
@@ -79,9 +126,11 @@ def reap(pid: int) -> int:
 def main(argv: list[str]) -> None:
     pid, container_id, log_path = int(argv[1]), argv[2], argv[3]
     streams = {int(fd): name for fd, _, name in (arg.partition(":") for arg in argv[4:])}
+    os.chdir("/")
     capture(log_path, streams)
     status = reap(pid)
-    os.execv(sys.executable, [sys.executable, "-m", "pyctr.runtime.monitor", "finish",
+    # Not hosttools.python(): this interpreter runs without pyctr (and without site).
+    os.execv(sys.executable, [sys.executable, "-I", "-m", "pyctr.runtime.monitor", "finish",
                               container_id, str(status)])
 
 

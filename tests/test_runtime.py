@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import cgroupfs
 
 NONE = ("--network", "none")
 
@@ -52,13 +53,8 @@ def inspect(run_pyctr, ref) -> dict:
 
 
 def own_cgroup_dirs(cid: str) -> list[str]:
-    found = []
-    for base in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
-        for sub in [""] + os.listdir(base):
-            path = Path(base, sub, "pyctr", cid)
-            if path.exists():
-                found.append(str(path))
-    return found
+    """The container's cgroup folders in any hierarchy mounted here (v1, hybrid or pure v2)."""
+    return cgroupfs.container_dirs(cid)
 
 
 # --- PID 1 and isolation -------------------------------------------------------------------
@@ -230,6 +226,7 @@ def test_env_user_workdir_volume_readonly(run_pyctr, tmp_path):
     assert readonly.returncode != 0 and "Read-only" in readonly.stderr
 
 
+@cgroupfs.needs_limits
 def test_inspect_is_docker_shaped(run_pyctr):
     cid = run_ok(run_pyctr, "run", "-d", *NONE, "--name", "shape", "-m", "64m", "--cpus", "0.5",
                  "--pids-limit", "50", "--cap-add", "SYS_TIME", "--cap-drop", "NET_RAW", "-e", "A=1",
@@ -299,6 +296,7 @@ def test_cap_drop_all_leaves_no_capabilities(run_pyctr):
 
 
 # --- resources -----------------------------------------------------------------------------
+@cgroupfs.needs_limits
 def test_memory_hog_is_oom_killed(run_pyctr):
     result = run_pyctr("run", "--name", "hog", *NONE, "-m", "32m", "alpine", "sh", "-c",
                        "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done")
@@ -306,6 +304,7 @@ def test_memory_hog_is_oom_killed(run_pyctr):
     assert inspect(run_pyctr, "hog")["State"]["OOMKilled"] is True
 
 
+@cgroupfs.needs_limits
 def test_pids_limit_holds_a_fork_loop(run_pyctr):
     cid = run_ok(run_pyctr, "run", "-d", *NONE, "--pids-limit", "20", "alpine", "sh", "-c",
                  "sh -c 'for i in $(seq 60); do sleep 60 & done'; exec sleep 60").stdout.strip()
@@ -315,6 +314,7 @@ def test_pids_limit_holds_a_fork_loop(run_pyctr):
     assert 1 < int(stats[0]["PIDs"]) <= 20
 
 
+@cgroupfs.needs_limits
 def test_cpus_half_holds_a_busy_loop_to_half_a_cpu(run_pyctr):
     from pyctr.runtime import cgroups
 
@@ -344,13 +344,39 @@ def test_top_lists_the_containers_processes(run_pyctr):
 
 
 # --- exec, debug, tty ----------------------------------------------------------------------
-def test_exec_joins_every_namespace_and_the_cgroup(run_pyctr):
+def process_in_pidns_of(pid: int, cmdline: bytes) -> int | None:
+    """The host PID of a process with this command line in the PID namespace of `pid`."""
+    namespace = os.readlink(f"/proc/{pid}/ns/pid")
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and os.readlink(f"/proc/{entry}/ns/pid") == namespace and \
+                    Path(f"/proc/{entry}/cmdline").read_bytes() == cmdline:
+                return int(entry)
+        except OSError:
+            continue
+    return None
+
+
+def test_exec_joins_every_namespace_and_the_cgroup(run_pyctr, pyctr_env):
     cid = run_ok(run_pyctr, "run", "-d", *NONE, "--hostname", "inside", "alpine", "sleep", "60").stdout.strip()
     pid = inspect(run_pyctr, cid)["State"]["Pid"]
     out = run_ok(run_pyctr, "exec", "-e", "X=1", "-w", "/tmp", cid, "sh", "-c",
-                 "hostname; echo $X; pwd; for n in pid mnt net uts ipc; do readlink /proc/self/ns/$n; done").stdout.split()
+                 "hostname; echo $X; pwd; for n in pid mnt net uts ipc cgroup; do readlink /proc/self/ns/$n; done").stdout.split()
     assert out[:3] == ["inside", "1", "/tmp"]
-    assert out[3:] == [os.readlink(f"/proc/{pid}/ns/{n}") for n in ("pid", "mnt", "net", "uts", "ipc")]
+    assert out[3:] == [os.readlink(f"/proc/{pid}/ns/{n}") for n in ("pid", "mnt", "net", "uts", "ipc", "cgroup")]
+    # The cgroup itself, seen from the host: the exec'd process is in every cgroup PID 1 is in.
+    execd = subprocess.Popen([sys.executable, "-m", "pyctr.runtime", "exec", cid, "sleep", "1234"], env=pyctr_env)
+    try:
+        deadline = time.time() + 10
+        while (sleeper := process_in_pidns_of(pid, b"sleep\x001234\x00")) is None:
+            assert time.time() < deadline and execd.poll() is None, "the exec'd process never ran"
+            time.sleep(0.02)
+        assert Path(f"/proc/{sleeper}/cgroup").read_text() == Path(f"/proc/{pid}/cgroup").read_text()
+        dirs = own_cgroup_dirs(cid)
+        assert dirs and all(str(sleeper) in Path(d, "cgroup.procs").read_text().split() for d in dirs)
+    finally:
+        execd.kill()
+        execd.wait()
     assert run_pyctr("exec", cid, "sh", "-c", "exit 5").returncode == 5
     assert run_pyctr("exec", cid, "no-such-command").returncode == 127
     assert run_pyctr("exec", "-u", "nobody", cid, "id", "-u").stdout.strip() == "65534"
