@@ -360,6 +360,10 @@ class CgroupHybrid:
         self.unified = unified
         self.id = v1.id
 
+    def path(self, controller: str = "") -> Path:
+        """A v1 controller's folder; with no controller, the unified one."""
+        return self.v1.path(controller) if controller else self.unified.path()
+
     def refuse_what_cannot_apply(self, limits: Limits) -> None:
         self.v1.refuse_what_cannot_apply(limits)
 
