@@ -82,11 +82,13 @@ def drop_bounding_set(keep: list[str]) -> None:
 
 
 def restrict_process_caps(keep: list[str]) -> None:
-    """Limit the permitted, effective and inheritable sets (root keeps exactly these across exec)."""
+    """Limit the permitted and effective sets (root keeps exactly these across exec, through the
+    bounding set), and empty the inheritable one, which empties the ambient set too: a file with
+    inheritable capabilities must gain nothing from us (moby CVE-2022-24769, runc CVE-2022-29162)."""
     import prctl
 
     caps = [getattr(prctl, "CAP_" + c) for c in keep]
-    prctl.cap_inheritable.limit(*caps)
+    prctl.cap_inheritable.limit()
     prctl.cap_effective.limit(*caps)
     prctl.cap_permitted.limit(*caps)
 

@@ -6,6 +6,7 @@ probe (tests/probes/*.c) in a bind-mounted folder. The host's secrets are marker
 folders, a key in a throw-away session keyring, or the host's hostname, read and never changed.
 """
 
+import os
 import shutil
 import subprocess
 import sys
@@ -201,3 +202,38 @@ def test_a_container_cannot_read_the_callers_session_keyring(mode, run_pyctr, py
     assert "keyring-secret-42" not in result.stdout, "the container read the caller's key"
     # Not found, rather than refused: the separation holds without a seccomp filter's help.
     assert result.stdout == "request_key: ENOKEY\n", result
+
+
+# --- inheritable capabilities (moby CVE-2022-24769, runc CVE-2022-29162) ----------------------
+CAP_NET_RAW = 13
+
+
+def give_inheritable_file_cap(path: Path, cap: int) -> None:
+    """setcap cap_X+ei, written as the kernel's vfs_cap_data (v2) without libcap's tools."""
+    import struct
+
+    magic_v2_effective = 0x02000000 | 0x1
+    os.setxattr(path, "security.capability", struct.pack("<IIIII", magic_v2_effective, 0, 1 << cap, 0, 0))
+
+
+def test_a_non_root_user_gains_no_capability_from_an_inheritable_file_cap(pyctr_env, tmp_path):
+    # The caller of pyctr carries NET_RAW in its inheritable set (as a capsh --inh= wrapper does).
+    # In the container, root drops to nobody (busybox su keeps the inheritable set across setuid)
+    # and runs a file that has NET_RAW as an inheritable file capability: with a non-empty
+    # inheritable set it would come out with NET_RAW. no_new_privs blocks that too, so the
+    # container's own sets are checked as well: neither layer may go.
+    folder = probe_folder(tmp_path, "capeff")
+    give_inheritable_file_cap(folder / "capeff", CAP_NET_RAW)
+    with_inheritable = ("import os, sys, prctl; prctl.cap_inheritable.net_raw = True; "
+                        "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+    result = subprocess.run([sys.executable, "-c", with_inheritable, "-m", "pyctr.runtime", "run", "--rm",
+                             *NONE, "-v", f"{folder}:/probe", "alpine", "sh", "-c",
+                             "grep -E '^Cap(Inh|Amb)' /proc/self/status; su -s /bin/sh nobody -c /probe/capeff"],
+                            env=pyctr_env, capture_output=True, text=True, timeout=60)
+    out = result.stdout
+    assert result.returncode == 0, result.stderr
+    root_inh, root_amb, *probe_lines = out.splitlines()
+    assert int(root_inh.split()[1], 16) == 0 and int(root_amb.split()[1], 16) == 0, out
+    probe = dict(line.split(":\t") for line in probe_lines)
+    assert probe["Uid"].split()[0] == "65534", out  # the probe really ran as nobody
+    assert int(probe["CapEff"], 16) & (1 << CAP_NET_RAW) == 0, out
