@@ -98,11 +98,23 @@ def _build_root(spec: InitSpec) -> None:
     import socket  # noqa: F401  (set_link_up)
 
     rootfs.prepare(spec.rootfs)
+    forget_host_import_path()
     explain.step("hostname", spec.hostname)
     syscalls.sethostname(spec.hostname)
     if spec.own_netns:
         explain.step("ip", "link", "set", "lo", "up")
         set_link_up("lo")
+
+
+def forget_host_import_path() -> None:
+    """Past pivot_root or chroot, a path on sys.path names a folder the container owns: a lazy
+    import there would run the container's code with our privileges (the class of Docker's
+    CVE-2019-14271, `docker cp` loading the container's libraries). Leave none to look in, so
+    such an import fails instead."""
+    import sys
+
+    sys.path.clear()
+    sys.path_importer_cache.clear()
 
 
 def become_process(spec: InitSpec) -> None:

@@ -145,6 +145,7 @@ def _joining_child(spec, fds, root_fd, procs_files, error_w) -> None:
         os.fchdir(root_fd)
         os.chroot(".")
         os.close(root_fd)
+        init.forget_host_import_path()
         grandchild = os.fork()
         if grandchild == 0:
             init.become_process(spec)

@@ -237,3 +237,19 @@ def test_a_non_root_user_gains_no_capability_from_an_inheritable_file_cap(pyctr_
     probe = dict(line.split(":\t") for line in probe_lines)
     assert probe["Uid"].split()[0] == "65534", out  # the probe really ran as nobody
     assert int(probe["CapEff"], 16) & (1 << CAP_NET_RAW) == 0, out
+
+
+# --- host code loaded from the container (the class of Docker CVE-2019-14271) ---------------
+def test_past_pivot_root_no_import_can_reach_the_containers_files(tmp_path):
+    # After pivot_root the folders on sys.path are the container's. Plant a module in the folder
+    # pyctr itself was loaded from (as a container could at that path in its root) and show that
+    # once init has forgotten the import path, importing it fails rather than running it.
+    import pyctr.runtime
+
+    planted = Path(pyctr.runtime.__file__).resolve().parents[1]
+    script = ("import sys; from pyctr.runtime import init; init.forget_host_import_path()\n"
+              "try:\n    import pyctr_planted_by_container\nexcept ImportError:\n    print('refused')\n")
+    (tmp_path / "pyctr_planted_by_container.py").write_text("print('RAN CONTAINER CODE')\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": f"{tmp_path}:{planted}"}, timeout=30)
+    assert result.stdout.strip() == "refused", result.stdout + result.stderr
