@@ -16,6 +16,9 @@ from probes import build
 
 NONE = ("--network", "none")
 BLOCKED = "Operation not permitted"
+# The kernel refuses new user namespaces to a chrooted caller (a build chroot, a debootstrap
+# test machine) whatever the filter: there the "works unconfined" half has nothing to show.
+USERNS_POSSIBLE = subprocess.run(["unshare", "-U", "true"], capture_output=True).returncode == 0
 
 
 def run_ok(run_pyctr, *args):
@@ -42,8 +45,9 @@ def test_default_profile_blocks_new_user_namespaces(run_pyctr):
     denied = run_pyctr("run", "--rm", *NONE, "alpine", *attack)
     assert denied.returncode != 0 and BLOCKED in denied.stderr, denied.stdout + denied.stderr
     # The same attacker, with the filter off as Docker allows it: the call itself works here.
-    allowed = run_pyctr("run", "--rm", *NONE, "--security-opt", "seccomp=unconfined", "alpine", *attack)
-    assert allowed.returncode == 0, allowed.stderr
+    if USERNS_POSSIBLE:
+        allowed = run_pyctr("run", "--rm", *NONE, "--security-opt", "seccomp=unconfined", "alpine", *attack)
+        assert allowed.returncode == 0, allowed.stderr
 
 
 def test_keyctl_is_blocked(run_pyctr, probe_dir):
@@ -55,8 +59,9 @@ def test_keyctl_is_blocked(run_pyctr, probe_dir):
 
 
 def test_capabilities_unlock_what_they_guard_as_in_docker(run_pyctr):
-    # Docker's includes: CAP_SYS_ADMIN brings back unshare and clone's namespace flags.
-    script = "unshare -U true && echo unshare-ok"
+    # Docker's includes: CAP_SYS_ADMIN brings back unshare and clone's namespace flags (a mount
+    # namespace: the kernel also allows it in a chroot, where a user namespace is refused).
+    script = "unshare -m true && echo unshare-ok"
     with_admin = run_pyctr("run", "--rm", *NONE, "--cap-add", "SYS_ADMIN", "alpine", "sh", "-c", script)
     assert "unshare-ok" in with_admin.stdout, with_admin.stderr
     # --privileged means no filter at all, as in Docker.
@@ -64,21 +69,21 @@ def test_capabilities_unlock_what_they_guard_as_in_docker(run_pyctr):
     assert "unshare-ok" in privileged.stdout, privileged.stderr
 
 
-def test_a_user_profile_denies_with_its_own_errno(run_pyctr, tmp_path):
+def test_a_user_profile_denies_with_its_own_errno(run_pyctr, tmp_path, probe_dir):
     profile = tmp_path / "no-mkdir.json"
     profile.write_text(json.dumps({
         "defaultAction": "SCMP_ACT_ALLOW",
         "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 28}],
     }))
-    cid = run_ok(run_pyctr, "create", *NONE, "--security-opt", f"seccomp={profile}",
-                 "alpine", "sh", "-c", "mkdir /made; echo mkdir=$?; unshare -U true && echo unshare-ok").stdout.strip()
+    cid = run_ok(run_pyctr, "create", *NONE, "--security-opt", f"seccomp={profile}", "-v", f"{probe_dir}:/probe:ro",
+                 "alpine", "sh", "-c", "mkdir /made; echo mkdir=$?; /probe/keyctl").stdout.strip()
     # As Docker, the container keeps the profile's content, not its path.
     opts = host_config(run_pyctr, cid)["SecurityOpt"]
     assert len(opts) == 1 and json.loads(opts[0].removeprefix("seccomp="))["defaultAction"] == "SCMP_ACT_ALLOW"
     profile.unlink()
     out = run_ok(run_pyctr, "start", "-a", cid)
     assert "No space left on device" in out.stderr and "mkdir=1" in out.stdout, out.stdout + out.stderr
-    assert "unshare-ok" in out.stdout  # this profile replaces Docker's, it does not add to it
+    assert "keyctl: session keyring" in out.stdout  # this profile replaces Docker's, it does not add to it
 
 
 @pytest.mark.parametrize("content, says", [
@@ -112,8 +117,8 @@ def test_exec_processes_get_the_containers_filter(run_pyctr, probe_dir):
     assert run_pyctr("exec", "--privileged", filtered, "/probe/keyctl").returncode != 0
     # An unconfined container's exec is unconfined too: the filter is the container's setting.
     unconfined = run_ok(run_pyctr, "run", "-d", *NONE, "--security-opt", "seccomp=unconfined",
-                        "alpine", "sleep", "60").stdout.strip()
-    assert run_pyctr("exec", unconfined, "unshare", "-U", "true").returncode == 0
+                        "-v", f"{probe_dir}:/probe:ro", "alpine", "sleep", "60").stdout.strip()
+    assert "keyctl: session keyring" in run_pyctr("exec", unconfined, "/probe/keyctl").stdout
     assert host_config(run_pyctr, unconfined)["SecurityOpt"] == ["seccomp=unconfined"]
     assert host_config(run_pyctr, filtered)["SecurityOpt"] == []
 
