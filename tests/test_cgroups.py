@@ -4,7 +4,6 @@ cgroup2 hierarchy (PYCTR_CGROUP_VERSION=2; on a hybrid host it has no controller
 """
 
 import json
-import os
 import signal
 import subprocess
 import time
