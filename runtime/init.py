@@ -140,6 +140,11 @@ def become_process(spec: InitSpec) -> None:
     if spec.user:
         explain.step("setpriv", f"--reuid={uid}", f"--regid={gid}",
                      "--groups=" + ",".join(map(str, groups)) if groups else "--clear-groups")
+    # Without no_new_privs (exec --privileged into a filtered container), loading a filter needs
+    # CAP_SYS_ADMIN, which a switch to another user takes away: load it first then, as runc does.
+    filter_before_user = spec.seccomp is not None and spec.privileged and uid != 0
+    if filter_before_user:
+        spec.seccomp.load()
     os.setgroups(groups)
     os.setgid(gid)
     os.setuid(uid)
@@ -167,7 +172,7 @@ def become_process(spec: InitSpec) -> None:
     # the container would end with EPIPE errors instead of a quiet SIGPIPE.
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(sig, signal.SIG_DFL)
-    if spec.seccomp is not None:
+    if spec.seccomp is not None and not filter_before_user:
         spec.seccomp.load()  # last: what comes before may need syscalls the filter denies
 
 

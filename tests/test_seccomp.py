@@ -115,6 +115,8 @@ def test_exec_processes_get_the_containers_filter(run_pyctr, probe_dir):
     assert f"keyctl: blocked: {BLOCKED}" in run_pyctr("exec", filtered, "/probe/keyctl").stdout
     # exec --privileged adds capabilities, not a way out of the container's filter (as runc).
     assert run_pyctr("exec", "--privileged", filtered, "/probe/keyctl").returncode != 0
+    as_nobody = run_pyctr("exec", "--privileged", "-u", "nobody", filtered, "/probe/keyctl")
+    assert f"keyctl: blocked: {BLOCKED}" in as_nobody.stdout, as_nobody.stdout + as_nobody.stderr
     # An unconfined container's exec is unconfined too: the filter is the container's setting.
     unconfined = run_ok(run_pyctr, "run", "-d", *NONE, "--security-opt", "seccomp=unconfined",
                         "-v", f"{probe_dir}:/probe:ro", "alpine", "sleep", "60").stdout.strip()
