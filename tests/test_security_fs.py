@@ -234,3 +234,20 @@ def test_bad_input_is_refused_at_create(run_pyctr, pyctr_env, tmp_path, flags):
     left = [p for d in (root / "containers", root / "names", state / "containers") if d.exists()
             for p in d.iterdir()]
     assert left == [], f"a refused create left {left}"
+
+
+# --- what /proc and /sys tell about the host (Docker CVE-2015-3630 class) -------------------
+def test_masked_and_read_only_paths_tell_the_container_nothing(run_pyctr):
+    # Each path exists on the host here; in the container it reads empty, and /proc/sys is
+    # read-only. Checked on the host first, so the test cannot pass by the paths being absent.
+    masked_files = [p for p in ("/proc/keys", "/proc/timer_list") if Path(p).exists()]
+    masked_dirs = [p for p in ("/proc/acpi", "/sys/firmware") if Path(p).is_dir() and any(Path(p).iterdir())]
+    assert masked_files and masked_dirs, "this host has none of the masked paths to test with"
+    script = "; ".join([*(f"echo {p}=$(wc -c < {p})" for p in masked_files),
+                        *(f"echo {p}=$(ls -A {p} | wc -l)" for p in masked_dirs),
+                        "echo 1 > /proc/sys/kernel/panic_on_oops 2>/dev/null; echo sysctl_write=$?"])
+    result = run_pyctr("run", "--rm", "--network", "none", "alpine", "sh", "-c", script)
+    seen = dict(line.split("=", 1) for line in result.stdout.split())
+    for path in (*masked_files, *masked_dirs):
+        assert seen[path] == "0", result.stdout
+    assert seen["sysctl_write"] != "0", result.stdout
