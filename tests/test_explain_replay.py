@@ -1,0 +1,102 @@
+"""`--explain` that a person can replay: the lines `run` prints are pasted into a shell, in a
+throw-away mount namespace, and must rebuild the container's mount table, field by field.
+
+The replay runs under the printed `unshare` line, with `--propagation private` (its mounts, and
+its network namespace, vanish with it; sysfs differs per network namespace), on a copy
+of the container's folder in the test's tmp_path: the printed paths of the container's folder
+are rewritten to the copy's, the image's read-only layer is shared as the overlay's lower layer.
+"""
+
+import json
+import subprocess
+from pathlib import Path
+
+CONTAINER_SIDE = "# --- in the container (after unshare) ---"
+REPLAYED = ("mkdir", "chown", "chmod", "printf", "{", ":", "touch", "ln", "mount", "cd")
+
+
+def _start(run_pyctr, pyctr_env):
+    started = run_pyctr("--explain", "run", "-d", "--network", "none", "alpine", "sleep", "60")
+    assert started.returncode == 0, started.stderr
+    cid = started.stdout.split()[-1]
+    pid = json.loads(run_pyctr("inspect", cid).stdout)[0]["State"]["Pid"]
+    folder = Path(pyctr_env["PYCTR_ROOT"]) / "containers" / cid
+    return started.stderr.splitlines(), cid, pid, folder
+
+
+def _mounts(mountinfo: str, under: str) -> dict[str, tuple[str, str, str, str]]:
+    """Mount point (relative to `under`) -> (root, fstype, mount options, superblock options),
+    the top mount of each place."""
+    found = {}
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        dash = fields.index("-")
+        point = fields[4]
+        if point != under and not point.startswith(under.rstrip("/") + "/"):
+            continue
+        relative = "/" + point[len(under):].lstrip("/")
+        found[relative] = (fields[3], fields[dash + 1], fields[5], fields[dash + 3])
+    return found
+
+
+def _within_filesystem(path: str) -> str:
+    """`path` as mountinfo's root field shows it: from the top of its filesystem."""
+    top = Path(path)
+    while not top.is_mount():
+        top = top.parent
+    return "/" + str(Path(path).relative_to(top)).lstrip(".")
+
+
+def test_the_printed_start_reads_in_the_real_order(run_pyctr, pyctr_env):
+    lines, _, pid, _ = _start(run_pyctr, pyctr_env)
+    unshare = next(i for i, l in enumerate(lines) if l.startswith("unshare --pid"))
+    assert "--cgroup" not in lines[unshare].split(), lines[unshare]
+    joins = [i for i, l in enumerate(lines) if l.startswith(f"echo {pid} > ") and l.endswith("/cgroup.procs")]
+    assert joins and min(joins) > unshare, lines
+    # the cgroup namespace is entered in the cgroup, after the join, by the container itself
+    container_side = lines.index(CONTAINER_SIDE)
+    assert lines.index("unshare --cgroup") > max(joins, default=0)
+    assert container_side > max(joins) and lines.index("unshare --cgroup") > container_side
+    assert lines[0] == "# --- on the host ---", lines[:3]
+    assert lines.index("pivot_root . .") > container_side
+
+
+def test_the_printed_mount_lines_rebuild_the_containers_mount_table(run_pyctr, pyctr_env, tmp_path):
+    lines, cid, pid, folder = _start(run_pyctr, pyctr_env)
+    replay = pyctr_env["PYCTR_ROOT"] + "/replay-" + cid[:12]  # the same filesystem as the container's folder
+    end = lines.index("pivot_root . .")
+    # The printed unshare, with private propagation so nothing of the replay reaches the host:
+    # new mount, UTS, IPC, PID and network namespaces of the test's own.
+    unshare = next(l for l in lines if l.startswith("unshare --pid")).split()
+    assert {"--mount", "--net"} <= set(unshare), unshare
+    script = []
+    for line in lines[:end]:
+        if line.startswith("#") or "/sys/fs/cgroup" in line or line.startswith(("unshare ", "echo ")):
+            continue
+        assert line.split()[0] in REPLAYED, f"a line the replay does not know: {line}"
+        script.append(line.replace(str(folder), replay))
+    assert any(l.startswith("mount -t overlay") for l in script), script
+    shell = "set -ex\n" + "\n".join(script) + "\ncat /proc/self/mountinfo\n"
+    try:
+        replayed = subprocess.run([*unshare, "--propagation", "private", "sh", "-c", shell],
+                                  capture_output=True, text=True, timeout=60)
+        assert replayed.returncode == 0, f"a printed line failed:\n{replayed.stderr[-3000:]}"
+
+        ours = _mounts(replayed.stdout, replay + "/merged")
+        theirs = _mounts(Path(f"/proc/{pid}/mountinfo").read_text(), "/")
+        expected = {"/", "/proc", "/dev", "/dev/null", "/dev/zero", "/dev/full", "/dev/random",
+                    "/dev/urandom", "/dev/tty", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys",
+                    "/etc/hostname", "/etc/hosts", "/etc/resolv.conf"}
+        assert expected <= set(ours), sorted(ours)
+        for target, (root, fstype, options, super_options) in ours.items():
+            assert target in theirs, f"{target}: mounted by the replay, not in the container"
+            for mine, its in ((replay, str(folder)), (_within_filesystem(replay), _within_filesystem(str(folder)))):
+                root = root.replace(mine, its)
+            replayed_fields = (root, fstype, options, super_options.replace(replay, str(folder)))
+            assert replayed_fields == theirs[target], target
+
+        # the bind sources hold what the container sees
+        for name in ("hostname", "hosts", "resolv.conf"):
+            assert Path(replay, name).read_text() == Path(f"/proc/{pid}/root/etc/{name}").read_text(), name
+    finally:
+        subprocess.run(["rm", "-rf", replay], check=False)
