@@ -9,6 +9,7 @@ are rewritten to the copy's, the image's read-only layer is shared as the overla
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 CONTAINER_SIDE = "# --- in the container (after unshare) ---"
@@ -100,3 +101,37 @@ def test_the_printed_mount_lines_rebuild_the_containers_mount_table(run_pyctr, p
             assert Path(replay, name).read_text() == Path(f"/proc/{pid}/root/etc/{name}").read_text(), name
     finally:
         subprocess.run(["rm", "-rf", replay], check=False)
+
+
+def test_rm_f_prints_the_kill_and_the_cgroup_removal(run_pyctr, pyctr_env):
+    started = run_pyctr("run", "-d", "--network", "none", "alpine", "sleep", "60")
+    cid = started.stdout.split()[-1]
+    pid = json.loads(run_pyctr("inspect", cid).stdout)[0]["State"]["Pid"]
+    cgroups = [Path(p) for p in subprocess.run(["sh", "-c", f"ls -d /sys/fs/cgroup/*/pyctr/{cid} /sys/fs/cgroup/pyctr/{cid}"],
+                                               capture_output=True, text=True).stdout.split()]
+    assert cgroups, "the container's cgroup folders"
+    removed = run_pyctr("--explain", "rm", "-f", cid)
+    assert removed.returncode == 0, removed.stderr
+    lines = removed.stderr.splitlines()
+    assert f"kill -9 {pid}" in lines, lines
+    for folder in cgroups:
+        assert f"rmdir {folder}" in lines, lines
+        assert not folder.exists()
+    assert lines.index(f"kill -9 {pid}") < lines.index(f"rmdir {cgroups[0]}") < lines.index(
+        f"rm -rf {Path(pyctr_env['PYCTR_ROOT']) / 'containers' / cid}")
+
+
+def test_a_detached_containers_teardown_lines_go_to_its_explain_log(run_pyctr, pyctr_env):
+    started = run_pyctr("--explain", "run", "-d", "--network", "none", "alpine", "sh", "-c", "exit 3")
+    cid = started.stdout.split()[-1]
+    assert run_pyctr("wait", cid).stdout.strip() == "3"
+    log = Path(json.loads(run_pyctr("inspect", cid).stdout)[0]["ExplainLog"])
+    # `wait` returns once the exit is recorded; the monitor removes the cgroup right after.
+    deadline = time.monotonic() + 10
+    while True:
+        lines = log.read_text().splitlines() if log.exists() else []
+        if any(l.startswith("rmdir ") and l.endswith(f"/pyctr/{cid}") for l in lines) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert lines[:1] == ["# --- on the host ---"], lines
+    assert any(l.startswith("rmdir ") and l.endswith(f"/pyctr/{cid}") for l in lines), lines
