@@ -8,6 +8,8 @@ are rewritten to the copy's, the image's read-only layer is shared as the overla
 """
 
 import json
+import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -135,3 +137,96 @@ def test_a_detached_containers_teardown_lines_go_to_its_explain_log(run_pyctr, p
         time.sleep(0.05)
     assert lines[:1] == ["# --- on the host ---"], lines
     assert any(l.startswith("rmdir ") and l.endswith(f"/pyctr/{cid}") for l in lines), lines
+
+
+# --- the network lines, replayed in namespaces of the test's own ---------------------------
+def _network_lines(stderr: str) -> list[str]:
+    """The host's network steps of a trace: ip, /proc/sys writes, nft scripts, nsenter."""
+    kept, lines, heredoc = [], stderr.splitlines(), False
+    for line in lines:
+        if heredoc:
+            kept.append(line)
+            heredoc = line != "EOF"
+        elif line.startswith("nft -f - <<"):
+            kept.append(line)
+            heredoc = True
+        elif line.startswith(("ip ", "nsenter -t ")) or (line.startswith("echo ") and " > /proc/sys/" in line):
+            kept.append(line)
+    return kept
+
+
+def _network_state(node, pid: int | None) -> dict:
+    """What the network lines build: the node's links, addresses, routes, nftables and the
+    /proc/sys values they name, and the container's (PID's) links, addresses and routes."""
+    state = {
+        "links": node.sh("ip -o link show | awk -F': ' '{print $2, $3}' | sed 's/@[^ ]*//; s/<\\([^>]*\\)>.*/\\1/'"),
+        "addresses": node.sh("ip -o -4 addr show | awk '{print $2, $4}'"),
+        "routes": sorted(node.run("ip", "-4", "route", "show", "table", "all").stdout.splitlines()),
+        "nft": node.run("nft", "list", "ruleset").stdout,
+        "sysctl": node.sh("for f in /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/veth*/* "
+                          "/proc/sys/net/ipv4/neigh/veth*/proxy_delay; do if [ -f $f ]; then echo $f $(cat $f); fi; done"),
+    }
+    if pid is not None:  # the peer's namespace has another name in each: not compared
+        deadline = time.monotonic() + 5
+        while True:  # the kernel reports a veth's carrier a moment after both ends are up
+            state["container"] = node.run("nsenter", "-t", pid, "-n", "sh", "-c",
+                                          "ip -o link show | sed 's/^[0-9]*: //; s/@[^:]*//; s/ link-netns.*//'; "
+                                          "ip -o -4 addr show | awk '{print $2, $4}'; ip route show").stdout
+            if "NO-CARRIER" not in state["container"] or time.monotonic() > deadline:
+                return state
+            time.sleep(0.05)
+    return state
+
+
+def _same(replayed: dict, real: dict) -> None:
+    for key in real:
+        assert replayed[key] == real[key], f"{key}: replayed\n{replayed[key]}\nreal\n{real[key]}"
+
+
+def _replay_network(pyctr_root, network_args: list[str]):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from netsandbox import Sandbox
+
+    sandbox = Sandbox()
+    try:
+        real = sandbox.node("real", pyctr_root / "images")
+        replay = sandbox.node("replay")
+        created = real.pyctr("--explain", "network", "create", *network_args, "net1")
+        started = real.pyctr("--explain", "run", "-d", "--network", "net1", "alpine", "sleep", "60")
+        cid = started.stdout.split()[-1]
+        pid = int(real.inspect(cid, "{{.State.Pid}}"))
+
+        # A stand-in for the container: a process in a network namespace of its own, made inside
+        # the replay namespace.
+        stand_in = replay.spawn("unshare", "--net", "sleep", "60")
+        host_netns = os.readlink(f"/proc/{stand_in.pid}/ns/net")
+        deadline = time.monotonic() + 10
+        while os.readlink(f"/proc/{stand_in.pid}/ns/net") == host_netns and time.monotonic() < deadline:
+            time.sleep(0.02)
+        script = _network_lines(created.stderr) + _network_lines(started.stderr)
+        assert any(l.startswith("nsenter -t") for l in script), script
+        script = [re.sub(rf"(netns|-t) {pid}\b", rf"\1 {stand_in.pid}", l) for l in script]
+        replay.run("nsenter", "-t", stand_in.pid, "-n", "ip", "link", "set", "lo", "up")  # the container's own line
+        replayed = replay.run("sh", "-ec", "\n".join(script), check=False)
+        assert replayed.returncode == 0, (replayed.stderr, script)
+        _same(_network_state(replay, stand_in.pid), _network_state(real, pid))
+
+        # the teardown too: rm -f and network rm, replayed, leave the same (empty) state
+        removed = real.pyctr("--explain", "rm", "-f", cid)
+        dropped = real.pyctr("--explain", "network", "rm", "net1")
+        script = _network_lines(removed.stderr) + _network_lines(dropped.stderr)
+        replayed = replay.run("sh", "-ec", "\n".join(script), check=False)
+        assert replayed.returncode == 0, (replayed.stderr, script)
+        _same(_network_state(replay, None), _network_state(real, None))
+    finally:
+        sandbox.close()
+
+
+def test_the_printed_network_lines_rebuild_a_routed_container(pyctr_root):
+    _replay_network(pyctr_root, ["--driver", "routed", "--subnet", "172.19.35.0/24"])
+
+
+def test_the_printed_network_lines_rebuild_a_bridge_container(pyctr_root):
+    _replay_network(pyctr_root, ["--subnet", "172.30.9.0/24"])
