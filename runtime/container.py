@@ -77,6 +77,11 @@ class Container:
         return self.dir / f"{self.id}-json.log"
 
     @property
+    def explain_log_path(self) -> Path:
+        """Where a detached container's monitor writes its --explain lines (its stderr is /dev/null)."""
+        return self.dir / "explain.log"
+
+    @property
     def staging_dir(self) -> Path:
         return self.dir / "staging"
 
@@ -84,13 +89,21 @@ class Container:
         """The container's folder, 0700 whatever the umask: its layer may hold setuid files, which
         no host user may reach (Docker CVE-2021-41091). upper/ becomes the container's "/", so it
         takes the mode and owner of the image's root instead."""
+        from pyctr.runtime import explain
+
+        explain.step("mkdir", "-p", "-m", "700", self.dir)
         make_private(self.dir)
         image_root = os.stat(self.config["Rootfs"])
         upper = self.dir / "upper"
+        explain.step("mkdir", "-p", upper)
         upper.mkdir(exist_ok=True)
+        explain.step("chown", f"{image_root.st_uid}:{image_root.st_gid}", upper)
         os.chown(upper, image_root.st_uid, image_root.st_gid)
+        explain.step("chmod", f"{image_root.st_mode & 0o7777:o}", upper)
         os.chmod(upper, image_root.st_mode & 0o7777)
-        for sub in ("work", "merged", "staging"):
+        subs = ("work", "merged", "staging")
+        explain.step("mkdir", "-p", "-m", "700", *(self.dir / sub for sub in subs))
+        for sub in subs:
             make_private(self.dir / sub)
 
     # --- state ---------------------------------------------------------------------------
@@ -178,6 +191,7 @@ class Container:
             },
             "Image": c["ImageID"],
             "LogPath": str(self.log_path),
+            "ExplainLog": str(self.explain_log_path),
             "Name": "/" + self.name,
             "Driver": "overlay",
             "HostConfig": c["HostConfig"],

@@ -8,6 +8,8 @@ the same). Mode 0644 whatever the umask: the container's users read them, only i
 import os
 from pathlib import Path
 
+from pyctr.runtime import explain
+
 HOST_RESOLV_CONF = "/etc/resolv.conf"
 HOST_HOSTS = "/etc/hosts"
 FALLBACK_NAMESERVERS = ("8.8.8.8", "8.8.4.4")  # Docker's choice when the host has only loopback ones
@@ -69,6 +71,7 @@ def write_resolv_conf(directory: Path, host_network: bool) -> Path:
 
 def _write(path: Path, text: str) -> None:
     """In place (the same inode): a running container's bind mount of it sees the new text."""
+    explain.write_file(path, text)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     with os.fdopen(fd, "w") as f:
         os.fchmod(fd, 0o644)

@@ -37,8 +37,65 @@ def comment(text: str) -> None:
         _emit("# " + text)
 
 
+HOST = "on the host"
+CONTAINER = "in the container (after unshare)"
+_side = None  # the side this process's lines run on; None: the host, not said yet
+_said = None  # the side the last marker this process printed named
+_log_path = None  # where this process's lines go instead of stderr (a detached monitor's)
+
+
+def side(name: str, again: bool = False) -> None:
+    """The following steps run on this side: a `# --- on the host ---` line comes before the
+    next one when the side changed; `again` even when not (a monitor's lines after the
+    container's, which another process printed)."""
+    global _side, _said
+    _side = name
+    if again:
+        _said = None
+
+
+def log_to(path: object) -> None:
+    """Send this process's lines to a file (appended): a detached monitor's stderr is /dev/null."""
+    global _log_path
+    _log_path = str(path)
+
+
+def write_file(path: object, text: str) -> None:
+    """Writing `text` into a file, as one line of shell a person can paste."""
+    if enabled:
+        import shlex
+
+        target = shlex.quote(str(path))
+        if not text:
+            _emit(f": > {target}")
+            return
+        lines = text.split("\n")
+        last = lines.pop()  # "" when the text ends with a newline
+        parts = []
+        if lines:
+            parts.append("printf '%s\\n' " + " ".join(shlex.quote(l) for l in lines))
+        if last:
+            parts.append("printf %s " + shlex.quote(last))
+        if len(parts) == 1:
+            _emit(f"{parts[0]} > {target}")
+        else:
+            _emit("{ " + "; ".join(parts) + f"; }} > {target}")
+
+
 def _emit(line: str) -> None:
+    global _said
+    if _said != (_side or HOST):
+        _said = _side or HOST
+        _write_line(f"# --- {_said} ---")
+    _write_line(line)
+
+
+def _write_line(line: str) -> None:
     try:
+        if _log_path is not None:
+            with open(_log_path, "a") as log:
+                log.write(line + "\n")
+            return
         sys.stderr.write(line + "\n")
         sys.stderr.flush()
     except (OSError, ValueError):

@@ -74,11 +74,13 @@ def run(spec: InitSpec, ready_fd: int, go_fd: int, error_fd: int) -> None:
         # parent sets those up; under --explain, one after the other, so the trace reads in order.
         if explain.enabled:
             _wait_for_go(go_fd)
+        explain.side(explain.CONTAINER)
         _build_root(spec)
         if not explain.enabled:
             _wait_for_go(go_fd)
         # A cgroup namespace now that the parent has put us in our cgroup: it becomes our "/".
         if os.path.exists("/proc/self/ns/cgroup"):
+            explain.step("unshare", "--cgroup")
             syscalls.unshare(syscalls.CLONE_NEWCGROUP)
         become_process(spec)
         exec_command(spec)

@@ -219,7 +219,8 @@ def _start_unlocked(c: Container, attach: bool, interactive: bool, lock_fd: int)
                        PidStartTime=records.process_start_time(pid), MonitorPid=monitor_pid,
                        MonitorStartTime=records.process_start_time(monitor_pid),
                        BootId=records.boot_id(), StartedAt=records.now_rfc3339(),
-                       FinishedAt="0001-01-01T00:00:00Z", ExitCode=0, OOMKilled=False, Error="")
+                       FinishedAt="0001-01-01T00:00:00Z", ExitCode=0, OOMKilled=False, Error="",
+                       RemovalInProgress=False)
         try:
             os.write(go_w, b"G")
         except BrokenPipeError:
@@ -326,7 +327,8 @@ def _monitor(c, spec, cgroup, detached, ready_w, go_r, error_w, stdio, monitor_e
         from pyctr.runtime import syscalls
 
         flags = ["--pid", "--mount", "--uts", "--ipc"] + (["--net"] if spec.own_netns else [])
-        explain.step("unshare", *flags, "--cgroup", "--fork")
+        # The cgroup namespace comes last, in PID 1 once it is in its cgroup (init.run).
+        explain.step("unshare", *flags, "--fork")
         host_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         syscalls.unshare(syscalls.CLONE_NEWPID)
         pid = os.fork()
@@ -428,6 +430,7 @@ def _close_quietly(fd: int) -> None:
 
 
 def _kill_quietly(pid: int) -> None:
+    explain.step("kill", "-9", pid)
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -549,6 +552,9 @@ def remove(c: Container, force: bool) -> None:
                 from pyctr.runtime import log
 
                 log.warning(f"network clean-up of {c.short_id}: {e}")
+        # The cgroup goes in remove_files() below, with its rmdir printed by this command: the
+        # monitor, told so, only records the exit.
+        c.update_state(persist=True, RemovalInProgress=True)
         cgroups.for_container(c.id).kill()  # every process in its cgroup, as `runc kill --all`
         _kill_quietly(c.pid)
         wait_until_exited(c, 10)

@@ -54,10 +54,15 @@ def finish(c: records.Container, status: int) -> int:
     """Record the exit, then undo what only a running container needs."""
     from pyctr.runtime import lifecycle
 
+    from pyctr.runtime import explain
+
+    explain.side(explain.HOST, again=True)  # after the container's own lines
     code = exit_code_of(status)
     c.update_state(persist=True, Status="exited", Running=False, Pid=0, ExitCode=code,
                    FinishedAt=records.now_rfc3339(), OOMKilled=lifecycle.oom_killed(c))
-    if c.config["HostConfig"].get("AutoRemove"):
+    if c.state.get("RemovalInProgress"):
+        pass  # `rm -f` removes it all, and prints its steps
+    elif c.config["HostConfig"].get("AutoRemove"):
         lifecycle.remove_files(c)
     else:
         lifecycle.release_runtime_resources(c)
@@ -80,7 +85,12 @@ def _finish_main(argv: list[str]) -> None:
         os.chdir("/")
         _, command, container_id, status = argv
         if command == "finish":
-            code = finish(records.load(container_id), int(status))
+            from pyctr.runtime import explain
+
+            c = records.load(container_id)
+            # A detached container's monitor has no stderr: its --explain lines go beside its log.
+            explain.log_to(c.explain_log_path)
+            code = finish(c, int(status))
     finally:
         os._exit(code)
 

@@ -123,6 +123,7 @@ def _kernel_dir(root_fd: int, name: str) -> int:
     try:
         fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root_fd)
     except FileNotFoundError:
+        explain.step("mkdir", "-m", "755", f"{inroot.shown(root_fd)}/{name}")
         os.mkdir(name, 0o755, dir_fd=root_fd)
         fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root_fd)
     mode = os.fstat(fd).st_mode
@@ -186,6 +187,7 @@ def _in_dev(target: str) -> bool:
 def _bind_user_mounts(spec: RootfsSpec, root_fd: int, binds: list[Bind], nodev: int) -> None:
     for bind in binds:
         directory = os.path.isdir(bind.source)
+        _explain_making(root_fd, bind.target, directory)
         target_fd = inroot.make_path(root_fd, bind.target, directory)
         try:
             _bind_into_root(bind.source, target_fd, _staging_place(spec.staging, directory),
@@ -194,16 +196,37 @@ def _bind_user_mounts(spec: RootfsSpec, root_fd: int, binds: list[Bind], nodev: 
             os.close(target_fd)
 
 
+def _explain_making(root_fd: int, path: str, directory: bool) -> None:
+    """The mkdir or touch a person would type for a mount point that make_path creates."""
+    if not explain.enabled:
+        return
+    try:
+        os.close(inroot.open_path(root_fd, path))
+        return
+    except OSError:
+        pass
+    path = os.path.normpath("/" + path.lstrip("/"))
+    shown = inroot.shown(root_fd) + path
+    if directory:
+        explain.step("mkdir", "-p", shown)
+    else:
+        _explain_making(root_fd, os.path.dirname(path), directory=True)
+        explain.step("touch", shown)
+
+
 def _etc_file(root_fd: int, folder: str, name: str) -> int:
     """The file in the container that pyctr's /etc/NAME covers: a symlink there (a resolv.conf
     pointing elsewhere) gives way to a file of our own."""
+    _explain_making(root_fd, folder, directory=True)
     folder_fd = inroot.make_path(root_fd, folder, directory=True)
     try:
         try:
             if stat.S_ISLNK(os.stat(name, dir_fd=folder_fd, follow_symlinks=False).st_mode):
+                explain.step("rm", f"{inroot.shown(folder_fd)}/{name}")
                 os.unlink(name, dir_fd=folder_fd)
         except FileNotFoundError:
             pass
+        _explain_making(folder_fd, name, directory=False)
         return inroot.make_path(folder_fd, name, directory=False)
     finally:
         os.close(folder_fd)
@@ -214,12 +237,14 @@ def _fill_dev(dev: str) -> None:
     devices a container needs, plus its own devpts, shm and mqueue. The tmpfs is fresh and in no
     one else's reach, so paths are safe in it."""
     for name in DEVICES:
+        explain.step("touch", f"{dev}/{name}")
         os.close(os.open(f"{dev}/{name}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
         _bind(f"/dev/{name}", f"{dev}/{name}", recursive=False)
     for name, target in DEV_LINKS.items():
         explain.step("ln", "-s", target, f"{dev}/{name}")
         os.symlink(target, f"{dev}/{name}")
     for sub in ("pts", "shm", "mqueue"):
+        explain.step("mkdir", f"{dev}/{sub}")
         os.mkdir(f"{dev}/{sub}")
     _mount_fs("devpts", f"{dev}/pts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5")
     _mount_fs("tmpfs", f"{dev}/shm", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k", source="shm")
