@@ -115,6 +115,9 @@ def forget_host_import_path() -> None:
     such an import fails instead."""
     import sys
 
+    if explain.enabled:
+        import shlex  # noqa: F401  (explain.step's quoting, for the lines still to come)
+
     sys.path.clear()
     sys.path_importer_cache.clear()
 
