@@ -28,6 +28,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # the bench's helpers for /run/netns
+from bench.sandbox import NETNS_DIR, NetnsDirState, release_netns_dir  # noqa: E402
 PYTHON = sys.executable
 NETNS_PREFIX = "pyctr-t-"
 UNDERLAY = "10.141.0.0/16"
@@ -162,6 +165,9 @@ class Sandbox:
         self.dir = Path(tempfile.mkdtemp(prefix=f"{NETNS_PREFIX}{self.tag}-"))
         self.namespaces: list[Netns] = []
         self.processes: list[subprocess.Popen] = []
+        # `ip netns add` bind-mounts /run/netns on itself when /run is not shared: undone at close
+        # when it was not there before and no other namespaces live in it.
+        self._netns_dir_before = NetnsDirState.of(NETNS_DIR)
 
     def _create(self, ns: Netns) -> Netns:
         run(["ip", "netns", "add", ns.name])
@@ -197,6 +203,7 @@ class Sandbox:
         self._unmount_under_dir()
         for ns in reversed(self.namespaces):
             run(["ip", "netns", "del", ns.name], check=False)
+        release_netns_dir(NETNS_DIR, self._netns_dir_before)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def _kill_containers_left(self) -> None:
