@@ -501,7 +501,7 @@ def wait_until_exited(c: Container, timeout: float | None = None) -> bool:
     deadline = None if timeout is None else time.monotonic() + timeout
     pid = c.pid if c.running else 0
     if pid:
-        fd = _pidfd(pid)
+        fd = monitor.pidfd(pid)
         if fd is not None:
             import select
 
@@ -516,13 +516,6 @@ def wait_until_exited(c: Container, timeout: float | None = None) -> bool:
         if deadline is not None and time.monotonic() >= deadline:
             return False
         time.sleep(0.02)
-
-
-def _pidfd(pid: int) -> int | None:
-    try:
-        return os.pidfd_open(pid)
-    except (OSError, AttributeError):
-        return None
 
 
 def stop(c: Container, timeout: int) -> None:

@@ -39,6 +39,14 @@ def become_reaper(pid: int, c: records.Container, streams: dict[int, str], keep:
     os.execv(argv[0], argv)
 
 
+def pidfd(pid: int) -> int | None:
+    """A descriptor that becomes readable when `pid` exits; None before Linux 5.3."""
+    try:
+        return os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return None
+
+
 def wait_for(pid: int) -> int:
     while True:
         try:
@@ -52,9 +60,7 @@ def wait_for(pid: int) -> int:
 
 def finish(c: records.Container, status: int) -> int:
     """Record the exit, then undo what only a running container needs."""
-    from pyctr.runtime import lifecycle
-
-    from pyctr.runtime import explain
+    from pyctr.runtime import explain, lifecycle
 
     explain.side(explain.HOST, again=True)  # after the container's own lines
     code = exit_code_of(status)

@@ -92,7 +92,7 @@ def exec_in(c: Container, args) -> int:
         if master is not None:
             terminal.proxy(master, forward_stdin=args.interactive)
     else:
-        exited = _pidfd(child)
+        exited = monitor.pidfd(child)  # None before Linux 5.3: copy until the pipes close
         terminal.relay({ours["stdout"]: 1, ours["stderr"]: 2}, stdin_to=ours.get("stdin"),
                        until_exit_of=exited)
         if exited is not None:
@@ -114,12 +114,6 @@ def _exec_stdio(detach: bool, interactive: bool) -> tuple[tuple[int, int, int], 
     in_r, in_w = os.pipe()
     return (in_r, out_w, err_w), {"stdout": out_r, "stderr": err_r, "stdin": in_w}
 
-
-def _pidfd(pid: int) -> int | None:
-    try:
-        return os.pidfd_open(pid)
-    except (OSError, AttributeError):  # before Linux 5.3: copy until the pipes close
-        return None
 
 
 def _joining_child(spec, fds, root_fd, procs_files, error_w) -> None:
