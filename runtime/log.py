@@ -11,9 +11,20 @@ def set_level(name: str) -> None:
     _threshold = _LEVELS.get(name, 30)
 
 
+_also = None  # pyctr-oci's --log file
+
+
+def redirect(also) -> None:
+    """Send every message to `also(level, message)` as well (pyctr-oci's --log)."""
+    global _also
+    _also = also
+
+
 def _emit(level: str, message: str) -> None:
     if _LEVELS[level] >= _threshold:
         print(f"pyctr {level}: {message}", file=sys.stderr, flush=True)
+    if _also is not None:
+        _also(level, message)
 
 
 def warning(message: str) -> None:

@@ -197,3 +197,183 @@ def _mount_own_proc() -> None:
     syscalls.unshare(syscalls.CLONE_NEWNS)
     syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)  # nothing reaches the host
     syscalls.mount("proc", "/proc", "proc", syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC)
+
+
+# --- the spec-driven exec: pyctr-oci exec (and, through the same steps, pyctr exec) ------------
+def join_and_spawn(target_pid: int, process, *, procs_files, seccomp_program=None, console_fd=None, stdio=None,
+                   preserve_fds: int = 0, docker_user: str | None = None, wait: bool = True) -> tuple[int, int]:
+    """A new process in the container of `target_pid`, as `process` (a spec.Process) says.
+    Returns (the forked child, the process's host PID). With `wait`, the child waits for the
+    process and exits with its status; without, it exits at once and the process is orphaned to
+    the caller's subreaper (containerd's shim, conmon). Raises PyctrError when it cannot run."""
+    names = ("user",) if _other_namespace(target_pid, "user") else ()
+    fds = _open_namespaces(target_pid, names + EXEC_NAMESPACES)
+    root_fd = os.open(f"/proc/{target_pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    security.remember_host_cap_last_cap()  # from the host's /proc: the child reads the container's
+    error_r, error_w = os.pipe()
+    pid_r, pid_w = os.pipe()
+    explain.step("nsenter", "--target", target_pid, *[_NSENTER_FLAGS.get(n, "--" + n) for n in fds], "--root",
+                 "--wd", "--", *process.args)
+    child = os.fork()
+    if child == 0:
+        os.close(error_r)
+        os.close(pid_r)
+        _spawning_child(process, fds, root_fd, procs_files, error_w, pid_w, seccomp_program, console_fd, stdio,
+                        preserve_fds, docker_user, wait)
+    for fd in (*fds.values(), root_fd, error_w, pid_w):
+        os.close(fd)
+    pid_text = _read_all(pid_r)
+    failure = _read_all(error_r)
+    if failure:
+        monitor.wait_for(child)
+        from pyctr.runtime import process as processes
+
+        raise processes.failure_from_report(failure)
+    return child, int(pid_text or 0)
+
+
+def _other_namespace(pid: int, name: str) -> bool:
+    try:
+        return os.stat(f"/proc/{pid}/ns/{name}").st_ino != os.stat(f"/proc/self/ns/{name}").st_ino
+    except OSError:
+        return False
+
+
+def _read_all(fd: int) -> bytes:
+    data = b""
+    while chunk := os.read(fd, 4096):
+        data += chunk
+    os.close(fd)
+    return data
+
+
+def _spawning_child(process, fds, root_fd, procs_files, error_w, pid_w, seccomp_program, console_fd, stdio,
+                    preserve_fds, docker_user, wait) -> None:
+    """Join the cgroup and namespaces, fork into the PID namespace, exec. Never returns."""
+    from pyctr.runtime import process as processes
+
+    try:
+        import prctl
+
+        # Until it execs, the joining process is the host's Python, with the caller's memory and
+        # environment: no container process may read /proc/PID/{environ,mem} (runc CVE-2016-9962).
+        prctl.set_dumpable(False)
+        os.environ.clear()
+        keep = {*fds.values(), root_fd, error_w, pid_w, console_fd, *(stdio or ()), *range(3, 3 + preserve_fds)}
+        syscalls.close_fds_except(keep - {None})
+        import resource  # noqa: F401  (process.prepare, past the chroot)
+        import socket  # noqa: F401  (terminal.open_console)
+        import struct  # noqa: F401
+        from pyctr.runtime import terminal  # noqa: F401
+        me = os.getpid()
+        for procs in procs_files:
+            explain.write(procs, me)
+            with open(procs, "w") as f:
+                f.write(str(me))
+        _join(fds)
+        os.fchdir(root_fd)
+        os.chroot(".")
+        os.close(root_fd)
+        init.forget_host_import_path()
+        grandchild = os.fork()
+        if grandchild == 0:
+            os.close(pid_w)
+            prepared = processes.prepare(process, seccomp=seccomp_program, console_fd=console_fd, stdio=stdio,
+                                         preserve_fds=preserve_fds, docker_user=docker_user)
+            processes.exec_prepared(prepared, report_fd=error_w)
+        os.write(pid_w, str(grandchild).encode())
+        os.close(pid_w)
+        if not wait:
+            os._exit(0)
+        # We only wait now: let go of everything else, the caller's stdio included.
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        syscalls.close_fds_except(set())
+        monitor.ignore_terminal_signals()
+        os._exit(monitor.exit_code_of(monitor.wait_for(grandchild)))
+    except BaseException as e:
+        processes.report_failure_and_exit(error_w, e)
+
+
+def oci_exec(root: str, container_id: str, args) -> int:
+    """`pyctr-oci exec`: --process JSON, or ARGS with runc's flags."""
+    import json
+
+    from pyctr.runtime import engine, ocistate, spec as specs
+
+    sd = ocistate.StateDir(root, container_id).load()
+    if sd.status() not in ("running", "created"):
+        raise PyctrError(f"cannot exec in a container that is {sd.status()}", 1)
+    container = engine.saved_spec(sd)
+    if args.process:
+        with open(args.process) as f:
+            process = specs.Process(json.load(f))
+    else:
+        process = _process_from_flags(container.process, args)
+    program = None
+    if container.linux.seccomp:
+        from pyctr.runtime import seccomp as seccomps
+
+        program = seccomps.to_program(container.linux.seccomp, "linux.seccomp")
+    console_fd = receiver = None
+    if process.terminal:
+        from pyctr.runtime import terminal
+
+        if args.console_socket:
+            console_fd = engine.connect_console(args.console_socket)
+        else:
+            receiver, console_fd = terminal.console_pair()
+    procs_files = engine.cgroup_of(sd).procs_file()
+    detach = args.detach
+    child, pid = join_and_spawn(sd.pid, process, procs_files=procs_files, seccomp_program=program,
+                                console_fd=console_fd, preserve_fds=args.preserve_fds, wait=not detach)
+    if console_fd is not None:
+        os.close(console_fd)
+    if args.pid_file:
+        engine.write_pid_file(args.pid_file, pid)
+    if detach:
+        monitor.wait_for(child)
+        return 0
+    if receiver is not None:
+        from pyctr.runtime import terminal
+
+        master = terminal.receive_console(receiver)
+        if master is not None:
+            terminal.proxy(master, forward_stdin=True)
+    forward = lambda sig, _frame: os.kill(pid, sig)  # noqa: E731
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, forward)
+    return monitor.exit_code_of(monitor.wait_for(child))
+
+
+def _process_from_flags(base, args):
+    """runc exec's flags over the container's own process: its env, cwd, user and capabilities."""
+    from pyctr.runtime import spec as specs
+
+    if not args.args:
+        raise PyctrError("exec: a command (or --process) is needed")
+    raw = dict(base.raw) if base is not None else {}
+    raw["args"] = list(args.args[1:] if args.args[0] == "--" else args.args)
+    raw["terminal"] = args.tty
+    raw.pop("consoleSize", None)
+    env = list(raw.get("env", []))
+    env += args.env
+    raw["env"] = env
+    if args.cwd:
+        raw["cwd"] = args.cwd
+    if args.user:
+        uid, _, gid = args.user.partition(":")
+        raw["user"] = {"uid": int(uid), "gid": int(gid or 0)}
+    if args.additional_gids:
+        raw.setdefault("user", {})["additionalGids"] = [int(g) for g in args.additional_gids]
+    if args.cap:
+        caps = {k: list(v) for k, v in (raw.get("capabilities") or {}).items()}
+        for cap in args.cap:
+            for name in specs.CAPABILITY_SETS:  # as runc exec --cap adds it
+                if cap not in caps.setdefault(name, []):
+                    caps[name].append(cap)
+        raw["capabilities"] = caps
+    if args.no_new_privs:
+        raw["noNewPrivileges"] = True
+    return specs.Process(raw)

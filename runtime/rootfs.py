@@ -14,7 +14,8 @@ import stat
 from pyctr.runtime import explain, inroot
 from pyctr.runtime.errors import PyctrError
 from pyctr.runtime.syscalls import (MNT_DETACH, MS_BIND, MS_MOVE, MS_NODEV, MS_NOEXEC, MS_NOSUID,
-                                    MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT, MS_STRICTATIME, mount,
+                                    MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT, MS_SHARED, MS_SLAVE,
+                                    MS_STRICTATIME, mount,
                                     pivot_root, umount2)
 
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -275,3 +276,267 @@ def _mask_paths() -> None:
     for path in READONLY_PATHS:
         if os.path.exists(path):
             _bind(path, path, readonly=True, extra=MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+# --- the root filesystem from the OCI spec: root, mounts in order, devices, masks ------------
+DEFAULT_DEVICES = {"/dev/null": (1, 3), "/dev/zero": (1, 5), "/dev/full": (1, 7), "/dev/random": (1, 8),
+                   "/dev/urandom": (1, 9), "/dev/tty": (5, 0)}
+_KERNEL_FILESYSTEMS = ("proc", "sysfs")
+
+
+def mount_root(spec, staging: str, before_pivot=None, no_pivot: bool = False, in_user_namespace: bool = False) -> None:
+    """Everything under spec.root.path, in the spec's order, then pivot_root into it.
+    `before_pivot` runs the createContainer hooks, in the container's namespaces but still seeing
+    the host's paths, as the spec places them."""
+    from pyctr.runtime import spec as specs
+
+    os.umask(0o022)  # what we create has Docker's and runc's modes, whatever the caller's umask
+    # Nothing we mount may propagate back to the host; rootfsPropagation asks for more sharing.
+    propagation = specs.PROPAGATION_FLAGS.get(spec.linux.rootfs_propagation or "rprivate")
+    wanted = "rslave" if propagation & (MS_SHARED | MS_SLAVE) else "rprivate"
+    _mount(None, "/", None, MS_REC | specs.PROPAGATION_FLAGS[wanted], shown=["mount", f"--make-{wanted}", "/"])
+    root = spec.root.path
+    overlay = spec.annotations.get(specs.OVERLAY_ANNOTATION)
+    if overlay:
+        nodev = MS_NODEV if not spec.raw.get("annotations", {}).get("run.pyctr.privileged") else 0
+        _mount_fs("overlay", root, nodev, overlay)
+    else:
+        _mount(root, root, None, MS_BIND | MS_REC, shown=["mount", "--rbind", root, root])
+    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for m in spec.mounts:
+            _apply_mount(root_fd, m, spec, staging)
+        _make_devices(root_fd, spec, in_user_namespace)
+        if before_pivot:
+            before_pivot()
+    except BaseException:
+        os.close(root_fd)
+        raise
+    if no_pivot:
+        _move_root(root_fd)
+    else:
+        _pivot(root_fd)
+
+
+def finish_root(spec) -> None:
+    """After pivot_root (and the sysctls, which need /proc/sys writable): propagation, masks,
+    read-only paths, a read-only root."""
+    from pyctr.runtime import spec as specs
+
+    if spec.linux.rootfs_propagation:
+        flags = specs.PROPAGATION_FLAGS[spec.linux.rootfs_propagation]
+        _mount(None, "/", None, flags, shown=["mount", f"--make-{spec.linux.rootfs_propagation}", "/"])
+    for path in spec.linux.masked_paths:
+        _mask(path)
+    for path in spec.linux.readonly_paths:
+        if os.path.lexists(path):
+            _bind(path, path, readonly=True, extra=_locked_flags(path))
+    if spec.root.readonly:
+        _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | _locked_flags("/"),
+               shown=["mount", "-o", "remount,bind,ro", "/"])
+
+
+def _locked_flags(path: str) -> int:
+    """nosuid, nodev and noexec as the mount has them: a bind remount must keep them (a user
+    namespace may not clear them), and dropping them would weaken the mount."""
+    flag = os.statvfs(path).f_flag
+    return flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def _mask(path: str) -> None:
+    if not os.path.lexists(path):
+        return
+    if os.path.isdir(path) and not os.path.islink(path):
+        _mount_fs("tmpfs", path, MS_RDONLY)
+    else:
+        _bind("/dev/null", path, recursive=False)
+
+
+def _apply_mount(root_fd: int, m, spec, staging: str) -> None:
+    destination = os.path.normpath("/" + m.destination.lstrip("/"))
+    if m.bind:
+        source = m.source if os.path.isabs(m.source) else os.path.join(spec.bundle, m.source)
+        if not os.path.exists(source):
+            raise PyctrError(f"mount {destination}: the source {source} does not exist", 1)
+        directory = os.path.isdir(source)
+        _explain_making(root_fd, destination, directory)
+        target_fd = inroot.make_path(root_fd, destination, directory)
+        try:
+            _bind_into_root(source, target_fd, _staging_place(staging, directory), bool(m.flags & MS_RDONLY),
+                            recursive=m.recursive, extra=m.flags & ~MS_RDONLY)
+            _set_propagation(target_fd, m.propagation)
+        finally:
+            os.close(target_fd)
+        return
+    if m.type in _KERNEL_FILESYSTEMS or destination in ("/proc", "/sys", "/dev"):
+        target_fd = _kernel_path(root_fd, destination)
+    else:
+        _explain_making(root_fd, destination, True)
+        target_fd = inroot.make_path(root_fd, destination, directory=True)
+    try:
+        if m.type == "cgroup":
+            _mount_cgroups(target_fd, m, spec)
+        else:
+            try:
+                _mount_fs(m.type, target_fd, m.flags, m.data or None, source=m.source or m.type)
+            except PermissionError:
+                if m.type != "sysfs":
+                    raise
+                # In a user namespace without a network namespace of its own, the kernel refuses a
+                # new sysfs; the host's, read-only, is what runc gives then.
+                _bind_fd("/sys", target_fd, True, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        _set_propagation(target_fd, m.propagation)
+    finally:
+        os.close(target_fd)
+
+
+def _bind_fd(source: str, target_fd: int, recursive: bool, flags: int) -> None:
+    target = inroot.fd_path(target_fd)
+    _mount(source, target, None, MS_BIND | (MS_REC if recursive else 0),
+           shown=["mount", "--rbind" if recursive else "--bind", source, inroot.shown(target_fd)])
+    if flags:
+        _remount(target, inroot.shown(target_fd), bool(flags & MS_RDONLY), flags & ~MS_RDONLY)
+
+
+def _set_propagation(target_fd: int, propagation: list[int]) -> None:
+    from pyctr.runtime import spec as specs
+
+    names = {v: k for k, v in specs.PROPAGATION_FLAGS.items()}
+    for flags in propagation:
+        _mount(None, inroot.fd_path(target_fd), None, flags,
+               shown=["mount", f"--make-{names[flags]}", inroot.shown(target_fd)])
+
+
+def _kernel_path(root_fd: int, destination: str) -> int:
+    """Where proc, sysfs or /dev go: a plain folder, never a symlink in the image, which would
+    send the kernel's files (and what is read from them) wherever the image likes (runc
+    CVE-2019-16884, CVE-2019-19921)."""
+    parent, _, name = destination.rpartition("/")
+    _explain_making(root_fd, parent or "/", True)
+    parent_fd = inroot.make_path(root_fd, parent or "/", directory=True)
+    try:
+        return _kernel_dir(parent_fd, name)
+    finally:
+        os.close(parent_fd)
+
+
+def _mount_cgroups(target_fd: int, m, spec) -> None:
+    """A `cgroup` mount: the container's own cgroups (its namespace's root, or its own folders
+    when it shares the host's cgroup namespace), as runc mounts them."""
+    from pyctr.runtime import cgroups
+
+    layout = cgroups.detect()
+    flags = m.flags
+    if layout.mode == "v2":
+        _mount_fs("cgroup2", target_fd, flags, None, source="cgroup")
+        return
+    _mount_fs("tmpfs", target_fd, MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755", source="tmpfs")
+    target = inroot.fd_path(target_fd)
+    own = _own_cgroups()
+    hierarchies = _v1_hierarchies()
+    for options, host_mount in hierarchies.items():
+        name = os.path.basename(host_mount)
+        os.mkdir(f"{target}/{name}", 0o755)
+        host_folder = host_mount + own.get(options, "/")
+        _bind(host_folder, f"{target}/{name}", readonly=bool(flags & MS_RDONLY),
+              extra=(flags & ~MS_RDONLY) | MS_NOSUID | MS_NODEV | MS_NOEXEC, recursive=False)
+        for controller in options.split(","):
+            if controller != name and not os.path.lexists(f"{target}/{controller}"):
+                os.symlink(name, f"{target}/{controller}")
+    if layout.unified and layout.mode == "hybrid":
+        os.mkdir(f"{target}/unified", 0o755)
+        _bind(str(layout.unified) + own.get("", "/"), f"{target}/unified", readonly=bool(flags & MS_RDONLY),
+              extra=MS_NOSUID | MS_NODEV | MS_NOEXEC, recursive=False)
+    if flags & MS_RDONLY:
+        _mount(None, target, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755",
+               shown=["mount", "-o", "remount,ro", inroot.shown(target_fd)])
+
+
+def _own_cgroups() -> dict[str, str]:
+    """This process's cgroup in each hierarchy (controllers -> path), as the host sees it."""
+    own = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            own[",".join(c for c in controllers.split(",") if not c.startswith("name="))] = path
+    return own
+
+
+def _v1_hierarchies() -> dict[str, str]:
+    """The host's v1 controller hierarchies: "cpu,cpuacct" -> /sys/fs/cgroup/cpu,cpuacct."""
+    from pyctr.runtime import cgroups
+
+    found = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields, _, tail = line.partition(" - ")
+            parts, tail_parts = fields.split(), tail.split()
+            if len(tail_parts) >= 3 and tail_parts[0] == "cgroup":
+                controllers = [o for o in tail_parts[2].split(",") if o in cgroups.V1_CONTROLLERS]
+                if controllers:
+                    found.setdefault(",".join(controllers), parts[4])
+    return found
+
+
+def _make_devices(root_fd: int, spec, in_user_namespace: bool) -> None:
+    """The default devices every container has, and linux.devices: made with mknod, or bound
+    from the host's where mknod is not allowed (a user namespace), as runc does."""
+    wanted = {path: ("c", major, minor, 0o666, 0, 0) for path, (major, minor) in DEFAULT_DEVICES.items()}
+    for d in spec.linux.devices:
+        wanted[d.path] = (d.type, d.major, d.minor, d.file_mode if d.file_mode is not None else 0o666,
+                          d.uid or 0, d.gid or 0)
+    try:
+        dev_fd = inroot.open_path(root_fd, "/dev")
+    except FileNotFoundError:
+        return
+    dev = inroot.fd_path(dev_fd)
+    try:
+        for path, (kind, major, minor, mode, uid, gid) in wanted.items():
+            _make_device(root_fd, path, kind, major, minor, mode, uid, gid,
+                         in_user_namespace or path in DEFAULT_DEVICES)
+        for name, target in DEV_LINKS.items():  # the links every Linux system has
+            if not os.path.lexists(f"{dev}/{name}"):
+                explain.step("ln", "-s", target, f"{inroot.shown(dev_fd)}/{name}")
+                os.symlink(target, f"{dev}/{name}", dir_fd=None)
+    finally:
+        os.close(dev_fd)
+
+
+def _make_device(root_fd: int, path: str, kind: str, major: int, minor: int, mode: int, uid: int, gid: int,
+                 bind: bool) -> None:
+    folder, _, name = os.path.normpath(path).rpartition("/")
+    folder_fd = inroot.make_path(root_fd, folder, directory=True)
+    try:
+        shown = f"{inroot.shown(folder_fd)}/{name}"
+        if os.path.lexists(f"{inroot.fd_path(folder_fd)}/{name}"):
+            os.unlink(name, dir_fd=folder_fd)
+        if bind:
+            explain.step("touch", shown)
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644,
+                             dir_fd=folder_fd))
+            target_fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder_fd)
+            try:
+                _bind_fd(path, target_fd, False, 0)
+            finally:
+                os.close(target_fd)
+            return
+        kinds = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+        explain.step("mknod", "-m", f"{mode & 0o7777:o}", shown, kind, *((major, minor) if kind != "p" else ()))
+        os.mknod(name, kinds[kind] | (mode & 0o7777), os.makedev(major, minor), dir_fd=folder_fd)
+        os.chmod(name, mode & 0o7777, dir_fd=folder_fd)  # mknod's mode passes through our umask
+        os.chown(name, uid, gid, dir_fd=folder_fd, follow_symlinks=False)
+    finally:
+        os.close(folder_fd)
+
+
+def _move_root(root_fd: int) -> None:
+    """--no-pivot: move the root over / and chroot into it (for a root on a ramfs, where
+    pivot_root cannot work)."""
+    explain.step("cd", inroot.shown(root_fd))
+    os.fchdir(root_fd)
+    os.close(root_fd)
+    explain.step("mount", "--move", ".", "/")
+    mount(".", "/", None, MS_MOVE)
+    explain.step("chroot", ".")
+    os.chroot(".")
+    os.chdir("/")

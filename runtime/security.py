@@ -10,6 +10,31 @@ DEFAULT_CAPS = (
 )
 
 
+# Every capability Linux numbers, in order (<linux/capability.h>); the kernel's own last one is
+# read from cap_last_cap, so a name here that this kernel lacks is never granted.
+CAP_NUMBERS = {name: number for number, name in enumerate((
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
+    "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
+    "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
+    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
+    "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
+    "CHECKPOINT_RESTORE"))}
+
+
+def kernel_cap_names() -> list[str]:
+    """The capabilities this kernel has (names without CAP_), read on the host."""
+    last = remember_host_cap_last_cap()
+    return [name for name, number in CAP_NUMBERS.items() if number <= last]
+
+
+def cap_mask(names: list[str]) -> int:
+    """A bit mask for capset(2) from names as the spec writes them (CAP_SYS_ADMIN)."""
+    mask = 0
+    for name in names:
+        mask |= 1 << CAP_NUMBERS[normalize_cap(name)]
+    return mask
+
+
 def all_cap_names() -> list[str]:
     import prctl
 
@@ -74,7 +99,7 @@ def drop_bounding_set(keep: list[str]) -> None:
     # No single shell command does this and then execs later; setpriv is the closest.
     explain.comment("setpriv --bounding-set=-all," + ",".join("+" + c.lower() for c in keep)
                     + "  (the capabilities the container keeps)")
-    kept = {getattr(prctl, "CAP_" + c) for c in keep}
+    kept = {CAP_NUMBERS[c] for c in keep}
     # Count to the kernel's last capability, not the library's list, so that none newer survives.
     for number in range(_host_cap_last_cap + 1):
         if number not in kept:
@@ -133,6 +158,12 @@ def resolve_user(spec: str | None, passwd: str = "/etc/passwd",
     name = entry[0] if entry else None
     extra = sorted({int(g[2]) for g in groups if name and len(g) > 3 and name in g[3].split(",")} - {gid})
     return uid, gid, extra, home
+
+
+def home_of(uid: int, passwd: str = "/etc/passwd") -> str:
+    """The home folder the container's /etc/passwd gives `uid`, or / (as runc sets HOME)."""
+    entry = next((e for e in _read_db(passwd) if len(e) > 5 and e[2] == str(uid)), None)
+    return entry[5] if entry else "/"
 
 
 def _read_db(path: str) -> list[list[str]]:

@@ -19,18 +19,30 @@ CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+CLONE_NEWUSER = 0x10000000
 
 # <sys/mount.h>
 MS_RDONLY = 1
 MS_NOSUID = 2
 MS_NODEV = 4
 MS_NOEXEC = 8
+MS_SYNCHRONOUS = 16
 MS_REMOUNT = 32
+MS_MANDLOCK = 64
+MS_DIRSYNC = 128
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
 MS_BIND = 4096
 MS_MOVE = 8192
 MS_REC = 16384
+MS_SILENT = 32768
+MS_UNBINDABLE = 1 << 17
 MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
 MS_STRICTATIME = 1 << 24
+MS_LAZYTIME = 1 << 25
 MNT_DETACH = 2
 
 # <linux/openat2.h>
@@ -178,3 +190,41 @@ def seccomp_set_mode_filter(program: bytes, flags: int = 0) -> None:
     fprog = _SockFprog(len(program) // 8, ctypes.addressof(code))
     _check(_libc.syscall(ctypes.c_long(nr), ctypes.c_ulong(SECCOMP_SET_MODE_FILTER), ctypes.c_ulong(flags),
                          ctypes.byref(fprog)), "seccomp")
+
+
+# <linux/capability.h>: capset(2) sets the effective, permitted and inheritable sets at once.
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """Each argument is a bit mask of capability numbers (1 << CAP_X)."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for word in range(2):
+        shift = 32 * word
+        data[word] = _CapData((effective >> shift) & 0xFFFFFFFF, (permitted >> shift) & 0xFFFFFFFF,
+                              (inheritable >> shift) & 0xFFFFFFFF)
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
+
+
+# <linux/prctl.h>
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+
+
+def raise_ambient_capability(number: int) -> None:
+    _check(_libc.prctl(ctypes.c_int(PR_CAP_AMBIENT), ctypes.c_ulong(PR_CAP_AMBIENT_RAISE), ctypes.c_ulong(number),
+                       ctypes.c_ulong(0), ctypes.c_ulong(0)), f"prctl(PR_CAP_AMBIENT_RAISE, {number})")
+
+
+def setdomainname(name: str) -> None:
+    raw = name.encode()
+    _check(_libc.setdomainname(raw, ctypes.c_size_t(len(raw))), "setdomainname")

@@ -1,0 +1,248 @@
+"""The init of a new container (runc's nsexec and standard_init), from fork to exec.
+
+Two forked stages, as runc has:
+  stage 1  joins the namespaces the spec names by path, makes the user namespace (the parent
+           writes its maps), unshares the other new ones, forks stage 2, says its PID, exits;
+  stage 2  the container's init (PID 1 of a new PID namespace), orphaned at once, so the
+           caller's subreaper (conmon, containerd's shim, pyctr's monitor) becomes its parent.
+           Once the parent says "go" (its cgroup joined, createRuntime hooks run), it builds
+           the root, prepares the process, says "created", and blocks on opening exec.fifo.
+           `start` opens the other end; the init writes "0", runs the startContainer hooks,
+           and execs. The fifo stays open until exec (close-on-exec), so `start` sees its end
+           only once the program runs, or reads why it did not.
+
+Messages to the parent are lines on a pipe: "userns", "pid N", "created", "error CODE message".
+From the parent: "mapped", "go STATE-JSON".
+"""
+
+import os
+
+from pyctr.runtime import explain, syscalls
+from pyctr.runtime.errors import PyctrError
+
+NAMESPACE_FLAGS = {"pid": syscalls.CLONE_NEWPID, "network": syscalls.CLONE_NEWNET, "mount": syscalls.CLONE_NEWNS,
+                   "ipc": syscalls.CLONE_NEWIPC, "uts": syscalls.CLONE_NEWUTS, "user": syscalls.CLONE_NEWUSER,
+                   "cgroup": syscalls.CLONE_NEWCGROUP}
+UNSHARE_NAMES = {"pid": "--pid", "network": "--net", "mount": "--mount", "ipc": "--ipc", "uts": "--uts",
+                 "user": "--user", "cgroup": "--cgroup"}
+
+
+class InitContext:
+    """What the parent prepared before the fork; the children inherit it."""
+
+    def __init__(self, spec, fifo_path: str, staging: str, to_parent: int, from_parent: int,
+                 console: int | None, stdio, preserve_fds: int, no_pivot: bool, new_keyring: bool, seccomp):
+        self.spec = spec
+        self.fifo_path = fifo_path
+        self.staging = staging
+        self.to_parent, self.from_parent = to_parent, from_parent
+        self.console = console  # a connected console socket, for a terminal
+        self.stdio = stdio  # fds for 0, 1, 2; None keeps ours
+        self.preserve_fds = preserve_fds
+        self.no_pivot = no_pivot
+        self.new_keyring = new_keyring
+        self.seccomp = seccomp  # a compiled seccomp.Program, or None
+        self.buffer = b""
+
+    def send(self, line: str) -> None:
+        os.write(self.to_parent, (line + "\n").encode())
+
+    def receive(self) -> str:
+        while b"\n" not in self.buffer:
+            chunk = os.read(self.from_parent, 65536)
+            if not chunk:
+                os._exit(1)  # the parent gave up (or died) before the container was made
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line.decode()
+
+    def kept_fds(self) -> set[int]:
+        fds = {self.to_parent, self.from_parent, self.console, *(self.stdio or ())}
+        fds |= set(range(3, 3 + self.preserve_fds))
+        return {fd for fd in fds if fd is not None}
+
+
+def stage1(ctx: InitContext) -> None:
+    """Never returns."""
+    try:
+        # What pyctr's caller left open must not reach the container (runc's CVE-2024-21626).
+        syscalls.close_fds_except(ctx.kept_fds())
+        linux = ctx.spec.linux
+        _join_namespaces(linux)
+        if linux.new_namespace("user"):
+            explain.step("unshare", "--user")
+            syscalls.unshare(syscalls.CLONE_NEWUSER)
+            ctx.send("userns")
+            if ctx.receive() != "mapped":
+                os._exit(1)
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        # The cgroup namespace comes later, in stage 2, once the parent has put it in its cgroup.
+        new = [ns.type for ns in linux.namespaces if ns.path is None and ns.type not in ("user", "cgroup")]
+        if new:
+            explain.step("unshare", *[UNSHARE_NAMES[t] for t in new], *(["--fork"] if "pid" in new else []))
+            flags = 0
+            for kind in new:
+                flags |= NAMESPACE_FLAGS[kind]
+            syscalls.unshare(flags)
+        pid = os.fork()
+        if pid == 0:
+            stage2(ctx)
+        ctx.send(f"pid {pid}")
+        os._exit(0)
+    except BaseException as e:
+        _report(ctx, e)
+
+
+def _join_namespaces(linux) -> None:
+    """setns into each namespace given by path: the user namespace first (it owns the others),
+    the mount namespace last (after it, the other paths would resolve in the container)."""
+    joined = [ns for ns in linux.namespaces if ns.path]
+    joined.sort(key=lambda ns: {"user": 0, "mount": 2}.get(ns.type, 1))
+    fds = []
+    try:
+        for ns in joined:
+            try:
+                fds.append((ns, os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)))
+            except OSError as e:
+                raise PyctrError(f"linux.namespaces: cannot open the {ns.type} namespace {ns.path}: {e.strerror}", 1)
+        for ns, fd in fds:
+            explain.step("nsenter", f"{UNSHARE_NAMES[ns.type]}={ns.path}")
+            try:
+                syscalls.setns(fd, NAMESPACE_FLAGS[ns.type])
+            except OSError as e:
+                raise PyctrError(f"linux.namespaces: cannot join the {ns.type} namespace {ns.path}: "
+                                 f"{os.strerror(e.errno)}", 1)
+    finally:
+        for _, fd in fds:
+            os.close(fd)
+
+
+def stage2(ctx: InitContext) -> None:
+    """The container's init. Never returns."""
+    fifo_write = None
+    try:
+        import json
+
+        spec = ctx.spec
+        line = ctx.receive()
+        if not line.startswith("go "):
+            os._exit(1)
+        state = json.loads(line[3:])
+        if spec.linux.new_namespace("cgroup"):
+            explain.step("unshare", "--cgroup")
+            syscalls.unshare(syscalls.CLONE_NEWCGROUP)
+        explain.side(explain.CONTAINER)
+        # After pivot_root the host's Python library is out of reach: import what comes later now.
+        _import_what_later_steps_need(spec)
+        # The fifo is on the host: hold it (O_PATH) now, open it for writing through /proc later.
+        fifo = os.open(ctx.fifo_path, os.O_PATH | os.O_CLOEXEC)
+
+        def create_container_hooks():
+            if spec.hooks.create_container:
+                from pyctr.runtime import hooks
+
+                hooks.run("createContainer", spec.hooks.create_container, state)
+
+        if spec.linux.new_namespace("mount"):
+            from pyctr.runtime import rootfs
+
+            rootfs.mount_root(spec, ctx.staging, create_container_hooks, ctx.no_pivot,
+                              in_user_namespace=spec.linux.namespace("user") is not None)
+        else:
+            create_container_hooks()
+            os.chroot(spec.root.path)
+            os.chdir("/")
+        _forget_host_import_path()
+        _set_sysctls(spec.linux.sysctl)
+        if spec.hostname is not None:
+            explain.step("hostname", spec.hostname)
+            syscalls.sethostname(spec.hostname)
+        if spec.domainname is not None:
+            explain.step("domainname", spec.domainname)
+            syscalls.setdomainname(spec.domainname)
+        if spec.linux.new_namespace("network"):
+            from pyctr.runtime import init
+
+            explain.step("ip", "link", "set", "lo", "up")
+            init.set_link_up("lo")
+        if spec.linux.new_namespace("mount"):
+            from pyctr.runtime import rootfs
+
+            rootfs.finish_root(spec)
+
+        prepared = None
+        if spec.process is not None:
+            from pyctr.runtime import process, spec as specs
+
+            prepared = process.prepare(spec.process, seccomp=ctx.seccomp, console_fd=ctx.console, stdio=ctx.stdio,
+                                       preserve_fds=ctx.preserve_fds, new_keyring=ctx.new_keyring,
+                                       docker_user=spec.annotations.get(specs.USER_ANNOTATION))
+        ctx.send("created")
+        os.close(ctx.to_parent)
+        # Blocks until `start` opens the other end.
+        fifo_write = os.open(f"/proc/self/fd/{fifo}", os.O_WRONLY | os.O_CLOEXEC)
+        os.close(fifo)
+        os.write(fifo_write, b"0")
+        if prepared is None:
+            raise PyctrError("cannot start a container that has no process: process is not set in config.json", 1)
+        if spec.hooks.start_container:
+            from pyctr.runtime import hooks
+
+            hooks.run("startContainer", spec.hooks.start_container, {**state, "status": "created"})
+        from pyctr.runtime import process
+
+        process.exec_prepared(prepared, report_fd=fifo_write)
+    except BaseException as e:
+        if fifo_write is not None:
+            from pyctr.runtime import process
+
+            process.report_failure_and_exit(fifo_write, e)
+        _report(ctx, e)
+
+
+def _report(ctx: InitContext, error: BaseException) -> None:
+    from pyctr.runtime import process
+
+    if isinstance(error, PyctrError):
+        code, message = error.exit_code, str(error)
+    elif isinstance(error, OSError):
+        code, message = 1, f"container init: {error}"
+    else:
+        code, message = 1, f"container init: {type(error).__name__}: {error}"
+    try:
+        ctx.send(f"error {code} {message}".replace("\n", " "))
+    except OSError:
+        pass
+    process.report_failure_and_exit(None, error)
+
+
+def _set_sysctls(sysctls: dict[str, str]) -> None:
+    for key, value in sysctls.items():
+        explain.step("sysctl", "-w", f"{key}={value}")
+        with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+            f.write(value)
+
+
+def _import_what_later_steps_need(spec) -> None:
+    import prctl  # noqa: F401  (process.py)
+    import socket  # noqa: F401  (terminal, set_link_up)
+    import resource  # noqa: F401  (rlimits)
+    import struct  # noqa: F401
+
+    from pyctr.runtime import hooks, init, process, rootfs, security, terminal  # noqa: F401
+    if spec.hooks.start_container or spec.hooks.create_container:
+        import json  # noqa: F401
+        import subprocess  # noqa: F401
+    if explain.enabled:
+        import shlex  # noqa: F401  (explain.step's quoting, for the lines still to come)
+
+
+def _forget_host_import_path() -> None:
+    """Past pivot_root, a path on sys.path names a folder the container owns: a lazy import
+    there would run the container's code with our privileges (the class of Docker's
+    CVE-2019-14271). Leave none to look in, so such an import fails instead."""
+    import sys
+
+    sys.path.clear()
+    sys.path_importer_cache.clear()

@@ -1,0 +1,412 @@
+"""Make a container from a spec, and drive it: the one core both front ends use.
+
+    create(spec, root, id, ...)   the container waits on exec.fifo; nothing of pyctr stays running
+    start(root, id)               prestart hooks, open the fifo, poststart hooks
+    state / kill / delete / pause / resume / update / stats / processes
+    exec_process(root, id, ...)   a new process in a running container (runtime/nsenter.py)
+
+`pyctr-oci` (runtime/oci_cli.py) calls these as runc's commands; `pyctr run` writes a bundle
+(runtime/bundle.py) and calls them from its monitor, as conmon calls runc.
+"""
+
+import os
+import signal
+import time
+
+from pyctr.runtime import cgroups, explain, hooks, jsonstore, ocistate
+from pyctr.runtime.errors import ConflictError, PyctrError
+
+
+class Created:
+    """What the caller of create() may need: the init's PID."""
+
+    def __init__(self, state_dir: ocistate.StateDir, pid: int):
+        self.state_dir = state_dir
+        self.pid = pid
+
+
+def cgroup_of(sd: ocistate.StateDir):
+    return cgroups.for_spec(sd.id, sd.record.get("cgroupsPath"))
+
+
+# --- create --------------------------------------------------------------------------------
+def create(spec, root: str, container_id: str, *, pid_file: str | None = None, console_socket: str | None = None,
+           console_fd: int | None = None, stdio=None, preserve_fds: int = 0, no_pivot: bool = False,
+           new_keyring: bool = True) -> Created:
+    """Create the container; raises PyctrError with the reason, having undone every step."""
+    from pyctr.runtime import container_init, security
+
+    if spec.process is not None and spec.process.terminal and console_socket is None and console_fd is None:
+        raise PyctrError("process.terminal is true: a --console-socket is needed to pass the terminal on", 1)
+    sd = ocistate.StateDir(root, container_id)
+    sd.make()
+    undo = [lambda: _remove_state_dir(sd)]
+    pid = 0
+    child_r = parent_w = None
+    try:
+        jsonstore.write_json(sd.config_path, spec.raw)
+        sd.record = {"ociVersion": spec.oci_version or "1.1.0", "id": container_id, "bundle": spec.bundle,
+                     "rootfs": spec.root.path, "annotations": spec.annotations, "creating": True,
+                     "created": _now(), "owner": "root", "cgroupsPath": spec.linux.cgroups_path}
+        sd.save()
+        cgroup = cgroups.for_spec(container_id, spec.linux.cgroups_path)
+        cgroup.refuse_what_cannot_apply(spec.linux.resources)
+        cgroup.create(spec.linux.resources)
+        undo.append(cgroup.remove)
+        explain.step("mkfifo", "-m", "622", sd.fifo_path)
+        os.mkfifo(sd.fifo_path, 0o622)
+        # Read on the host before the container exists: an image can put anything at its /proc.
+        security.remember_host_cap_last_cap()
+        program = _seccomp_program(spec)
+        if console_socket is not None and spec.process is not None and spec.process.terminal:
+            console_fd = connect_console(console_socket)
+        child_r, to_parent = os.pipe()
+        from_parent, parent_w = os.pipe()
+        ctx = container_init.InitContext(spec, str(sd.fifo_path), str(sd.dir / "staging"), to_parent, from_parent,
+                                         console_fd, stdio, preserve_fds, no_pivot, new_keyring, program)
+        stage1 = os.fork()
+        if stage1 == 0:
+            os.close(child_r)
+            os.close(parent_w)
+            container_init.stage1(ctx)
+        for fd in (to_parent, from_parent):
+            os.close(fd)
+        if console_socket is not None and console_fd is not None:
+            os.close(console_fd)
+        messages = _Messages(child_r)
+        line = messages.next()
+        if line == "userns":
+            from pyctr.runtime import userns
+
+            userns.write_mappings(stage1, spec.linux.uid_mappings, spec.linux.gid_mappings)
+            os.write(parent_w, b"mapped\n")
+            line = messages.next()
+        _waitpid(stage1)
+        if not line.startswith("pid "):
+            raise _failure(line)
+        pid = int(line[4:])
+        undo.append(lambda: _kill_and_wait(pid))
+        cgroup.add(pid)
+        sd.save(pid=pid, pidStartTime=_start_time(pid))
+        if spec.hooks.create_runtime:
+            hooks.run("createRuntime", spec.hooks.create_runtime, sd.oci_state())
+        import json
+
+        os.write(parent_w, f"go {json.dumps(sd.oci_state())}\n".encode())
+        line = messages.next()
+        if line != "created":
+            raise _failure(line)
+        messages.close()
+        child_r = None
+        sd.record.pop("creating", None)
+        sd.save()
+        if pid_file:
+            write_pid_file(pid_file, pid)
+        return Created(sd, pid)
+    except BaseException:
+        for step in reversed(undo):
+            try:
+                step()
+            except Exception:
+                pass
+        raise
+    finally:
+        for fd in (child_r, parent_w):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+def _seccomp_program(spec):
+    if not spec.linux.seccomp:
+        return None
+    from pyctr.runtime import seccomp
+
+    return seccomp.to_program(spec.linux.seccomp, "linux.seccomp")
+
+
+def connect_console(path: str) -> int:
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError as e:
+        sock.close()
+        raise PyctrError(f"--console-socket {path}: {e.strerror}", 1) from None
+    return sock.detach()
+
+
+def _failure(line: str) -> PyctrError:
+    if line.startswith("error "):
+        code, _, message = line[6:].partition(" ")
+        return PyctrError(message, int(code) if code.isdigit() else 1)
+    return PyctrError(f"the container's init failed ({line or 'no reply'})", 1)
+
+
+class _Messages:
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.buffer = b""
+
+    def next(self) -> str:
+        while b"\n" not in self.buffer:
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                return self.buffer.decode(errors="replace").strip()
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line.decode(errors="replace")
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def write_pid_file(path: str, pid: int) -> None:
+    """Written whole or not at all (conmon reads it as soon as create returns), with no newline."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(str(pid))
+    os.replace(tmp, path)
+
+
+# --- start ---------------------------------------------------------------------------------
+def start(root: str, container_id: str) -> None:
+    sd = ocistate.StateDir(root, container_id).load()
+    with sd.lock:
+        status = sd.status()
+        if status != "created":
+            raise ConflictError(f"cannot start a container that is {status}: only a created one", 1)
+        spec = saved_spec(sd)
+        if spec.process is None:
+            _kill_and_wait(sd.pid)
+            raise PyctrError("cannot start a container that has no process: process is not set in config.json", 1)
+        if spec.hooks.prestart:
+            hooks.run("prestart", spec.hooks.prestart, sd.oci_state())
+        report = _release(sd)
+        if report:
+            from pyctr.runtime import process
+
+            raise process.failure_from_report(report)
+        if spec.hooks.poststart:
+            hooks.run("poststart", spec.hooks.poststart, sd.oci_state())
+
+
+def _release(sd: ocistate.StateDir) -> bytes:
+    """Open the fifo, which lets the init go on; returns what the init reported after its "0":
+    nothing once the program runs (the fifo closes at exec), or why it could not run."""
+    import select
+
+    explain.step("cat", sd.fifo_path)
+    fd = os.open(sd.fifo_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        os.unlink(sd.fifo_path)
+        watch = _pidfd(sd.pid)
+        data = b""
+        while not data:  # the init's "0", or its death before it opened its end
+            readable, _, _ = select.select([fd] + ([watch] if watch is not None else []), [], [], 0.1)
+            if fd in readable:
+                data = os.read(fd, 4096)
+                if data:
+                    break
+            if watch in readable or not sd.alive():
+                data = _read_available(fd)
+                if not data:
+                    raise PyctrError("the container's init died before the start", 1)
+                break
+        os.set_blocking(fd, True)
+        while chunk := os.read(fd, 4096):
+            data += chunk
+        if watch is not None:
+            os.close(watch)
+        return data[1:] if data.startswith(b"0") else data
+    finally:
+        os.close(fd)
+
+
+def _read_available(fd: int) -> bytes:
+    try:
+        return os.read(fd, 4096)
+    except BlockingIOError:
+        return b""
+
+
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return None
+
+
+def saved_spec(sd: ocistate.StateDir):
+    from pyctr.runtime import spec as specs
+
+    return specs.Spec(jsonstore.read_json(sd.config_path), sd.record.get("bundle", "/"))
+
+
+# --- state, kill, delete -------------------------------------------------------------------
+def state(root: str, container_id: str) -> dict:
+    return ocistate.StateDir(root, container_id).load().oci_state()
+
+
+def kill(root: str, container_id: str, sig: int, all_processes: bool = False) -> None:
+    sd = ocistate.StateDir(root, container_id).load()
+    status = sd.status()
+    if status not in ("created", "running", "paused"):
+        raise ConflictError(f"container {container_id} is {status}: cannot send it a signal", 1)
+    if all_processes:
+        group = cgroup_of(sd)
+        explain.step("kill", f"-{sig}", "$(cat cgroup.procs)")
+        group.kill(sig)
+        if status == "paused":
+            group.thaw()
+        return
+    explain.step("kill", f"-{sig}", sd.pid)
+    os.kill(sd.pid, sig)
+
+
+def delete(root: str, container_id: str, force: bool = False) -> None:
+    sd = ocistate.StateDir(root, container_id)
+    try:
+        sd.load()
+    except PyctrError:
+        if force:
+            return  # runc's delete --force of what is gone already succeeds
+        raise
+    with sd.lock:
+        status = sd.status()
+        if status not in ("stopped",) and not force:
+            raise ConflictError(f"cannot delete container {container_id} that is {status}: stop it first "
+                                "(or use --force)", 1)
+        group = cgroup_of(sd)
+        if status != "stopped":
+            explain.step("kill", "-9", sd.pid)
+            group.kill(signal.SIGKILL)
+            if status == "paused":
+                group.thaw()
+            _kill_and_wait(sd.pid)
+        group.remove()
+        spec = _saved_spec_or_none(sd)
+        stopped = {**sd.oci_state(), "status": "stopped"}
+        _remove_state_dir(sd)
+        if spec is not None and spec.hooks.poststop:
+            hooks.run("poststop", spec.hooks.poststop, stopped)
+
+
+def _saved_spec_or_none(sd):
+    try:
+        return saved_spec(sd)
+    except Exception:
+        return None
+
+
+def _remove_state_dir(sd: ocistate.StateDir) -> None:
+    import shutil
+
+    explain.step("rm", "-rf", sd.dir)
+    shutil.rmtree(sd.dir, ignore_errors=True)
+
+
+# --- pause, resume, update, stats, ps -----------------------------------------------------
+def pause(root: str, container_id: str) -> None:
+    sd = ocistate.StateDir(root, container_id).load()
+    with sd.lock:
+        if sd.status() != "running":
+            raise ConflictError(f"container {container_id} is {sd.status()}: only a running one can be paused", 1)
+        cgroup_of(sd).freeze()
+        sd.save(paused=True)
+
+
+def resume(root: str, container_id: str) -> None:
+    sd = ocistate.StateDir(root, container_id).load()
+    with sd.lock:
+        if sd.status() != "paused":
+            raise ConflictError(f"container {container_id} is {sd.status()}: only a paused one can be resumed", 1)
+        cgroup_of(sd).thaw()
+        sd.save(paused=False)
+
+
+def update(root: str, container_id: str, resources: dict) -> None:
+    sd = ocistate.StateDir(root, container_id).load()
+    with sd.lock:
+        if sd.status() == "stopped":
+            raise ConflictError(f"container {container_id} is stopped: nothing to update", 1)
+        group = cgroup_of(sd)
+        group.refuse_what_cannot_apply(resources)
+        group.update(resources)
+        config = jsonstore.read_json(sd.config_path)
+        merged = config.setdefault("linux", {}).setdefault("resources", {})
+        for key, value in resources.items():
+            if isinstance(value, dict):
+                merged.setdefault(key, {}).update(value)
+            else:
+                merged[key] = value
+        jsonstore.write_json(sd.config_path, config)
+
+
+def stats(root: str, container_id: str) -> dict:
+    sd = ocistate.StateDir(root, container_id).load()
+    if sd.status() == "stopped":
+        raise ConflictError(f"container {container_id} is stopped", 1)
+    return cgroup_of(sd).stats()
+
+
+def processes(root: str, container_id: str) -> list[int]:
+    sd = ocistate.StateDir(root, container_id).load()
+    if sd.status() == "stopped":
+        return []
+    return sorted(cgroup_of(sd).pids())
+
+
+def list_all(root: str) -> list[ocistate.StateDir]:
+    found = []
+    for container_id in ocistate.all_ids(root):
+        try:
+            found.append(ocistate.StateDir(root, container_id).load())
+        except PyctrError:
+            pass
+    return found
+
+
+# --- helpers -------------------------------------------------------------------------------
+def _now() -> str:
+    from pyctr.runtime.reaper import now_rfc3339
+
+    return now_rfc3339()
+
+
+def _start_time(pid: int) -> int | None:
+    from pyctr.runtime.container import process_start_time
+
+    return process_start_time(pid)
+
+
+def _waitpid(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _kill_and_wait(pid: int, timeout: float = 10.0) -> None:
+    """SIGKILL, then wait until the process has finished (it may be a zombie of another parent)."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    try:
+        os.waitpid(pid, os.WNOHANG)  # ours, when create fails half-way
+    except ChildProcessError:
+        pass
+    deadline = time.monotonic() + timeout
+    from pyctr.runtime.container import process_start_time
+
+    while process_start_time(pid) is not None and time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+        except ChildProcessError:
+            pass
+        time.sleep(0.005)

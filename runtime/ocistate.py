@@ -1,0 +1,94 @@
+"""One OCI container's state folder under the runtime's root (`--root`, /run/pyctr-oci).
+
+    ROOT/ID/state.json   who it is: pid (with its start time), bundle, annotations, cgroup
+    ROOT/ID/config.json  the spec as create read it (hooks and cgroups need it after the bundle moves)
+    ROOT/ID/exec.fifo    while created: the init waits to open it, `start` opens it (runc's exec.fifo)
+    ROOT/ID/lock         commands on one container take turns
+
+The status is worked out, never stored: a live init with the fifo is "created", without it
+"running" (or "paused" once frozen), and a dead or zombie one "stopped".
+"""
+
+import os
+import re
+from pathlib import Path
+
+from pyctr.runtime import jsonstore
+from pyctr.runtime.container import process_start_time
+from pyctr.runtime.errors import ConflictError, NotFoundError, PyctrError
+
+DEFAULT_ROOT = "/run/pyctr-oci"
+_VALID_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,1023}$")
+
+
+def check_id(container_id: str) -> None:
+    if not container_id:
+        raise PyctrError("container id cannot be empty")
+    if not _VALID_ID.match(container_id):
+        raise PyctrError(f"invalid container id {container_id!r}")
+
+
+class StateDir:
+    def __init__(self, root: str, container_id: str):
+        check_id(container_id)
+        self.id = container_id
+        self.dir = Path(root) / container_id
+        self.state_path = self.dir / "state.json"
+        self.config_path = self.dir / "config.json"
+        self.fifo_path = self.dir / "exec.fifo"
+        self.lock = jsonstore.locked(self.dir / "lock")
+        self.record: dict = {}
+
+    # --- making and finding ------------------------------------------------------------------
+    def make(self) -> None:
+        root = self.dir.parent
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(mode=0o700)
+        except FileExistsError:
+            raise ConflictError(f"container with id {self.id} already exists") from None
+
+    def load(self) -> "StateDir":
+        record = jsonstore.read_json(self.state_path)
+        if record is None:
+            raise NotFoundError(f"container {self.id} does not exist")
+        self.record = record
+        return self
+
+    def save(self, **changes) -> None:
+        self.record.update(changes)
+        jsonstore.write_json(self.state_path, self.record)
+
+    # --- what it is now ----------------------------------------------------------------------
+    @property
+    def pid(self) -> int:
+        return self.record.get("pid", 0)
+
+    def alive(self) -> bool:
+        """The init (or the program it became) still runs: same PID and start time, not a zombie."""
+        return bool(self.pid) and process_start_time(self.pid) == self.record.get("pidStartTime")
+
+    def status(self) -> str:
+        if self.record.get("creating"):
+            return "creating" if self.alive() or not self.pid else "stopped"
+        if not self.alive():
+            return "stopped"
+        if self.fifo_path.exists():
+            return "created"
+        return "paused" if self.record.get("paused") else "running"
+
+    def oci_state(self) -> dict:
+        """The state the runtime spec defines (`state ID`, and every hook's stdin)."""
+        status = self.status()
+        state = {"ociVersion": self.record.get("ociVersion", "1.1.0"), "id": self.id, "status": status,
+                 "bundle": self.record.get("bundle", ""), "annotations": self.record.get("annotations", {})}
+        if status != "stopped":
+            state["pid"] = self.pid
+        return state
+
+
+def all_ids(root: str) -> list[str]:
+    try:
+        return sorted(name for name in os.listdir(root) if (Path(root) / name / "state.json").exists())
+    except FileNotFoundError:
+        return []
