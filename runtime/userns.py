@@ -32,7 +32,6 @@ Choosing the maps, as the Docker-style CLI does:
 
 import errno
 import fcntl
-import functools
 import os
 import shutil
 import socket
@@ -299,7 +298,13 @@ def idmapped_bind(source_dir: str, target: str | int, userns_fd: int) -> None:
 def supports_idmapped_mounts(path: str) -> bool:
     """Whether `path`'s filesystem can be idmapped and used as an overlay lower layer: Linux >=
     5.19 and a filesystem that allows it (ext4, xfs, btrfs, tmpfs...). Probed once per filesystem."""
-    return _probe_idmap(os.stat(path).st_dev, path)
+    device = os.stat(path).st_dev
+    if device not in _idmap_support:
+        _idmap_support[device] = _probe_idmap(path)
+    return _idmap_support[device]
+
+
+_idmap_support: dict[int, bool] = {}  # st_dev -> probed answer
 
 
 def _kernel_at_least(major: int, minor: int) -> bool:
@@ -310,8 +315,7 @@ def _kernel_at_least(major: int, minor: int) -> bool:
         return False
 
 
-@functools.cache
-def _probe_idmap(device: int, path: str) -> bool:
+def _probe_idmap(path: str) -> bool:
     if not _kernel_at_least(5, 19):
         return False
     try:
