@@ -168,6 +168,7 @@ class UsernsSync:
     """
 
     def __init__(self, timeout: float | None = 30):
+        # `timeout`: how long the parent waits for the child to unshare.
         self._parent, self._child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         for end in (self._parent, self._child):
             end.settimeout(timeout)
@@ -177,6 +178,7 @@ class UsernsSync:
         """Unshare the user namespace (and `extra_flags`' ones), wait for the parent's maps,
         become root in it. Returns the fds the parent handed over."""
         self._parent.close()
+        self._child.settimeout(None)  # the parent may take its time; if it dies, we read EOF
         try:
             unshare(CLONE_NEWUSER | extra_flags)
         except OSError as e:
@@ -425,6 +427,8 @@ def _shift_one(path: str, st: os.stat_result, uid_offset: int, gid_offset: int) 
 def _caps_for_root(caps: bytes, uid_offset: int) -> bytes:
     """A file capability xattr rewritten as version 3 with its root moved by uid_offset: the
     kernel honours it only for the user namespace whose root is that host uid."""
+    if len(caps) < 20:  # version 1 (before Linux 2.6.25): no root id to move
+        return caps
     magic, *sets = struct.unpack_from("<5I", caps)
     root = struct.unpack_from("<I", caps, 20)[0] if magic & _VFS_CAP_REVISION_MASK == _VFS_CAP_REVISION_3 else 0
     return struct.pack("<6I", _VFS_CAP_REVISION_3 | (magic & _VFS_CAP_FLAGS_EFFECTIVE), *sets, root + uid_offset)

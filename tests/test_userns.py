@@ -6,14 +6,16 @@ private), so none can reach the host's mount table: they end with the child. Fil
 root writes go to a workspace under /tmp that the test removes.
 """
 
+import errno
 import json
 import os
 import select
 import signal
+import socket
 import stat
 import struct
-import tempfile
 import shutil
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -21,7 +23,9 @@ import pytest
 
 from pyctr.runtime import userns
 from pyctr.runtime.errors import PyctrError
-from pyctr.runtime.syscalls import CLONE_NEWNS, MS_PRIVATE, MS_REC, mount, unshare
+from pyctr.runtime.syscalls import (CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, MNT_DETACH, MS_BIND,
+                                    MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_REC, mount, pivot_root,
+                                    setns, umount2, unshare)
 from pyctr.runtime.userns import IdMap
 
 UIDS = [IdMap(0, 100000, 65536)]
@@ -239,6 +243,58 @@ def test_become_root_needs_container_id_0_mapped():
     assert forked(child, parent) == "linux.uidMappings: container id 0 is not mapped"
 
 
+def test_what_the_root_of_a_user_namespace_may_mount(workspace):
+    """Facts the container init builds on: with the user namespace made first, the namespaces made
+    with or after it are its own, and so are the filesystems that need them."""
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+
+    def attempt(call) -> str:
+        try:
+            call()
+            return "ok"
+        except OSError as e:
+            return errno.errorcode[e.errno]
+
+    def body(fds):
+        w = str(workspace)
+        mount("tmpfs", w, "tmpfs", 0, "mode=755")
+        for name in ("dev", "sys", "mq", "proc"):
+            os.mkdir(f"{w}/{name}")
+        Path(w, "null").touch()
+        seen = {
+            "mknod": attempt(lambda: os.mknod(f"{w}/dev/null", stat.S_IFCHR | 0o666, os.makedev(1, 3))),
+            "bind /dev/null": attempt(lambda: mount("/dev/null", f"{w}/null", None, MS_BIND)),
+            "sysfs, host netns": attempt(lambda: mount("sysfs", f"{w}/sys", "sysfs", flags)),
+            "mqueue, host ipc ns": attempt(lambda: mount("mqueue", f"{w}/mq", "mqueue", flags)),
+            "proc, host pid ns": attempt(lambda: mount("proc", f"{w}/proc", "proc", flags)),
+            "umount an inherited mount": attempt(lambda: umount2("/proc")),
+        }
+        unshare(CLONE_NEWNET | CLONE_NEWIPC)  # an empty netns of its own: the host's is untouched
+        seen["sysfs, own netns"] = attempt(lambda: mount("sysfs", f"{w}/sys", "sysfs", flags))
+        seen["mqueue, own ipc ns"] = attempt(lambda: mount("mqueue", f"{w}/mq", "mqueue", flags))
+        seen["proc, pid 1 of own pid ns"] = forked(
+            lambda: [os.getpid(), attempt(lambda: mount("proc", f"{w}/proc", "proc", flags))])
+        return seen
+
+    sync = userns.UsernsSync()
+
+    def child():
+        sync.enter(CLONE_NEWNS | CLONE_NEWPID)
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
+        return body([])
+
+    def parent(pid):
+        sync.wait_unshared()
+        userns.write_mappings(pid, UIDS, GIDS)
+        sync.proceed()
+
+    assert forked(child, parent) == {
+        "mknod": "EPERM", "bind /dev/null": "ok",
+        "sysfs, host netns": "EPERM", "mqueue, host ipc ns": "EPERM", "proc, host pid ns": "EPERM",
+        "umount an inherited mount": "EINVAL",  # locked: it came from a more privileged namespace
+        "sysfs, own netns": "ok", "mqueue, own ipc ns": "ok", "proc, pid 1 of own pid ns": [1, "ok"]}
+
+
 # -- idmapped mounts -------------------------------------------------------------------------------
 
 
@@ -301,6 +357,52 @@ def test_overlay_on_an_idmapped_lower_layer_inside_the_user_namespace(alpine_roo
     assert os.stat(upper / "etc").st_uid == 100000  # copied up: the lower's root-owned /etc, mapped
     assert os.stat(alpine_rootfs / "etc/motd").st_uid == 0
     assert b"changed inside" not in (alpine_rootfs / "etc/motd").read_bytes()
+    assert not any(os.path.ismount(p) for p in (lower, merged))
+
+
+def test_host_root_can_build_the_rootfs_in_the_container_mount_namespace(alpine_rootfs, tmp_path):
+    """With pyctr's store (0700, root's), the container's root cannot walk the host paths
+    (tmp_path's parents are 0700 too). A host-root helper enters the container's mount namespace,
+    mounts the idmapped lower and the overlay there by path, and hands over the merged folder's fd:
+    the container's root fchdir()s to it and pivots."""
+    lower, upper, work, merged = (tmp_path / name for name in ("lower", "upper", "work", "merged"))
+    for folder in (lower, upper, work, merged):
+        folder.mkdir()
+    for folder in (upper, work):
+        os.chown(folder, 100000, 200000)
+    handed, received = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sync = userns.UsernsSync()
+
+    def container():
+        sync.enter(CLONE_NEWNS)
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
+        by_path = os.access(merged, os.F_OK)
+        _, fds, _, _ = socket.recv_fds(received, 16, 1)
+        os.fchdir(fds[0])
+        pivot_root(".", ".")
+        umount2(".", MNT_DETACH)
+        Path("/made-inside").write_text("hi")
+        return {"by_path": by_path, "passwd_uid": os.stat("/etc/passwd").st_uid,
+                "release": Path("/etc/alpine-release").exists()}
+
+    def builder(container_pid):
+        with open(f"/proc/{container_pid}/ns/mnt") as mnt_ns:
+            setns(mnt_ns.fileno(), CLONE_NEWNS)
+        with open(f"/proc/{container_pid}/ns/user") as user_ns:
+            userns.idmapped_bind(str(alpine_rootfs), str(lower), user_ns.fileno())
+        mount("overlay", str(merged), "overlay", 0, f"lowerdir={lower},upperdir={upper},workdir={work}")
+        root_fd = os.open(merged, os.O_RDONLY | os.O_DIRECTORY)
+        socket.send_fds(handed, [b"root"], [root_fd])
+
+    def parent(pid):
+        sync.wait_unshared()
+        userns.write_mappings(pid, UIDS, GIDS)
+        sync.proceed()
+        forked(lambda: builder(pid))
+
+    seen = forked(container, parent)
+    assert seen == {"by_path": False, "passwd_uid": 0, "release": True}
+    assert os.stat(upper / "made-inside").st_uid == 100000
     assert not any(os.path.ismount(p) for p in (lower, merged))
 
 
