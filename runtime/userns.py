@@ -182,10 +182,11 @@ class UsernsSync:
         try:
             unshare(CLONE_NEWUSER | extra_flags)
         except OSError as e:
-            self._child.send(b"E" + str(e).encode())
+            self._child.send(f"Euser namespace: {e}".encode())
             raise
         self._child.send(b"U")
-        message, fds, _, _ = socket.recv_fds(self._child, 4096, 16)
+        # Close-on-exec: an fd the init does not use must not reach the container's program.
+        message, fds, _, _ = socket.recv_fds(self._child, 4096, 16, socket.MSG_CMSG_CLOEXEC)
         self._child.close()
         if message != b"M":
             for fd in fds:

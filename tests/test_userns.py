@@ -339,6 +339,7 @@ def test_overlay_on_an_idmapped_lower_layer_inside_the_user_namespace(alpine_roo
         return [userns.idmapped_tree(str(alpine_rootfs), userns_fd)]
 
     def body(fds):
+        assert os.get_inheritable(fds[0]) is False
         userns.attach_tree(fds[0], str(lower))
         mount("overlay", str(merged), "overlay", 0, f"lowerdir={lower},upperdir={upper},workdir={work}")
         passwd = os.stat(merged / "etc/passwd")
