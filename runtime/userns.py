@@ -30,6 +30,7 @@ Choosing the maps, as the Docker-style CLI does:
       `release_auto_range`. Unlike podman, the size is not guessed from the image's files.
 """
 
+import array
 import errno
 import fcntl
 import os
@@ -185,8 +186,7 @@ class UsernsSync:
             self._child.send(f"Euser namespace: {e}".encode())
             raise
         self._child.send(b"U")
-        # Close-on-exec: an fd the init does not use must not reach the container's program.
-        message, fds, _, _ = socket.recv_fds(self._child, 4096, 16, socket.MSG_CMSG_CLOEXEC)
+        message, fds = _recv_with_fds(self._child)
         self._child.close()
         if message != b"M":
             for fd in fds:
@@ -217,6 +217,18 @@ class UsernsSync:
         except OSError:
             pass
         self._parent.close()
+
+
+def _recv_with_fds(sock: socket.socket, max_fds: int = 16) -> tuple[bytes, list[int]]:
+    """A message and the fds that came with it, close-on-exec: an fd the init does not use must
+    not reach the container's program. (socket.recv_fds ignores its flags before Python 3.12.)"""
+    fds = array.array("i")
+    message, ancillary, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(max_fds * fds.itemsize),
+                                            socket.MSG_CMSG_CLOEXEC)
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+    return message, list(fds)
 
 
 def become_root() -> None:
