@@ -450,8 +450,8 @@ def _caps_for_root(caps: bytes, uid_offset: int) -> bytes:
 # -- choosing the maps: --userns-remap and --userns=auto ------------------------------------------
 
 
-def read_subids(name: str, path: str, uid: int | None = None) -> list[tuple[int, int]]:
-    """The (start, count) ranges of NAME (or its numeric id) in a subuid/subgid file."""
+def read_subids(name: str, path: str) -> list[tuple[int, int]]:
+    """The (start, count) ranges of NAME in a subuid/subgid file, in file order."""
     ranges = []
     try:
         with open(path) as f:
@@ -463,7 +463,7 @@ def read_subids(name: str, path: str, uid: int | None = None) -> list[tuple[int,
         if len(parts) != 3 or parts[0].startswith("#"):
             continue
         owner, start, count = parts
-        if owner == name or (uid is not None and owner == str(uid)):
+        if owner == name:
             try:
                 ranges.append((int(start), int(count)))
             except ValueError:
