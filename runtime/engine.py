@@ -53,6 +53,7 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
         cgroup.refuse_what_cannot_apply(spec.linux.resources)
         cgroup.create(spec.linux.resources)
         undo.append(cgroup.remove)
+        sd.save(cgroupsPath=cgroup.path_spec)  # where later commands, from anywhere, find it
         explain.step("mkfifo", "-m", "622", sd.fifo_path)
         os.mkfifo(sd.fifo_path, 0o622)
         # Read on the host before the container exists: an image can put anything at its /proc.

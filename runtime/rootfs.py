@@ -364,9 +364,9 @@ def _apply_mount(root_fd: int, m, spec, staging: str) -> None:
         try:
             _bind_into_root(source, target_fd, _staging_place(staging, directory), bool(m.flags & MS_RDONLY),
                             recursive=m.recursive, extra=m.flags & ~MS_RDONLY)
-            _set_propagation(target_fd, m.propagation)
         finally:
             os.close(target_fd)
+        _set_propagation(root_fd, destination, m.propagation)
         return
     if m.type in _KERNEL_FILESYSTEMS or destination in ("/proc", "/sys", "/dev"):
         target_fd = _kernel_path(root_fd, destination)
@@ -374,37 +374,52 @@ def _apply_mount(root_fd: int, m, spec, staging: str) -> None:
         _explain_making(root_fd, destination, True)
         target_fd = inroot.make_path(root_fd, destination, directory=True)
     try:
-        if m.type == "cgroup":
-            _mount_cgroups(target_fd, m, spec)
-        else:
-            try:
-                _mount_fs(m.type, target_fd, m.flags, m.data or None, source=m.source or m.type)
-            except PermissionError:
-                if m.type != "sysfs":
-                    raise
-                # In a user namespace without a network namespace of its own, the kernel refuses a
-                # new sysfs; the host's, read-only, is what runc gives then.
-                _bind_fd("/sys", target_fd, True, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        _set_propagation(target_fd, m.propagation)
+        try:
+            _mount_fs("tmpfs" if m.type == "cgroup" else m.type, target_fd,
+                      (MS_NOSUID | MS_NODEV | MS_NOEXEC) if m.type == "cgroup" else m.flags,
+                      "mode=755" if m.type == "cgroup" else (m.data or None),
+                      source="tmpfs" if m.type == "cgroup" else (m.source or m.type))
+        except PermissionError:
+            if m.type != "sysfs":
+                raise
+            # In a user namespace without a network namespace of its own, the kernel refuses a
+            # new sysfs; the host's, read-only, is what runc gives then.
+            _bind_fd("/sys", target_fd, True)
+            _remount_new(root_fd, destination, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     finally:
         os.close(target_fd)
+    if m.type == "cgroup":
+        _mount_cgroups(root_fd, destination, m)
+    _set_propagation(root_fd, destination, m.propagation)
 
 
-def _bind_fd(source: str, target_fd: int, recursive: bool, flags: int) -> None:
-    target = inroot.fd_path(target_fd)
-    _mount(source, target, None, MS_BIND | (MS_REC if recursive else 0),
+def _bind_fd(source: str, target_fd: int, recursive: bool) -> None:
+    _mount(source, inroot.fd_path(target_fd), None, MS_BIND | (MS_REC if recursive else 0),
            shown=["mount", "--rbind" if recursive else "--bind", source, inroot.shown(target_fd)])
-    if flags:
-        _remount(target, inroot.shown(target_fd), bool(flags & MS_RDONLY), flags & ~MS_RDONLY)
 
 
-def _set_propagation(target_fd: int, propagation: list[int]) -> None:
+def _on_new_mount(root_fd: int, destination: str, action) -> None:
+    """Run action(path) on the mount now at `destination`: a descriptor taken before the mount
+    names the folder under it, so the path is resolved again, still inside the root."""
+    fd = inroot.open_path(root_fd, destination)
+    try:
+        action(inroot.fd_path(fd), inroot.shown(fd))
+    finally:
+        os.close(fd)
+
+
+def _remount_new(root_fd: int, destination: str, flags: int) -> None:
+    _on_new_mount(root_fd, destination,
+                  lambda path, shown: _remount(path, shown, bool(flags & MS_RDONLY), flags & ~MS_RDONLY))
+
+
+def _set_propagation(root_fd: int, destination: str, propagation: list[int]) -> None:
     from pyctr.runtime import spec as specs
 
     names = {v: k for k, v in specs.PROPAGATION_FLAGS.items()}
     for flags in propagation:
-        _mount(None, inroot.fd_path(target_fd), None, flags,
-               shown=["mount", f"--make-{names[flags]}", inroot.shown(target_fd)])
+        _on_new_mount(root_fd, destination, lambda path, shown: _mount(
+            None, path, None, flags, shown=["mount", f"--make-{names[flags]}", shown]))
 
 
 def _kernel_path(root_fd: int, destination: str) -> int:
@@ -420,36 +435,39 @@ def _kernel_path(root_fd: int, destination: str) -> int:
         os.close(parent_fd)
 
 
-def _mount_cgroups(target_fd: int, m, spec) -> None:
-    """A `cgroup` mount: the container's own cgroups (its namespace's root, or its own folders
-    when it shares the host's cgroup namespace), as runc mounts them."""
+def _mount_cgroups(root_fd: int, destination: str, m) -> None:
+    """A `cgroup` mount, on the tmpfs just mounted there: the container's own cgroups, one
+    folder per v1 hierarchy bound from the host (its cgroup namespace's root, or its own
+    folders when it shares the host's), or cgroup2 alone on a pure v2 host, as runc mounts them."""
     from pyctr.runtime import cgroups
 
+    readonly = bool(m.flags & MS_RDONLY)
+    locked = MS_NOSUID | MS_NODEV | MS_NOEXEC
     layout = cgroups.detect()
-    flags = m.flags
     if layout.mode == "v2":
-        _mount_fs("cgroup2", target_fd, flags, None, source="cgroup")
+        _on_new_mount(root_fd, destination, lambda path, shown: _mount(
+            "cgroup", path, "cgroup2", m.flags | locked, shown=["mount", "-t", "cgroup2", "cgroup", shown]))
         return
-    _mount_fs("tmpfs", target_fd, MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755", source="tmpfs")
-    target = inroot.fd_path(target_fd)
-    own = _own_cgroups()
-    hierarchies = _v1_hierarchies()
-    for options, host_mount in hierarchies.items():
-        name = os.path.basename(host_mount)
-        os.mkdir(f"{target}/{name}", 0o755)
-        host_folder = host_mount + own.get(options, "/")
-        _bind(host_folder, f"{target}/{name}", readonly=bool(flags & MS_RDONLY),
-              extra=(flags & ~MS_RDONLY) | MS_NOSUID | MS_NODEV | MS_NOEXEC, recursive=False)
-        for controller in options.split(","):
-            if controller != name and not os.path.lexists(f"{target}/{controller}"):
-                os.symlink(name, f"{target}/{controller}")
-    if layout.unified and layout.mode == "hybrid":
-        os.mkdir(f"{target}/unified", 0o755)
-        _bind(str(layout.unified) + own.get("", "/"), f"{target}/unified", readonly=bool(flags & MS_RDONLY),
-              extra=MS_NOSUID | MS_NODEV | MS_NOEXEC, recursive=False)
-    if flags & MS_RDONLY:
-        _mount(None, target, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755",
-               shown=["mount", "-o", "remount,ro", inroot.shown(target_fd)])
+
+    def fill(target: str, shown: str) -> None:
+        own = _own_cgroups()
+        for options, host_mount in _v1_hierarchies().items():
+            name = os.path.basename(host_mount)
+            os.mkdir(f"{target}/{name}", 0o755)
+            _bind(host_mount + own.get(options, "/"), f"{target}/{name}", readonly=readonly,
+                  extra=locked, recursive=False)
+            for controller in options.split(","):
+                if controller != name and not os.path.lexists(f"{target}/{controller}"):
+                    os.symlink(name, f"{target}/{controller}")
+        if layout.unified and layout.mode == "hybrid":
+            os.mkdir(f"{target}/unified", 0o755)
+            _bind(str(layout.unified) + own.get("", "/"), f"{target}/unified", readonly=readonly,
+                  extra=locked, recursive=False)
+        if readonly:
+            _mount(None, target, None, MS_REMOUNT | MS_RDONLY | locked, "mode=755",
+                   shown=["mount", "-o", "remount,ro", shown])
+
+    _on_new_mount(root_fd, destination, fill)
 
 
 def _own_cgroups() -> dict[str, str]:
@@ -516,7 +534,7 @@ def _make_device(root_fd: int, path: str, kind: str, major: int, minor: int, mod
                              dir_fd=folder_fd))
             target_fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder_fd)
             try:
-                _bind_fd(path, target_fd, False, 0)
+                _bind_fd(path, target_fd, False)
             finally:
                 os.close(target_fd)
             return

@@ -207,16 +207,6 @@ class Namespace:
         self.path = _get(data, "path", str, f"{field}.path") or None
 
 
-class IdMapping:
-    def __init__(self, data: dict, field: str):
-        _known(data, field, {"containerID", "hostID", "size"})
-        self.container_id = _get(data, "containerID", int, f"{field}.containerID", 0)
-        self.host_id = _get(data, "hostID", int, f"{field}.hostID", 0)
-        self.size = _get(data, "size", int, f"{field}.size", 0)
-        if self.size <= 0:
-            _fail(f"{field}.size", "must be positive")
-
-
 class Device:
     def __init__(self, data: dict, field: str):
         _known(data, field, {"path", "type", "major", "minor", "fileMode", "uid", "gid"})
@@ -247,10 +237,12 @@ class Linux:
             if ns.type in seen:
                 _fail(f"{field}.namespaces[{i}]", f"namespace {ns.type} is listed twice")
             seen.add(ns.type)
-        self.uid_mappings = [IdMapping(m, f"{field}.uidMappings[{i}]")
-                             for i, m in enumerate(_get(data, "uidMappings", list, f"{field}.uidMappings", []))]
-        self.gid_mappings = [IdMapping(m, f"{field}.gidMappings[{i}]")
-                             for i, m in enumerate(_get(data, "gidMappings", list, f"{field}.gidMappings", []))]
+        from pyctr.runtime import userns
+
+        uid_maps = _get(data, "uidMappings", list, f"{field}.uidMappings", [])
+        gid_maps = _get(data, "gidMappings", list, f"{field}.gidMappings", [])
+        self.uid_mappings = userns.maps_from_spec(uid_maps, f"{field}.uidMappings") if uid_maps else []
+        self.gid_mappings = userns.maps_from_spec(gid_maps, f"{field}.gidMappings") if gid_maps else []
         user = self.namespace("user")
         if (self.uid_mappings or self.gid_mappings) and (user is None or user.path):
             _fail(f"{field}.uidMappings", "mappings need a new user namespace in linux.namespaces")

@@ -123,7 +123,8 @@ def mark_cloexec_from(first: int) -> None:
     try:
         close_range(first, _MAX_FD, CLOSE_RANGE_CLOEXEC)
     except OSError as e:
-        if e.errno not in (errno.ENOSYS, errno.EINVAL):  # before Linux 5.9 / 5.11 (the flag)
+        # ENOSYS, EINVAL: before Linux 5.9 / 5.11 (the flag); EPERM: a seccomp profile without it
+        if e.errno not in (errno.ENOSYS, errno.EINVAL, errno.EPERM):
             raise
         import fcntl
 
@@ -233,7 +234,6 @@ def setdomainname(name: str) -> None:
 # User namespaces and the new mount API (Linux 5.2; mount_setattr 5.12). These numbers came after
 # the syscall tables were unified: one number on every architecture (x86_64's unistd_64.h and
 # asm-generic/unistd.h, which aarch64 uses, agree: 428, 429, 442).
-CLONE_NEWUSER = 0x10000000
 _SYS_OPEN_TREE = 428
 _SYS_MOVE_MOUNT = 429
 _SYS_MOUNT_SETATTR = 442
