@@ -135,8 +135,13 @@ def stage2(ctx: InitContext) -> None:
         explain.side(explain.CONTAINER)
         # After pivot_root the host's Python library is out of reach: import what comes later now.
         _import_what_later_steps_need(spec)
-        # The fifo is on the host: hold it (O_PATH) now, open it for writing through /proc later.
-        fifo = os.open(ctx.fifo_path, os.O_PATH | os.O_CLOEXEC)
+        # Until exec we hold host paths (the state folder): no process of the container (an exec
+        # into a created container) may read our memory or fds through /proc (runc CVE-2016-9962).
+        import prctl
+
+        prctl.set_dumpable(False)
+        # The fifo is on the host: hold its folder now, and open it relative to that past pivot_root.
+        state_folder = os.open(os.path.dirname(ctx.fifo_path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
         def create_container_hooks():
             if spec.hooks.create_container:
@@ -181,8 +186,8 @@ def stage2(ctx: InitContext) -> None:
         ctx.send("created")
         os.close(ctx.to_parent)
         # Blocks until `start` opens the other end.
-        fifo_write = os.open(f"/proc/self/fd/{fifo}", os.O_WRONLY | os.O_CLOEXEC)
-        os.close(fifo)
+        fifo_write = os.open(os.path.basename(ctx.fifo_path), os.O_WRONLY | os.O_CLOEXEC, dir_fd=state_folder)
+        os.close(state_folder)
         os.write(fifo_write, b"0")
         if prepared is None:
             raise PyctrError("cannot start a container that has no process: process is not set in config.json", 1)

@@ -50,8 +50,9 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
                      "created": _now(), "owner": "root", "cgroupsPath": spec.linux.cgroups_path}
         sd.save()
         cgroup = cgroups.for_spec(container_id, spec.linux.cgroups_path)
-        cgroup.refuse_what_cannot_apply(spec.linux.resources)
-        cgroup.create(spec.linux.resources)
+        resources = with_default_devices(spec)
+        cgroup.refuse_what_cannot_apply(resources)
+        cgroup.create(resources)
         undo.append(cgroup.remove)
         sd.save(cgroupsPath=cgroup.path_spec)  # where later commands, from anywhere, find it
         explain.step("mkfifo", "-m", "622", sd.fifo_path)
@@ -118,6 +119,29 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
                     os.close(fd)
                 except OSError:
                     pass
+
+
+# What every container may use, after the spec's own rules, as runc allows them: mknod of any
+# node (the device cgroup still guards its use), and the nodes every container's /dev has.
+DEFAULT_DEVICE_RULES = [
+    {"allow": True, "type": "c", "access": "m"}, {"allow": True, "type": "b", "access": "m"},
+    *({"allow": True, "type": "c", "major": major, "minor": minor, "access": "rwm"}
+      for major, minor in ((1, 3), (1, 8), (1, 7), (5, 0), (1, 5), (1, 9), (136, None), (5, 2), (10, 200))),
+]
+
+
+def with_default_devices(spec) -> dict:
+    """linux.resources with the device rules runc adds: its defaults, then one per linux.devices
+    entry (a device the spec makes must be usable)."""
+    resources = dict(spec.linux.resources)
+    rules = list(resources.get("devices") or [])
+    if not any(rule.get("allow") is False for rule in rules):
+        return resources  # nothing denied: nothing to add
+    rules += DEFAULT_DEVICE_RULES
+    rules += [{"allow": True, "type": d.type if d.type != "u" else "c", "major": d.major, "minor": d.minor,
+               "access": "rwm"} for d in spec.linux.devices if d.type in ("c", "b", "u")]
+    resources["devices"] = [{k: v for k, v in rule.items() if v is not None} for rule in rules]
+    return resources
 
 
 def _seccomp_program(spec):

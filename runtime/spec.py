@@ -374,8 +374,8 @@ def signal_number(name: str) -> int:
             raise PyctrError(f"invalid signal {name!r}")
         return number
     try:
-        return int(signal.Signals(text if text.startswith("SIG") else "SIG" + text))
-    except ValueError:
+        return int(signal.Signals[text if text.startswith("SIG") else "SIG" + text])
+    except KeyError:
         raise PyctrError(f"invalid signal {name!r}") from None
 
 
