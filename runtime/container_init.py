@@ -42,6 +42,7 @@ class InitContext:
         self.no_pivot = no_pivot
         self.new_keyring = new_keyring
         self.seccomp = seccomp  # a compiled seccomp.Program, or None
+        self.state_folder: int | None = None  # opened by stage 1
         self.buffer = b""
 
     def send(self, line: str) -> None:
@@ -67,6 +68,13 @@ def stage1(ctx: InitContext) -> None:
     try:
         # What pyctr's caller left open must not reach the container (runc's CVE-2024-21626).
         syscalls.close_fds_except(ctx.kept_fds())
+        # Now, while the host's files are ours to read: past the user namespace or pivot_root,
+        # the host's Python library may be out of reach.
+        _import_what_later_steps_need(ctx.spec)
+        # The fifo's folder, held from here on: past pivot_root (or a chroot without /proc) the
+        # fifo is opened relative to it. The folder is 0711 and the fifo 0622, so a user
+        # namespace's root may do so too, while the state root above stays 0700.
+        ctx.state_folder = os.open(os.path.dirname(ctx.fifo_path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         linux = ctx.spec.linux
         _join_namespaces(linux)
         if linux.new_namespace("user"):
@@ -133,15 +141,12 @@ def stage2(ctx: InitContext) -> None:
             explain.step("unshare", "--cgroup")
             syscalls.unshare(syscalls.CLONE_NEWCGROUP)
         explain.side(explain.CONTAINER)
-        # After pivot_root the host's Python library is out of reach: import what comes later now.
-        _import_what_later_steps_need(spec)
         # Until exec we hold host paths (the state folder): no process of the container (an exec
         # into a created container) may read our memory or fds through /proc (runc CVE-2016-9962).
         import prctl
 
         prctl.set_dumpable(False)
-        # The fifo is on the host: hold its folder now, and open it relative to that past pivot_root.
-        state_folder = os.open(os.path.dirname(ctx.fifo_path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        state_folder = ctx.state_folder
 
         def create_container_hooks():
             if spec.hooks.create_container:

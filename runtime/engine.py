@@ -44,7 +44,7 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
     pid = 0
     child_r = parent_w = None
     try:
-        jsonstore.write_json(sd.config_path, spec.raw)
+        ocistate.write_private_json(sd.config_path, spec.raw)
         sd.record = {"ociVersion": spec.oci_version or "1.1.0", "id": container_id, "bundle": spec.bundle,
                      "rootfs": spec.root.path, "annotations": spec.annotations, "creating": True,
                      "created": _now(), "owner": "root", "cgroupsPath": spec.linux.cgroups_path}
@@ -57,6 +57,7 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
         sd.save(cgroupsPath=cgroup.path_spec)  # where later commands, from anywhere, find it
         explain.step("mkfifo", "-m", "622", sd.fifo_path)
         os.mkfifo(sd.fifo_path, 0o622)
+        os.chmod(sd.fifo_path, 0o622)  # whatever the umask: a user namespace's root opens it too
         # Read on the host before the container exists: an image can put anything at its /proc.
         security.remember_host_cap_last_cap()
         program = _seccomp_program(spec)
@@ -209,7 +210,13 @@ def start(root: str, container_id: str) -> None:
             _kill_and_wait(sd.pid)
             raise PyctrError("cannot start a container that has no process: process is not set in config.json", 1)
         if spec.hooks.prestart:
-            hooks.run("prestart", spec.hooks.prestart, sd.oci_state())
+            try:
+                hooks.run("prestart", spec.hooks.prestart, sd.oci_state())
+            except PyctrError:
+                # The spec: stop the container and go on with the lifecycle's end (delete, poststop).
+                _kill_and_wait(sd.pid)
+                _delete_locked(sd, spec, "stopped")
+                raise
         report = _release(sd)
         if report:
             from pyctr.runtime import process
@@ -305,19 +312,22 @@ def delete(root: str, container_id: str, force: bool = False) -> None:
         if status not in ("stopped",) and not force:
             raise ConflictError(f"cannot delete container {container_id} that is {status}: stop it first "
                                 "(or use --force)", 1)
-        group = cgroup_of(sd)
-        if status != "stopped":
-            explain.step("kill", "-9", sd.pid)
-            group.kill(signal.SIGKILL)
-            if status == "paused":
-                group.thaw()
-            _kill_and_wait(sd.pid)
-        group.remove()
-        spec = _saved_spec_or_none(sd)
-        stopped = {**sd.oci_state(), "status": "stopped"}
-        _remove_state_dir(sd)
-        if spec is not None and spec.hooks.poststop:
-            hooks.run("poststop", spec.hooks.poststop, stopped)
+        _delete_locked(sd, _saved_spec_or_none(sd), status)
+
+
+def _delete_locked(sd: ocistate.StateDir, spec, status: str) -> None:
+    group = cgroup_of(sd)
+    if status != "stopped":
+        explain.step("kill", "-9", sd.pid)
+        group.kill(signal.SIGKILL)
+        if status == "paused":
+            group.thaw()
+        _kill_and_wait(sd.pid)
+    group.remove()
+    stopped = {**sd.oci_state(), "status": "stopped"}
+    _remove_state_dir(sd)
+    if spec is not None and spec.hooks.poststop:
+        hooks.run("poststop", spec.hooks.poststop, stopped)
 
 
 def _saved_spec_or_none(sd):
@@ -368,7 +378,7 @@ def update(root: str, container_id: str, resources: dict) -> None:
                 merged.setdefault(key, {}).update(value)
             else:
                 merged[key] = value
-        jsonstore.write_json(sd.config_path, config)
+        ocistate.write_private_json(sd.config_path, config)
 
 
 def stats(root: str, container_id: str) -> dict:

@@ -44,9 +44,10 @@ class StateDir:
         root = self.dir.parent
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
-            self.dir.mkdir(mode=0o700)
+            self.dir.mkdir(mode=0o711)  # searchable, for the init's fifo; ROOT itself is 0700
         except FileExistsError:
             raise ConflictError(f"container with id {self.id} already exists") from None
+        os.chmod(self.dir, 0o711)  # whatever the umask
 
     def load(self) -> "StateDir":
         record = jsonstore.read_json(self.state_path)
@@ -57,7 +58,8 @@ class StateDir:
 
     def save(self, **changes) -> None:
         self.record.update(changes)
-        jsonstore.write_json(self.state_path, self.record)
+        write_private_json(self.state_path, self.record)
+
 
     # --- what it is now ----------------------------------------------------------------------
     @property
@@ -92,3 +94,12 @@ def all_ids(root: str) -> list[str]:
         return sorted(name for name in os.listdir(root) if (Path(root) / name / "state.json").exists())
     except FileNotFoundError:
         return []
+
+
+def write_private_json(path: Path, data) -> None:
+    """0600 whatever the umask: the folder is searchable (see make), its files are root's alone."""
+    old = os.umask(0o077)
+    try:
+        jsonstore.write_json(path, data)
+    finally:
+        os.umask(old)

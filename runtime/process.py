@@ -74,6 +74,10 @@ def prepare(process, *, seccomp=None, console_fd: int | None = None, stdio=None,
         os.makedirs(process.cwd, exist_ok=True)  # as Docker and runc do, as root, before the user switch
     path = find_executable(process.args[0], env.get("PATH", ""))
 
+    # The working directory now, while every syscall is still allowed: a profile may deny
+    # getcwd, which the check needs (runc fails there).
+    os.chdir(process.cwd)
+    verify_cwd_inside_root(process.cwd)
     caps = process.capabilities or {name: [] for name in ("bounding", "effective", "inheritable",
                                                           "permitted", "ambient")}
     # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN, which the switch below takes
@@ -85,8 +89,6 @@ def prepare(process, *, seccomp=None, console_fd: int | None = None, stdio=None,
     set_identity_and_capabilities(uid, gid, groups, caps)
     if process.no_new_privileges:
         security.set_no_new_privs()
-    os.chdir(process.cwd)
-    verify_cwd_inside_root(process.cwd)
     return Prepared(path, process.args, env, stdio, process.terminal, preserve_fds, seccomp_later)
 
 

@@ -54,7 +54,10 @@ def _known(data: dict, field: str, allowed: set[str], refused: dict[str, str] | 
         if refused and key in refused and data[key] not in (None, {}, [], ""):
             _fail(f"{field}.{key}" if field else key, refused[key])
         if key not in allowed and not (refused and key in refused):
-            _fail(f"{field}.{key}" if field else key, "unknown field")
+            # The spec's extensibility rule: an unknown property is no error. Said, not silent.
+            from pyctr.runtime import log
+
+            log.warning(f"{field}.{key}: unknown field, ignored" if field else f"{key}: unknown field, ignored")
 
 
 # --- process -------------------------------------------------------------------------------
@@ -332,8 +335,8 @@ class Spec:
         self.annotations = {str(k): str(v) for k, v in _get(data, "annotations", dict, "annotations", {}).items()}
         self.hooks = Hooks(_get(data, "hooks", dict, "hooks", {}))
         self.linux = Linux(_get(data, "linux", dict, "linux", {}))
-        if (self.hostname or self.domainname) and not self.linux.new_namespace("uts"):
-            _fail("hostname", "setting a hostname needs a new uts namespace in linux.namespaces")
+        if (self.hostname or self.domainname) and self.linux.namespace("uts") is None:
+            _fail("hostname", "setting a hostname needs a uts namespace of the container's own in linux.namespaces")
         if self.linux.sysctl:
             self._check_sysctls()
 
@@ -343,12 +346,12 @@ class Spec:
             ipc = key.startswith(("kernel.msg", "kernel.sem", "kernel.shm", "fs.mqueue."))
             net = key.startswith("net.")
             uts = key in ("kernel.hostname", "kernel.domainname")
-            if ipc and not self.linux.new_namespace("ipc"):
-                _fail(f"linux.sysctl.{key}", "needs a new ipc namespace")
+            if ipc and self.linux.namespace("ipc") is None:
+                _fail(f"linux.sysctl.{key}", "needs an ipc namespace of the container's own")
             elif net and self.linux.namespace("network") is None:
                 _fail(f"linux.sysctl.{key}", "needs a network namespace of the container's own")
-            elif uts and not self.linux.new_namespace("uts"):
-                _fail(f"linux.sysctl.{key}", "needs a new uts namespace")
+            elif uts and self.linux.namespace("uts") is None:
+                _fail(f"linux.sysctl.{key}", "needs a uts namespace of the container's own")
             elif not (ipc or net or uts):
                 _fail(f"linux.sysctl.{key}", "is not namespaced: it would change the host")
 
