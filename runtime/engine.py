@@ -134,7 +134,7 @@ DEFAULT_DEVICE_RULES = [
 def with_default_devices(spec) -> dict:
     """linux.resources with the device rules runc adds: its defaults, then one per linux.devices
     entry (a device the spec makes must be usable)."""
-    resources = dict(spec.linux.resources)
+    resources = cgroups.resources.drop_unset(spec.linux.resources)
     rules = list(resources.get("devices") or [])
     if not any(rule.get("allow") is False for rule in rules):
         return resources  # nothing denied: nothing to add
@@ -369,6 +369,7 @@ def update(root: str, container_id: str, resources: dict) -> None:
         if sd.status() == "stopped":
             raise ConflictError(f"container {container_id} is stopped: nothing to update", 1)
         group = cgroup_of(sd)
+        resources = cgroups.resources.drop_unset(resources)
         group.refuse_what_cannot_apply(resources)
         group.update(resources)
         config = jsonstore.read_json(sd.config_path)

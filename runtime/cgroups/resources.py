@@ -245,3 +245,18 @@ def refuse_unknown(resources: dict) -> None:
     for key in resources:
         if key not in KNOWN:
             raise PyctrError(f"{FIELD}.{key}: not supported by pyctr")
+
+
+# Fields where runc reads 0 (or "") as "not set": clients (dockerd, containerd) send them so.
+_ZERO_IS_UNSET = {"memory": ("limit", "reservation", "swap", "kernel", "kernelTCP"),
+                  "cpu": ("shares", "quota", "period", "realtimeRuntime", "realtimePeriod", "cpus", "mems"),
+                  "blockIO": ("weight", "leafWeight"), "pids": ("limit",)}
+
+
+def drop_unset(resources: dict) -> dict:
+    """A copy of OCI linux.resources without the zero values runc ignores."""
+    cleaned = dict(resources)
+    for section, keys in _ZERO_IS_UNSET.items():
+        if isinstance(cleaned.get(section), dict):
+            cleaned[section] = {k: v for k, v in cleaned[section].items() if not (k in keys and v in (0, ""))}
+    return cleaned
