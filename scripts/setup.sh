@@ -23,9 +23,41 @@ runtime_packages="python3 python3-venv python3-dev gcc libc6-dev libcap-dev ipro
 #   nftables      nft         the network tests' counters and rule checks
 #   util-linux    nsenter     the bench; mount: umount (the network sandbox's clean-up)
 dev_packages="procps iputils-ping mount"
+# The OCI client tests (tests/test_oci_clients.py) drive a runc-compatible runtime through real
+# clients, each started privately by the test; these bring the clients and what they need:
+#   podman        podman 4.3: `podman --runtime RT run ...` (pulls in conmon, its container
+#                 monitor, and golang-github-containers-common, its default configuration)
+#   containerd    containerd and ctr: a private daemon; its shim calls the runtime
+#   docker.io     dockerd and docker: a private daemon with --add-runtime (pulls in tini, the
+#                 docker-init of `docker run --init`, and iptables: only the commands, no rules)
+#   runc          the reference runtime: the same tests run against it (PYCTR_CLIENT_RUNTIME),
+#                 and podman, containerd and docker.io depend on a runtime anyway
+#   catatonit     the pause/init binary podman looks for even with --network none
+# Not wanted: podman's recommends (buildah, fuse-overlayfs, slirp4netns, uidmap: rootless use),
+# netavark or CNI plugins (the tests use --network none), docker's apparmor and cgroupfs-mount.
+client_packages="podman containerd docker.io runc"
 packages="$runtime_packages"
 [ "${1:-}" = "--dev" ] && packages="$packages $dev_packages"
 scripts/apt-install-missing.sh --no-install-recommends $packages
+if [ "${1:-}" = "--dev" ]; then
+    # docker.io's and containerd's maintainer scripts start their services through invoke-rc.d
+    # (or deb-systemd-invoke), and a running dockerd creates docker0 and iptables rules in this
+    # machine's own network namespace. A policy-rc.d that answers 101 ("action forbidden") stops
+    # that; it is removed afterwards only when this script put it there.
+    policy=/usr/sbin/policy-rc.d
+    own_policy=""
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\n# pyctr setup.sh: no service starts while it installs packages\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        own_policy=1
+        trap 'rm -f "$policy"' EXIT
+    fi
+    scripts/apt-install-missing.sh --no-install-recommends $client_packages
+    if [ -n "$own_policy" ]; then
+        rm -f "$policy"
+        trap - EXIT
+    fi
+fi
 
 # pyctr needs Python 3.11 or newer; where python3 is older (Ubuntu 22.04), use python3.11.
 python=python3
