@@ -20,8 +20,10 @@ Nothing can make a bridge, a veth or a firewall rule in the machine's own namesp
 never reaches netavark or CNI at all.
 
 Mounts: containerd and dockerd run in a private mount namespace as well (unshare --mount
---propagation private), so their overlay, shm and netns mounts die with them. podman has no
-daemon: its mounts are on the host, under the work folder, and are undone at close.
+--propagation private), so their overlay, shm and netns mounts die with them; there, a tmpfs on
+/run/containerd and /run/docker takes the shims' sockets and ctr's runtime root, and dockerd gets
+its own /etc/docker. podman has no daemon: its mounts are on the host, under the work folder,
+and are undone at close.
 """
 
 import contextlib
@@ -48,18 +50,17 @@ RUNTIME_ENV = "PYCTR_CLIENT_RUNTIME"
 IMAGE = "docker.io/pyctr-test/alpine:latest"
 DOCKER_RUNTIME_NAME = "pyctr"  # dockerd --add-runtime pyctr=RUNTIME, whatever RUNTIME is
 
-# Host paths the clients create when absent, whatever we configure: containerd's shims put their
-# sockets in /run/containerd/s and ctr's runtime root is /run/containerd/runc/NAMESPACE; dockerd
-# writes /etc/docker/key.json (it gets its own copy of /etc/docker where that folder exists) and
-# /run/docker/plugins; containerd's opt plugin, on in the containerd that dockerd starts, makes
-# /opt/containerd. Whatever of these did not exist before is removed at close (files, and
-# folders once empty), and one that stays is reported as a leak.
-HOST_PATHS = ("/run/containerd", "/var/lib/containerd", "/opt/containerd", "/run/docker",
-              "/var/lib/docker", "/etc/docker", "/etc/docker/key.json", "/run/containers",
+# Host paths the clients create when absent. The daemons' private mount namespaces need the first
+# three as mount points; containerd's opt plugin, on in the containerd that dockerd starts, makes
+# /opt/containerd; podman's image copy would write /var/lib/containers/cache (see Podman.load).
+# Whatever of these did not exist before is removed at close (files, and folders once empty),
+# and one that stays is reported as a leak.
+HOST_PATHS = ("/run/containerd", "/run/docker", "/etc/docker", "/etc/docker/key.json",
+              "/opt/containerd", "/var/lib/containerd", "/var/lib/docker", "/run/containers",
               "/run/libpod", "/var/lib/containers", "/dev/shm/libpod_lock")
 # podman passes no --root, so the runtime keeps its state in its own default root. Others on
-# this machine may use these too: one we made goes when empty, and is never reported (the tests
-# check instead that the runtime forgets each container they know).
+# this machine may use these too: one we made goes when empty, an entry that names our work
+# folder is deleted at close and reported, and nothing else there is touched.
 RUNTIME_DEFAULT_ROOTS = ("/run/runc", "/run/pyctr-oci")
 _GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le",
            "s390x": "s390x", "riscv64": "riscv64", "i686": "386"}
@@ -168,32 +169,53 @@ class ClientSandbox:
         self.sandbox.close()  # container processes, mounts under the folder, namespaces, folder
         for cgroup in _cgroup_dirs([self.cgroup_parent]):
             _remove_cgroup_tree(cgroup)
-        self._remove_host_paths()
-        problems += self.leaks()
+        in_use = self._remove_host_paths()
+        problems += self.leaks(ignore_paths=in_use)
         if problems:
             raise AssertionError("the client tests left things behind:\n  " + "\n  ".join(problems))
 
-    def leaks(self) -> list[str]:
+    def leaks(self, ignore_paths=()) -> list[str]:
+        """What is still there: mounts (in any mount namespace), cgroups, host paths, processes."""
         found = []
         prefix = str(self.dir) + "/"
-        with open("/proc/self/mountinfo") as f:
-            mounts = [line.split()[4] for line in f]
-        found += [f"mount {m}" for m in mounts if m.startswith(prefix)
-                  or any(m == f"/run/netns/{ns.name}" for ns in self.sandbox.namespaces)]
+        netns_files = {f"/run/netns/{ns.name}" for ns in self.sandbox.namespaces}
+        found += [f"mount {m}" for m in sorted(_mount_points_anywhere())
+                  if m.startswith(prefix) or m in netns_files]
         found += [f"cgroup {d}" for d in _cgroup_dirs([self.cgroup_parent]) if d.exists()]
-        found += [f"host path {p}" for p in self._absent_paths if os.path.lexists(p)]
+        found += [f"host path {p}" for p in self._absent_paths
+                  if os.path.lexists(p) and p not in ignore_paths]
         found += [f"process {pid}" for pid in _pids_rooted_under(prefix)]
         if self.dir.exists():
             found.append(f"folder {self.dir}")
         return found
 
-    def _remove_host_paths(self) -> None:
+    def _remove_host_paths(self) -> set[str]:
+        """Returns the paths left because another mount namespace (another run of these tests)
+        mounts something there now: an rmdir would pull that mount from under it."""
+        in_use = _mount_points_anywhere()
         for path in sorted(self._absent_paths + self._absent_roots, key=len, reverse=True):
             p = Path(path)
+            if path in in_use:
+                continue
             if p.is_symlink() or p.is_file():
                 p.unlink(missing_ok=True)
             elif p.is_dir():
                 _remove_empty_dirs(p)
+        return in_use
+
+
+def _mount_points_anywhere() -> set[str]:
+    """The mount points of every mount namespace on the machine (one process read for each)."""
+    points, seen = set(), set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            ns = os.readlink(f"/proc/{pid}/ns/mnt")
+            if ns in seen:
+                continue
+            with open(f"/proc/{pid}/mountinfo") as f:
+                points.update(line.split()[4] for line in f)
+            seen.add(ns)
+    return points
 
 
 def _cgroup_dirs(names) -> list[Path]:
@@ -280,6 +302,19 @@ def _wait_for(check, what: str, process: subprocess.Popen, log: Path, timeout: f
         time.sleep(0.1)
 
 
+def _private_mounts(mounts: dict) -> list[str]:
+    """An argv prefix: the command runs in a private mount namespace where each mount point of
+    `mounts` has a tmpfs (value None) or a bind mount of the value. Mount points absent on the
+    host are made there first (ClientSandbox removes them again)."""
+    script = []
+    for target, source in mounts.items():
+        os.makedirs(target, exist_ok=True)
+        script.append(f"mount -t tmpfs pyctr-clients {target}" if source is None
+                      else f"mount --bind {source} {target}")
+    return ["unshare", "--mount", "--propagation", "private",
+            "sh", "-c", " && ".join(script) + ' && exec "$@"', "sh"]
+
+
 # -- the clients ----------------------------------------------------------------------------
 
 
@@ -324,6 +359,7 @@ class Podman:
                     "CONTAINERS_STORAGE_CONF": str(self.dir / "storage.conf")}
         self.argv = ["podman", "--root", str(self.dir / "root"), "--runroot", str(self.dir / "runroot"),
                      "--runtime", str(runtime), "--cgroup-manager", "cgroupfs"]
+        self._entries_before = {root: set(_listdir(root)) for root in RUNTIME_DEFAULT_ROOTS}
 
     def __call__(self, *args, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         return run(self.command(*args), check=check, timeout=timeout, env=self.env)
@@ -353,12 +389,46 @@ class Podman:
     def load(self, archive: Path) -> None:
         # podman's image copy writes a blob-info cache to the fixed /var/lib/containers/cache:
         # a private mount namespace with a tmpfs on /var/lib keeps it off the machine.
-        script = 'mount -t tmpfs pyctr-clients /var/lib && exec "$@"'
-        run([*self._enter, "unshare", "--mount", "--propagation", "private", "sh", "-c", script,
-             "sh", *self.argv, "load", "-i", archive], env=self.env, timeout=120)
+        run([*self._enter, *_private_mounts({"/var/lib": None}), *self.argv, "load", "-i", archive],
+            env=self.env, timeout=120)
 
     def close(self) -> None:
         self("rm", "--all", "--force", "--time", "0", check=False, timeout=120)
+        left = self._forget_runtime_state()
+        if left:
+            raise AssertionError(f"the runtime kept state after podman deleted: {', '.join(left)}")
+
+    def _forget_runtime_state(self) -> list[str]:
+        """Entries of ours that the runtime kept in its default root, though conmon and podman
+        called `delete --force` for each: deleted again, by hand if need be, and named."""
+        left = []
+        ours = str(self.box.dir).encode()
+        for root in RUNTIME_DEFAULT_ROOTS:
+            for name in sorted(set(_listdir(root)) - self._entries_before[root]):
+                entry = Path(root, name)
+                files = [p for p in entry.rglob("*") if p.is_file()] if entry.is_dir() else [entry]
+                if not any(ours in _read(p) for p in files):
+                    continue  # someone else's container
+                left.append(str(entry))
+                subprocess.run([str(self.runtime), "delete", "--force", name], capture_output=True,
+                               timeout=60)
+                shutil.rmtree(entry, ignore_errors=True)
+        return left
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def _read(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(1 << 20)
+    except OSError:
+        return b""
 
 
 class Containerd:
@@ -373,7 +443,8 @@ class Containerd:
         self.dir.mkdir()
         self.socket = self.dir / "containerd.sock"
         self.namespace = box.cgroup_parent
-        # Where the shim tells the runtime to keep its state (ctr run --runc-root would move it).
+        # Where the shim tells the runtime to keep its state (ctr run --runc-root would move it),
+        # in the tmpfs of containerd's mount namespace: see enter_mounts.
         self.runtime_root = Path("/run/containerd/runc") / self.namespace
         self.fifo_dir = self.dir / "fifo"
         self.log = self.dir / "containerd.log"
@@ -396,7 +467,7 @@ class Containerd:
 
     def start(self) -> None:
         self.process = self.box.spawn(
-            [*self.netns.enter, "unshare", "--mount", "--propagation", "private",
+            [*self.netns.enter, *_private_mounts({"/run/containerd": None}),
              "containerd", "--config", self.config], self.log)
         self.box.on_close("containerd", self.close)
         _wait_for(lambda: self.ctr("version", check=False).returncode == 0, "containerd",
@@ -408,6 +479,11 @@ class Containerd:
 
     def run_args(self, *args) -> list[str]:
         return ["run", "--runc-binary", str(self.runtime), "--fifo-dir", str(self.fifo_dir), *args]
+
+    @property
+    def enter_mounts(self) -> list[str]:
+        """An argv prefix: into containerd's mount namespace, to see what its shims see."""
+        return ["nsenter", f"--mount=/proc/{self.process.pid}/ns/mnt", "--"]
 
     def task_status(self, task: str) -> str | None:
         for line in self.ctr("task", "ls").stdout.splitlines()[1:]:
@@ -426,7 +502,6 @@ class Containerd:
             for container in self.ctr("container", "ls", "-q", check=False).stdout.split():
                 self.ctr("container", "delete", container, check=False)
         _stop_daemon(self.process)
-        shutil.rmtree(self.runtime_root, ignore_errors=True)
 
 
 class Docker:
@@ -439,7 +514,7 @@ class Docker:
         self.box = box
         self.runtime = runtime
         self.dir = box.dir / "docker"
-        for sub in ("data", "exec", "client", "etc-docker"):
+        for sub in ("data", "exec", "client", "etc"):
             (self.dir / sub).mkdir(parents=True)
         (self.dir / "daemon.json").write_text("{}\n")
         self.socket = self.dir / "docker.sock"
@@ -458,11 +533,11 @@ class Docker:
                    "--cgroup-parent", f"/{self.box.cgroup_parent}/docker",
                    "--storage-driver", "overlay2",
                    "--add-runtime", f"{DOCKER_RUNTIME_NAME}={self.runtime}"]
-        # dockerd writes its key to /etc/docker/key.json: give it its own /etc/docker.
-        script = ('[ -d /etc/docker ] && mount --bind "$0" /etc/docker; exec "$@"')
-        self.process = self.box.spawn(
-            [*self.netns.enter, "unshare", "--mount", "--propagation", "private",
-             "sh", "-c", script, self.dir / "etc-docker", *dockerd], self.log, env=self.env)
+        # dockerd writes its key to /etc/docker/key.json, and its plugin sockets to /run/docker;
+        # the containerd it starts puts its shims' sockets in /run/containerd/s.
+        mounts = {"/run/containerd": None, "/run/docker": None, "/etc/docker": self.dir / "etc"}
+        self.process = self.box.spawn([*self.netns.enter, *_private_mounts(mounts), *dockerd],
+                                      self.log, env=self.env)
         self.box.on_close("dockerd", self.close)
         _wait_for(lambda: self("version", check=False).returncode == 0, "dockerd",
                   self.process, self.log)

@@ -69,28 +69,28 @@ def docker(box, runtime, archive) -> Docker:
     return docker
 
 
-def runtime_state(runtime: Path, container: str, roots: list) -> dict:
+def runtime_state(runtime: Path, container: str, roots: list, enter: list = ()) -> dict:
     """`RUNTIME [--root R] state ID` for the first root that knows the container: proof that
-    the runtime under test, and not some default one, made it."""
+    the runtime under test, and not some default one, made it. `enter`: an argv prefix."""
     answers = []
     for root in roots:
-        result = _state(runtime, container, root)
+        result = _state(runtime, container, root, enter)
         if result.returncode == 0:
             return json.loads(result.stdout)
         answers.append(f"{' '.join(result.args)}: {result.returncode} {result.stderr.strip()}")
     raise AssertionError("the runtime under test does not know the container:\n" + "\n".join(answers))
 
 
-def assert_runtime_forgot(runtime: Path, container: str, roots: list) -> None:
+def assert_runtime_forgot(runtime: Path, container: str, roots: list, enter: list = ()) -> None:
     """After the client removed the container, the runtime keeps no state of it."""
     assert roots
     for root in roots:
-        result = _state(runtime, container, root)
+        result = _state(runtime, container, root, enter)
         assert result.returncode != 0, f"{' '.join(result.args)} still answers:\n{result.stdout}"
 
 
-def _state(runtime: Path, container: str, root) -> subprocess.CompletedProcess:
-    argv = [str(runtime), *(["--root", str(root)] if root else []), "state", container]
+def _state(runtime: Path, container: str, root, enter) -> subprocess.CompletedProcess:
+    argv = [*enter, str(runtime), *(["--root", str(root)] if root else []), "state", container]
     return subprocess.run(argv, capture_output=True, text=True, timeout=30)
 
 
@@ -201,7 +201,7 @@ def test_ctr_detached_exec_kill_delete(containerd, runtime):
     try:
         assert containerd.task_status("service") == "RUNNING"
         # The shim calls the runtime with --root /run/containerd/runc/NAMESPACE.
-        state = runtime_state(runtime, "service", [containerd.runtime_root])
+        state = runtime_state(runtime, "service", [containerd.runtime_root], containerd.enter_mounts)
         assert state["status"] == "running" and state["pid"] > 0
 
         result = ctr("task", "exec", "--fifo-dir", containerd.fifo_dir, "--exec-id", "probe",
@@ -218,7 +218,7 @@ def test_ctr_detached_exec_kill_delete(containerd, runtime):
         ctr("task", "delete", "--force", "service", check=False)
         ctr("container", "delete", "service", check=False)
     assert ctr("container", "ls", "-q").stdout == ""
-    assert_runtime_forgot(runtime, "service", [containerd.runtime_root])
+    assert_runtime_forgot(runtime, "service", [containerd.runtime_root], containerd.enter_mounts)
 
 
 # -- docker ------------------------------------------------------------------------------------
