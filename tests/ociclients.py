@@ -482,8 +482,9 @@ class Containerd:
 
     @property
     def enter_mounts(self) -> list[str]:
-        """An argv prefix: into containerd's mount namespace, to see what its shims see."""
-        return ["nsenter", f"--mount=/proc/{self.process.pid}/ns/mnt", "--"]
+        """An argv prefix: into containerd's mount namespace, to see what its shims see. With its
+        root folder too: we may be chrooted, and entering a mount namespace leaves the chroot."""
+        return ["nsenter", f"--target={self.process.pid}", "--mount", "--root", "--wd", "--"]
 
     def task_status(self, task: str) -> str | None:
         for line in self.ctr("task", "ls").stdout.splitlines()[1:]:
