@@ -23,9 +23,52 @@ runtime_packages="python3 python3-venv python3-dev gcc libc6-dev libcap-dev ipro
 #   nftables      nft         the network tests' counters and rule checks
 #   util-linux    nsenter     the bench; mount: umount (the network sandbox's clean-up)
 dev_packages="procps iputils-ping mount"
+# The OCI client tests (tests/test_oci_clients.py) drive a runc-compatible runtime through real
+# clients, each started privately by the tests (none of their services is used or started):
+#   podman        podman 4.3, daemonless: `podman --runtime RT run ...`. Pulls in conmon (its
+#                 container monitor, which calls the runtime), its default configuration
+#                 (golang-github-containers-common) and, for that, a container-network-stack:
+#                 containernetworking-plugins, unused (every container gets --network none)
+#   containerd    containerd and ctr: a private daemon whose shim calls the runtime
+#   docker.io     dockerd and docker: a private daemon with --add-runtime; pulls in tini (docker-init)
+#                 and iptables (the commands only: the tests run dockerd with --iptables=false)
+#   runc          the reference runtime: the same tests run against it (PYCTR_CLIENT_RUNTIME);
+#                 podman, containerd and docker.io depend on a runtime anyway
+# Left out: podman's recommends (buildah; fuse-overlayfs, slirp4netns and uidmap are for rootless
+# podman; catatonit only for --init and pods) and docker.io's (apparmor, cgroupfs-mount, git...).
+client_packages="podman containerd docker.io runc"
 packages="$runtime_packages"
 [ "${1:-}" = "--dev" ] && packages="$packages $dev_packages"
 scripts/apt-install-missing.sh --no-install-recommends $packages
+if [ "${1:-}" = "--dev" ]; then
+    # docker.io's and containerd's maintainer scripts start their services (invoke-rc.d, or
+    # deb-systemd-invoke), and a running dockerd creates docker0 and iptables rules in this
+    # machine's own network namespace. A policy-rc.d that answers 101 ("action forbidden") stops
+    # that; it is removed afterwards only when this script put it there.
+    policy=/usr/sbin/policy-rc.d
+    own_policy=""
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\n# pyctr setup.sh: no service starts while it installs packages\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        own_policy=1
+        trap 'rm -f "$policy"' EXIT
+    fi
+    new_units=""
+    installed() { dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null | grep -qx installed; }
+    installed docker.io || new_units="$new_units docker.service docker.socket"
+    installed containerd || new_units="$new_units containerd.service"
+    scripts/apt-install-missing.sh --no-install-recommends $client_packages
+    if [ -n "$own_policy" ]; then
+        rm -f "$policy"
+        trap - EXIT
+    fi
+    # Under systemd the packages also enable their units, and dockerd would start at the next
+    # boot and change the network. Those that this run brought stay off: the tests need only
+    # the programs.
+    if [ -n "$new_units" ] && [ -d /run/systemd/system ]; then
+        systemctl disable --quiet $new_units 2>/dev/null || true
+    fi
+fi
 
 # pyctr needs Python 3.11 or newer; where python3 is older (Ubuntu 22.04), use python3.11.
 python=python3
