@@ -219,3 +219,33 @@ def test_v2_answers_as_the_v1_devices_controller(groups, tmp_path, rules):
     on_v1 = probe(v1.procs_file(), tmp_path)
     assert (on_v1 == answers()) == (rules[-1] == ALLOW_ALL)  # v1 denied something: the list was applied
     assert probe(v2.procs_file(), tmp_path) == on_v1
+
+
+REFUSED = r"""
+import json, sys
+from pyctr.runtime import cgroups, seccomp
+from pyctr.runtime.errors import PyctrError
+seccomp.to_program({"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"],
+                    "syscalls": [{"names": ["bpf"], "action": "SCMP_ACT_ERRNO"}]}).load()
+group = cgroups.for_spec("refused", sys.argv[1], cgroups.detect())
+try:
+    group.create({"devices": json.loads(sys.argv[2])})
+except PyctrError as error:
+    print(error)
+print(group.exists())
+"""
+
+
+def test_where_bpf_is_refused_a_closing_list_is_refused_in_one_line(groups, tmp_path):
+    group = groups("2")  # made by the child below, at this path; the fixture cleans up if it is left
+    env = dict(os.environ, PYCTR_STATE=str(tmp_path), PYCTR_ROOT=str(tmp_path))
+    path = "/" + group.path().relative_to(unified_root()).as_posix()
+    closing = subprocess.run([sys.executable, "-c", REFUSED, path, json.dumps([DENY_ALL])], env=env,
+                             capture_output=True, text=True, timeout=30)
+    assert closing.stdout.splitlines() == [
+        "linux.resources.devices: a device list that denies access needs an eBPF device program on cgroup v2, and "
+        "this host does not load eBPF device programs for pyctr (bpf(BPF_PROG_LOAD): Operation not permitted); "
+        "refused rather than left unenforced", "False"], closing.stderr
+    open_list = subprocess.run([sys.executable, "-c", REFUSED, path, json.dumps([DENY_ALL, ALLOW_ALL])], env=env,
+                               capture_output=True, text=True, timeout=30)
+    assert open_list.stdout.splitlines() == ["True"], open_list.stderr  # nothing to enforce: no bpf(2) needed

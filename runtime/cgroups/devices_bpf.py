@@ -26,6 +26,9 @@ and the kernel's check on an access request (type, major, minor, access bits):
         return not DEFAULT
     return DEFAULT
 
+An update's list is replayed from a fresh cgroup too (v1 would layer it on the current state); the
+lists of OCI configs begin with "deny all", which resets either way.
+
 `install` loads it, attaches it (BPF_F_ALLOW_MULTI, as runc: other programs, systemd's, may sit on
 the path) and detaches the programs pyctr attached there before, after the new one is on: in
 between both apply, so access only narrows. The kernel drops the programs with the cgroup (rmdir).
@@ -255,7 +258,7 @@ def install(cgroup: Path, program: bytes | None) -> None:
         for _, prog_fd in old:
             syscalls.bpf_prog_detach(fd, prog_fd, syscalls.BPF_CGROUP_DEVICE)
     except OSError as error:
-        raise PyctrError(f"{FIELD}.devices: cannot put the device program on {cgroup}: {error}") from None
+        raise PyctrError(f"{FIELD}.devices: cannot put the device program on {cgroup}: {error.strerror}") from None
     finally:
         for _, prog_fd in old:
             os.close(prog_fd)

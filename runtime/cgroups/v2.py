@@ -62,7 +62,7 @@ class CgroupV2:
     def _resources(resources) -> tuple[dict, bool]:
         res, docker = docker_resources(resources)
         if docker:
-            res.pop("devices")  # v2: the front end mounts nodev instead of loading an eBPF program
+            res.pop("devices")  # v2: the front end mounts nodev instead (its list is not asked for)
         return res, docker
 
     def _plan(self, res: dict, updating: bool = False) -> list[Write]:
