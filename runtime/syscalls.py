@@ -283,3 +283,124 @@ def move_mount(from_dir_fd: int, from_path: str, to_dir_fd: int, to_path: str, f
     _check(_libc.syscall(ctypes.c_long(_SYS_MOVE_MOUNT), ctypes.c_int(from_dir_fd), _b(from_path),
                          ctypes.c_int(to_dir_fd), _b(to_path), ctypes.c_uint(flags)),
            f"move_mount {to_path or to_dir_fd}")
+
+
+# bpf(2), for cgroup v2 device programs (BPF_PROG_TYPE_CGROUP_DEVICE). <linux/bpf.h>; the attr
+# structures below are the leading members of `union bpf_attr` each command reads (the kernel
+# takes a shorter attr and zero-fills the rest).
+_SYS_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280}
+BPF_PROG_LOAD = 5
+BPF_PROG_ATTACH = 8
+BPF_PROG_DETACH = 9
+BPF_PROG_GET_FD_BY_ID = 13
+BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_PROG_QUERY = 16
+BPF_PROG_TYPE_CGROUP_DEVICE = 15
+BPF_CGROUP_DEVICE = 6  # enum bpf_attach_type
+BPF_F_ALLOW_MULTI = 2
+BPF_OBJ_NAME_LEN = 16
+
+
+class BpfProgLoadAttr(ctypes.Structure):
+    _fields_ = [("prog_type", ctypes.c_uint32), ("insn_cnt", ctypes.c_uint32), ("insns", ctypes.c_uint64),
+                ("license", ctypes.c_uint64), ("log_level", ctypes.c_uint32), ("log_size", ctypes.c_uint32),
+                ("log_buf", ctypes.c_uint64), ("kern_version", ctypes.c_uint32), ("prog_flags", ctypes.c_uint32),
+                ("prog_name", ctypes.c_char * BPF_OBJ_NAME_LEN), ("prog_ifindex", ctypes.c_uint32),
+                ("expected_attach_type", ctypes.c_uint32)]
+
+
+class BpfAttachAttr(ctypes.Structure):
+    """BPF_PROG_ATTACH and BPF_PROG_DETACH."""
+    _fields_ = [("target_fd", ctypes.c_uint32), ("attach_bpf_fd", ctypes.c_uint32),
+                ("attach_type", ctypes.c_uint32), ("attach_flags", ctypes.c_uint32),
+                ("replace_bpf_fd", ctypes.c_uint32)]
+
+
+class BpfQueryAttr(ctypes.Structure):
+    _fields_ = [("target_fd", ctypes.c_uint32), ("attach_type", ctypes.c_uint32), ("query_flags", ctypes.c_uint32),
+                ("attach_flags", ctypes.c_uint32), ("prog_ids", ctypes.c_uint64), ("prog_cnt", ctypes.c_uint32),
+                ("_pad", ctypes.c_uint32)]
+
+
+class BpfGetIdAttr(ctypes.Structure):
+    _fields_ = [("id", ctypes.c_uint32), ("next_id", ctypes.c_uint32), ("open_flags", ctypes.c_uint32)]
+
+
+class BpfInfoAttr(ctypes.Structure):
+    _fields_ = [("bpf_fd", ctypes.c_uint32), ("info_len", ctypes.c_uint32), ("info", ctypes.c_uint64)]
+
+
+class BpfProgInfo(ctypes.Structure):
+    """The head of struct bpf_prog_info, up to its name (the kernel fills what info_len asks)."""
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("tag", ctypes.c_uint8 * 8),
+                ("jited_prog_len", ctypes.c_uint32), ("xlated_prog_len", ctypes.c_uint32),
+                ("jited_prog_insns", ctypes.c_uint64), ("xlated_prog_insns", ctypes.c_uint64),
+                ("load_time", ctypes.c_uint64), ("created_by_uid", ctypes.c_uint32), ("nr_map_ids", ctypes.c_uint32),
+                ("map_ids", ctypes.c_uint64), ("name", ctypes.c_char * BPF_OBJ_NAME_LEN)]
+
+
+def bpf(cmd: int, attr: ctypes.Structure, what: str = "bpf") -> int:
+    """bpf(2) with `attr` (one of the structures above, filled in and updated in place)."""
+    nr = _SYS_BPF.get(os.uname().machine)
+    if nr is None:
+        raise OSError(errno.ENOSYS, f"{what}: bpf(2) is not known on {os.uname().machine}")
+    return _check(_libc.syscall(ctypes.c_long(nr), ctypes.c_int(cmd), ctypes.byref(attr),
+                                ctypes.c_uint(ctypes.sizeof(attr))), what)
+
+
+def bpf_prog_load(prog_type: int, instructions: bytes, license: str, name: str = "") -> int:
+    """Load a program (8 bytes an instruction); returns its fd. A verifier refusal is loaded again
+    with a log, whose end goes into the OSError's message."""
+    code = ctypes.create_string_buffer(instructions, len(instructions))
+    licence = ctypes.create_string_buffer(license.encode())
+    attr = BpfProgLoadAttr(prog_type=prog_type, insn_cnt=len(instructions) // 8, insns=ctypes.addressof(code),
+                           license=ctypes.addressof(licence), prog_name=name.encode()[:BPF_OBJ_NAME_LEN - 1])
+    try:
+        return bpf(BPF_PROG_LOAD, attr, "bpf(BPF_PROG_LOAD)")
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.EACCES):
+            raise
+        log = ctypes.create_string_buffer(1 << 16)
+        attr.log_level, attr.log_size, attr.log_buf = 1, len(log), ctypes.addressof(log)
+        try:
+            return bpf(BPF_PROG_LOAD, attr, "bpf(BPF_PROG_LOAD)")
+        except OSError as again:
+            tail = " | ".join(log.value.decode(errors="replace").strip().splitlines()[-3:])
+            raise OSError(again.errno, f"bpf(BPF_PROG_LOAD): {os.strerror(again.errno)}"
+                                       + (f" (verifier: {tail})" if tail else "")) from None
+
+
+def bpf_prog_attach(target_fd: int, prog_fd: int, attach_type: int, flags: int = 0) -> None:
+    bpf(BPF_PROG_ATTACH, BpfAttachAttr(target_fd, prog_fd, attach_type, flags), "bpf(BPF_PROG_ATTACH)")
+
+
+def bpf_prog_detach(target_fd: int, prog_fd: int, attach_type: int) -> None:
+    bpf(BPF_PROG_DETACH, BpfAttachAttr(target_fd, prog_fd, attach_type), "bpf(BPF_PROG_DETACH)")
+
+
+def bpf_prog_query(target_fd: int, attach_type: int) -> list[int]:
+    """The ids of the programs attached to the cgroup `target_fd` itself (not its ancestors')."""
+    count = 64  # the kernel's limit of programs a cgroup and attach type
+    while True:
+        ids = (ctypes.c_uint32 * count)()
+        attr = BpfQueryAttr(target_fd=target_fd, attach_type=attach_type, prog_ids=ctypes.addressof(ids),
+                            prog_cnt=count)
+        try:
+            bpf(BPF_PROG_QUERY, attr, "bpf(BPF_PROG_QUERY)")
+        except OSError as error:
+            if error.errno == errno.ENOSPC and attr.prog_cnt > count:  # more than asked for: the real count
+                count = attr.prog_cnt
+                continue
+            raise
+        return list(ids[:attr.prog_cnt])
+
+
+def bpf_prog_get_fd_by_id(prog_id: int) -> int:
+    return bpf(BPF_PROG_GET_FD_BY_ID, BpfGetIdAttr(prog_id), f"bpf(BPF_PROG_GET_FD_BY_ID {prog_id})")
+
+
+def bpf_prog_info(prog_fd: int) -> BpfProgInfo:
+    info = BpfProgInfo()
+    bpf(BPF_OBJ_GET_INFO_BY_FD, BpfInfoAttr(prog_fd, ctypes.sizeof(info), ctypes.addressof(info)),
+        "bpf(BPF_OBJ_GET_INFO_BY_FD)")
+    return info

@@ -172,19 +172,6 @@ def device_rule_text(index: int, rule: dict) -> tuple[bool, str]:
     return rule["allow"], f"{kind} {numbers[0]}:{numbers[1]} {access}"
 
 
-def devices_allow_everything(rules: list) -> bool:
-    """The list leaves every device open: no deny at all, or a last "allow all, rwm" after
-    the last deny (a privileged container's list)."""
-    open_all = True
-    for rule in rules:
-        whole = (rule.get("type") or "a") == "a" and set(rule.get("access") or "rwm") == set("rwm")
-        if not rule.get("allow"):
-            open_all = False
-        elif whole:
-            open_all = True
-    return open_all
-
-
 def hugepage_sizes() -> set[str]:
     """The page sizes this kernel has, as the spec and the hugetlb files name them (2MB, 1GB)."""
     sizes = set()

@@ -2,10 +2,11 @@
 
 OCI resources are converted as runc converts them (cpu.shares -> cpu.weight, memory.swap ->
 memory.swap.max = swap - limit, blockIO -> io.*); what v2 has no file for is refused: swappiness,
-disableOOMKiller, realtime CPU budgets, leaf weights, net_cls/net_prio, kernelTCP. A device list
-that closes anything needs an eBPF program (BPF_PROG_TYPE_CGROUP_DEVICE), which pyctr does not load:
-it is refused on pure v2 rather than ignored. The Docker-style front end mounts the rootfs and /dev
-nodev on v2 instead, and its device list is not asked for there.
+disableOOMKiller, realtime CPU budgets, leaf weights, net_cls/net_prio, kernelTCP. v2 has no devices
+controller: a device list that closes anything becomes an eBPF program on the cgroup (devices_bpf),
+and where bpf(2) is refused to pyctr the list is refused rather than left unenforced. The
+Docker-style front end mounts the rootfs and /dev nodev on v2 instead, and its device list is not
+asked for there.
 """
 
 import signal
@@ -13,12 +14,11 @@ import time
 from pathlib import Path
 
 from pyctr.runtime import explain
-from pyctr.runtime.cgroups import fs
+from pyctr.runtime.cgroups import devices_bpf, fs
 from pyctr.runtime.cgroups.place import UNIFIED, Place
 from pyctr.runtime.cgroups.resources import (FIELD, Limits, Usage, Write, blkio_weight_to_io_weight,
-                                             check_hugepages, device_lines, devices_allow_everything,
-                                             docker_resources, ignore_kernel_memory, max_or, rdma_lines,
-                                             refuse_unknown, shares_to_weight, swap_v2)
+                                             check_hugepages, device_lines, docker_resources, ignore_kernel_memory,
+                                             max_or, rdma_lines, refuse_unknown, shares_to_weight, swap_v2)
 from pyctr.runtime.cgroups.v1 import CGROUP_ROOT, _create_or_undo, _remove_parents
 from pyctr.runtime.errors import PyctrError
 
@@ -62,7 +62,7 @@ class CgroupV2:
     def _resources(resources) -> tuple[dict, bool]:
         res, docker = docker_resources(resources)
         if docker:
-            res.pop("devices")  # v2: the front end mounts nodev instead of loading an eBPF program
+            res.pop("devices")  # v2: the front end mounts nodev instead (its list is not asked for)
         return res, docker
 
     def _plan(self, res: dict, updating: bool = False) -> list[Write]:
@@ -135,9 +135,14 @@ class CgroupV2:
             add("pids.limit", "pids", "pids.max", max_or(pids["limit"]))
 
         devices = res.get("devices")
-        if devices is not None and not devices_allow_everything(devices):
-            raise PyctrError(f"{FIELD}.devices: a device list that denies access needs an eBPF device program on "
-                             f"cgroup v2, which pyctr does not load; refused rather than left unenforced")
+        if devices:  # as on v1, an empty list changes nothing
+            program = devices_bpf.compile_rules(devices)
+            if program is not None and devices_bpf.unavailable():
+                raise PyctrError(f"{FIELD}.devices: a device list that denies access needs an eBPF device program "
+                                 f"on cgroup v2, and {devices_bpf.unavailable()}; refused rather than left "
+                                 f"unenforced")
+            if program is not None or updating:  # updating to an open list takes the old program off
+                writes.append(Write(f"{FIELD}.devices", "cgroup", devices_bpf.PROGRAM, program))
 
         blkio = res.get("blockIO")
         if blkio is not None:
@@ -217,6 +222,9 @@ class CgroupV2:
     def _apply(self, writes: list[Write]) -> None:
         leaf = self.path()
         for w in writes:
+            if w.file == devices_bpf.PROGRAM:
+                devices_bpf.install(leaf, w.value)
+                continue
             try:
                 fs.write_field(w.field, leaf / w.file, w.value)
             except PyctrError:
