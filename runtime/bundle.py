@@ -55,11 +55,16 @@ def load(c: Container) -> specs.Spec:
 
 
 def container_caps(c: Container, privileged: bool | None = None) -> list[str]:
-    """Docker's capability set (names without CAP_), only those this kernel has."""
+    """Docker's capability set (names without CAP_), only those pyctr holds itself: a capability
+    this kernel lacks, or that our bounding set lacks (pyctr in a container), cannot be given."""
+    import prctl
+
     hc = c.config["HostConfig"]
-    caps = security.effective_caps(hc["CapAdd"], hc["CapDrop"], hc["Privileged"] if privileged is None else privileged)
-    known = set(security.kernel_cap_names())
-    return [cap for cap in caps if cap in known]
+    held = [name for name in security.kernel_cap_names() if prctl.capbset_read(security.CAP_NUMBERS[name])]
+    if hc["Privileged"] if privileged is None else privileged:
+        return held  # all of them, also those newer than python-prctl's list
+    caps = set(security.effective_caps(hc["CapAdd"], hc["CapDrop"], False))
+    return [cap for cap in held if cap in caps]
 
 
 def process_capabilities(caps: list[str]) -> dict[str, list[str]]:

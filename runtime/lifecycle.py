@@ -177,12 +177,14 @@ def _start_unlocked(c: Container, attach: bool, interactive: bool, lock_fd: int)
     spec = bundle.load(c)
     stdio, parent_ends, monitor_ends = _stdio(c, tty, interactive, detached)
     ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()  # "G" once the start has let PID 1 go; EOF: it never will, kill it
     monitor_pid = os.fork()
     if monitor_pid == 0:
-        _monitor(c, spec, oci_root, detached, ready_w, stdio, monitor_ends, [ready_r, lock_fd, *parent_ends])
-    for fd in (ready_w, *stdio, *monitor_ends):
+        _monitor(c, spec, oci_root, detached, ready_w, go_r, stdio, monitor_ends,
+                 [ready_r, go_w, lock_fd, *parent_ends])
+    for fd in (ready_w, go_r, *stdio, *monitor_ends):
         _close_quietly(fd)
-    undo = [lambda: _abandon(monitor_pid)]
+    undo = [lambda: _abandon(monitor_pid), lambda: os.close(go_w)]
     try:
         pid = _created_pid(ready_r)
         undo.append(lambda: _kill_quietly(pid))
@@ -212,11 +214,13 @@ def _start_unlocked(c: Container, attach: bool, interactive: bool, lock_fd: int)
         raise
     try:
         engine.start(oci_root, c.id)  # the init execs the command, or says why it could not
-    except PyctrError as error:
+    except BaseException as error:
+        _tell_monitor(go_w, oci_root, c.id)
         monitor.wait_for(monitor_pid)  # it has recorded the exit
-        if _still_exists(c):
+        if _still_exists(c) and isinstance(error, PyctrError):
             c.update_state(persist=True, Error=str(error))
         raise
+    _tell_monitor(go_w, oci_root, c.id)
     master = None
     if tty and parent_ends:
         from pyctr.runtime import terminal
@@ -226,6 +230,16 @@ def _start_unlocked(c: Container, attach: bool, interactive: bool, lock_fd: int)
         for fd in parent_ends:
             _close_quietly(fd)
     return StartedContainer(c, monitor_pid, pid, master)
+
+
+def _tell_monitor(go_w: int, oci_root: str, container_id: str) -> None:
+    """"G" when the start opened exec.fifo (and removed it): PID 1 went on. Else nothing: the
+    monitor then kills PID 1, which would wait on the fifo forever."""
+    try:
+        if not os.path.exists(os.path.join(oci_root, container_id, "exec.fifo")):
+            os.write(go_w, b"G")
+    finally:
+        os.close(go_w)
 
 
 def _created_pid(ready_r: int) -> int:
@@ -276,7 +290,7 @@ def _stdio(c: Container, tty: bool, interactive: bool, detached: bool):
     return (os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), out_w, err_w), [], [out_r, err_r]
 
 
-def _monitor(c, spec, oci_root, detached, ready_w, stdio, monitor_ends, parent_only) -> None:
+def _monitor(c, spec, oci_root, detached, ready_w, go_r, stdio, monitor_ends, parent_only) -> None:
     """The forked monitor: create the container with the engine, then reap its PID 1, which the
     engine's first stage leaves orphaned to us (a child subreaper), as conmon does around runc.
     Never returns."""
@@ -300,10 +314,18 @@ def _monitor(c, spec, oci_root, detached, ready_w, stdio, monitor_ends, parent_o
             os.write(ready_w, f"error {failure.exit_code} {failure}".replace("\n", " ").encode() + b"\n")
             code = 0
             return
-        os.write(ready_w, f"pid {pid}\n".encode())
-        for fd in (ready_w, *stdio):
+        for fd in stdio:
             _close_quietly(fd)
         monitor.ignore_terminal_signals()
+        try:
+            os.write(ready_w, f"pid {pid}\n".encode())
+            go = os.read(go_r, 1)
+        except OSError:
+            go = b""
+        for fd in (ready_w, go_r):
+            _close_quietly(fd)
+        if go != b"G":  # the CLI gave up, or died, before the start: PID 1 never runs the command
+            _kill_quietly(pid)
         if not detached and not tty:
             from pyctr.runtime import reaper
 
