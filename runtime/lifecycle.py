@@ -407,10 +407,10 @@ def release_runtime_resources(c: Container) -> None:
             from pyctr.runtime import log
 
             log.warning(f"network clean-up of {c.short_id}: {e}")
-    _delete_oci_container(c)
+    delete_oci_container(c)
 
 
-def _delete_oci_container(c: Container) -> None:
+def delete_oci_container(c: Container) -> None:
     """The engine's state of the container, and its cgroup (also one an older pyctr made)."""
     engine.delete(bundle.state_root(), c.id, force=True)
     cgroups.for_container(c.id).remove()
@@ -423,7 +423,7 @@ def remove_files(c: Container) -> None:
         from pyctr.network import api
 
         api.release(c.config)  # also removes what disconnect() would
-    _delete_oci_container(c)
+    delete_oci_container(c)
     import shutil
 
     explain.step("rm", "-rf", c.dir)
