@@ -32,8 +32,10 @@ def cgroup_of(sd: ocistate.StateDir):
 # --- create --------------------------------------------------------------------------------
 def create(spec, root: str, container_id: str, *, pid_file: str | None = None, console_socket: str | None = None,
            console_fd: int | None = None, stdio=None, preserve_fds: int = 0, no_pivot: bool = False,
-           new_keyring: bool = True) -> Created:
-    """Create the container; raises PyctrError with the reason, having undone every step."""
+           new_keyring: bool = True, limits=None) -> Created:
+    """Create the container; raises PyctrError with the reason, having undone every step.
+    `limits`: pyctr run's cgroups.Limits, the values of linux.resources, applied instead so that
+    an error names the flag and only the controllers they need are made."""
     from pyctr.runtime import container_init, security
 
     if spec.process is not None and spec.process.terminal and console_socket is None and console_fd is None:
@@ -50,7 +52,7 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
                      "created": _now(), "owner": "root", "cgroupsPath": spec.linux.cgroups_path}
         sd.save()
         cgroup = cgroups.for_spec(container_id, spec.linux.cgroups_path)
-        resources = with_default_devices(spec)
+        resources = limits if limits is not None else with_default_devices(spec)
         cgroup.refuse_what_cannot_apply(resources)
         cgroup.create(resources)
         undo.append(cgroup.remove)

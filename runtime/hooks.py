@@ -12,7 +12,6 @@ and the rest go on (runtime-spec, config.md "Hooks").
 """
 
 import os
-import subprocess
 
 from pyctr.runtime import explain, log
 from pyctr.runtime.errors import PyctrError
@@ -37,6 +36,8 @@ def run(kind: str, hooks, state: dict) -> None:
 
 
 def _run_one(hook, document: bytes) -> None:
+    import subprocess  # not at import: engine.create imports us on every container's start
+
     try:
         result = subprocess.run(hook.args, executable=hook.path, input=document,
                                 env=dict(pair.partition("=")[::2] for pair in hook.env),

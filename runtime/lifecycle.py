@@ -1,15 +1,14 @@
 """Container lifecycle: create, start (the order of `run`), stop, kill, remove.
 
-The order of a start, and why:
-  1. the cgroup exists and has its limits before any process can run in it;
-  2. the monitor forks and unshares the PID namespace, then forks PID 1, sends its PID, and
-     puts it in the cgroup;
-  3. PID 1 unshares mount, UTS, IPC and network namespaces, says "ready", and builds its root
-     filesystem, which needs neither the cgroup nor the network;
-  4. meanwhile the parent hands PID 1's PID to the network driver, then waits for the cgroup;
-  5. the parent says "go": PID 1 enters a cgroup namespace, drops privileges and execs.
-Steps 2 to 4 overlap, on separate processes, because each of them mostly waits on the kernel.
-Under --explain they run one after the other, so that the trace reads in order.
+A container is made by the one core both front ends share (runtime/engine.py), from the OCI
+bundle that create writes (runtime/bundle.py). The order of a start, and why:
+  1. the CLI writes /etc/hostname, /etc/hosts and /etc/resolv.conf, and forks the monitor;
+  2. the monitor, a child subreaper, calls engine.create: the cgroup with its limits, the
+     namespaces, PID 1 in the cgroup, the root filesystem, the process made ready; PID 1 then
+     waits on exec.fifo, orphaned to the monitor, which says "pid N";
+  3. the CLI hands that PID to the network driver, then engine.start opens the fifo: PID 1
+     execs the command, or says why it could not (126, 127);
+  4. the monitor reaps PID 1, records the exit, and engine.delete releases the cgroup.
 A failure undoes what was done, in reverse.
 """
 
@@ -17,7 +16,7 @@ import os
 import signal
 import time
 
-from pyctr.runtime import cgroups, explain, etcfiles, hosttools, init, jsonstore, monitor, options, rootfs, security
+from pyctr.runtime import bundle, cgroups, engine, explain, etcfiles, hosttools, jsonstore, monitor, options, security
 from pyctr.runtime import container as records
 from pyctr.runtime.container import Container
 from pyctr.runtime.errors import ConflictError, PyctrError
@@ -105,6 +104,7 @@ def create(args) -> Container:
             api.validate(c.config)
         c.make_dirs()
         c.save_config()
+        bundle.write(c)
         c.save_state(persist=True)
     except BaseException:
         import shutil
@@ -163,47 +163,31 @@ def _start_unlocked(c: Container, attach: bool, interactive: bool, lock_fd: int)
     own_netns = hc["NetworkMode"] != "host"
     tty = cfg["Tty"]
     detached = not attach
+    oci_root = bundle.state_root()
+    if os.path.isdir(os.path.join(oci_root, c.id)):  # left by a monitor that was killed
+        engine.delete(oci_root, c.id, force=True)
 
-    cgroup = cgroups.for_container(c.id)
-    cgroup.create(cgroups.Limits(memory=hc["Memory"] or None, nano_cpus=hc["NanoCpus"] or None,
-                                 cpu_shares=hc["CpuShares"] or None,
-                                 pids=hc["PidsLimit"] if hc["PidsLimit"] and hc["PidsLimit"] > 0 else None,
-                                 restrict_devices=not hc["Privileged"]))
-    undo = [cgroup.remove]
-    error_r = None
+    # Copies, also of the host's files with --network host, as Docker makes: never the host's own.
+    if own_netns:
+        etcfiles.write_hosts(c.dir, cfg["Hostname"], c.name, None)
+    else:
+        etcfiles.copy_host_hosts(c.dir)
+    etcfiles.write_hostname(c.dir, cfg["Hostname"])
+    etcfiles.write_resolv_conf(c.dir, not own_netns)
+    spec = bundle.load(c)
+    stdio, parent_ends, monitor_ends = _stdio(c, tty, interactive, detached)
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()  # "G" once the start has let PID 1 go; EOF: it never will, kill it
+    monitor_pid = os.fork()
+    if monitor_pid == 0:
+        _monitor(c, spec, oci_root, detached, ready_w, go_r, stdio, monitor_ends,
+                 [ready_r, go_w, lock_fd, *parent_ends])
+    for fd in (ready_w, go_r, *stdio, *monitor_ends):
+        _close_quietly(fd)
+    undo = [lambda: _abandon(monitor_pid), lambda: os.close(go_w)]
     try:
-        # Copies, also of the host's files with --network host, as Docker makes: never the host's own.
-        hosts = (etcfiles.write_hosts(c.dir, cfg["Hostname"], c.name, None) if own_netns
-                 else etcfiles.copy_host_hosts(c.dir))
-        etc = {
-            "/etc/hostname": str(etcfiles.write_hostname(c.dir, cfg["Hostname"])),
-            "/etc/resolv.conf": str(etcfiles.write_resolv_conf(c.dir, not own_netns)),
-            "/etc/hosts": str(hosts),
-        }
-        spec = _init_spec(c, etc, own_netns)
-        # Read on the host before the container exists: an image can put anything at its /proc.
-        security.remember_host_cap_last_cap()
-        stdio, parent_ends, monitor_ends = _stdio(c, tty, interactive, detached)
-        if tty:
-            spec.console = stdio[0]
-        else:
-            spec.stdio = stdio
-        ready_r, ready_w = os.pipe()
-        go_r, go_w = os.pipe()
-        error_r, error_w = os.pipe()  # close-on-exec: EOF means exec succeeded
-
-        monitor_pid = os.fork()
-        if monitor_pid == 0:
-            _monitor(c, spec, cgroup, detached, ready_w, go_r, error_w, stdio, monitor_ends,
-                     [ready_r, go_w, error_r, lock_fd, *parent_ends])
-        for fd in (ready_w, go_r, error_w, *stdio, *monitor_ends):
-            _close_quietly(fd)
-        undo.append(lambda: _abandon(monitor_pid))
-
-        messages = _Messages(ready_r)
-        pid = int(messages.wait_for("pid"))
+        pid = _created_pid(ready_r)
         undo.append(lambda: _kill_quietly(pid))
-        messages.wait_for("ready")
         if uses_network_driver(c):
             from pyctr.network import api
 
@@ -211,21 +195,12 @@ def _start_unlocked(c: Container, attach: bool, interactive: bool, lock_fd: int)
             c.config["NetworkSettings"] = api.connect(c.config, pid)
             c.save_config()
             etcfiles.write_hosts(c.dir, cfg["Hostname"], c.name, c.config["NetworkSettings"].get("IPAddress"))
-        joined = messages.wait_for("cgroup")
-        if joined != "ok":
-            raise PyctrError(f"cannot put the container in its cgroup: {joined}")
-        messages.close()
         c.update_state(persist=True, Status="running", Running=True, Pid=pid,
                        PidStartTime=records.process_start_time(pid), MonitorPid=monitor_pid,
                        MonitorStartTime=records.process_start_time(monitor_pid),
                        BootId=records.boot_id(), StartedAt=records.now_rfc3339(),
                        FinishedAt="0001-01-01T00:00:00Z", ExitCode=0, OOMKilled=False, Error="",
                        RemovalInProgress=False)
-        try:
-            os.write(go_w, b"G")
-        except BrokenPipeError:
-            pass  # PID 1 failed while building its root: its reason is on the error pipe
-        os.close(go_w)
     except BaseException as error:
         for step in reversed(undo):
             try:
@@ -233,21 +208,19 @@ def _start_unlocked(c: Container, attach: bool, interactive: bool, lock_fd: int)
             except Exception:
                 pass
         if _still_exists(c):  # the monitor of a --rm container may have removed it already
+            failed = {"ExitCode": error.exit_code, "Error": str(error)} if isinstance(error, PyctrError) else {}
             c.update_state(persist=True, Status="created" if not c.state.get("StartedAt") else "exited",
-                           Running=False, Pid=0)
-        # PID 1 may have failed first (and our step failed because it was gone): its reason wins.
-        failure = _read_all(error_r) if error_r is not None and isinstance(error, Exception) else b""
-        if failure:
-            raise init.failure_from_report(failure) from error
+                           Running=False, Pid=0, **failed)
         raise
-
-    failure = _read_all(error_r)
-    if failure:
-        error = init.failure_from_report(failure)
-        monitor.wait_for(monitor_pid)
-        if _still_exists(c):
+    try:
+        engine.start(oci_root, c.id)  # the init execs the command, or says why it could not
+    except BaseException as error:
+        _tell_monitor(go_w, oci_root, c.id)
+        monitor.wait_for(monitor_pid)  # it has recorded the exit
+        if _still_exists(c) and isinstance(error, PyctrError):
             c.update_state(persist=True, Error=str(error))
-        raise error
+        raise
+    _tell_monitor(go_w, oci_root, c.id)
     master = None
     if tty and parent_ends:
         from pyctr.runtime import terminal
@@ -259,30 +232,33 @@ def _start_unlocked(c: Container, attach: bool, interactive: bool, lock_fd: int)
     return StartedContainer(c, monitor_pid, pid, master)
 
 
+def _tell_monitor(go_w: int, oci_root: str, container_id: str) -> None:
+    """"G" when the start opened exec.fifo (and removed it): PID 1 went on. Else nothing: the
+    monitor then kills PID 1, which would wait on the fifo forever."""
+    try:
+        if not os.path.exists(os.path.join(oci_root, container_id, "exec.fifo")):
+            os.write(go_w, b"G")
+    finally:
+        os.close(go_w)
+
+
+def _created_pid(ready_r: int) -> int:
+    """The monitor's one line: "pid N" once the container is created, or "error CODE message"."""
+    data = b""
+    while not data.endswith(b"\n") and (chunk := os.read(ready_r, 4096)):
+        data += chunk
+    os.close(ready_r)
+    line = data.decode(errors="replace").strip()
+    if line.startswith("pid "):
+        return int(line[4:])
+    if line.startswith("error "):
+        code, _, message = line[6:].partition(" ")
+        raise PyctrError(message, int(code) if code.isdigit() else 125)
+    raise PyctrError(f"the container failed to start ({line or 'its monitor died'})")
+
+
 def _still_exists(c: Container) -> bool:
     return (c.dir / "config.json").exists()
-
-
-def _init_spec(c: Container, etc: dict[str, str], own_netns: bool) -> init.InitSpec:
-    hc = c.config["HostConfig"]
-    cfg = c.config["Config"]
-    binds = []
-    for bind in hc["Binds"]:
-        source, target, *mode = bind.split(":")
-        binds.append(rootfs.Bind(source, target, readonly=mode == ["ro"]))
-    spec_root = rootfs.RootfsSpec(
-        lower=c.config["Rootfs"], upper=str(c.dir / "upper"), work=str(c.dir / "work"),
-        merged=str(c.dir / "merged"), staging=str(c.staging_dir), binds=binds, etc_files=etc,
-        readonly=hc["ReadonlyRootfs"], privileged=hc["Privileged"])
-    env = dict(pair.partition("=")[::2] for pair in cfg["Env"])
-    caps = security.effective_caps(hc["CapAdd"], hc["CapDrop"], hc["Privileged"])
-    from pyctr.runtime import seccomp
-
-    return init.InitSpec(
-        argv=cfg["Cmd"], env=env, workdir=cfg["WorkingDir"], user=cfg["User"] or None,
-        hostname=cfg["Hostname"], rootfs=spec_root, caps=caps,
-        privileged=hc["Privileged"], own_netns=own_netns, tty=cfg["Tty"], stdio=None,
-        seccomp=seccomp.for_container(hc, caps))
 
 
 def _stdio(c: Container, tty: bool, interactive: bool, detached: bool):
@@ -314,8 +290,10 @@ def _stdio(c: Container, tty: bool, interactive: bool, detached: bool):
     return (os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), out_w, err_w), [], [out_r, err_r]
 
 
-def _monitor(c, spec, cgroup, detached, ready_w, go_r, error_w, stdio, monitor_ends, parent_only) -> None:
-    """The forked monitor: unshare the PID namespace, fork PID 1, then reap it. Never returns."""
+def _monitor(c, spec, oci_root, detached, ready_w, go_r, stdio, monitor_ends, parent_only) -> None:
+    """The forked monitor: create the container with the engine, then reap its PID 1, which the
+    engine's first stage leaves orphaned to us (a child subreaper), as conmon does around runc.
+    Never returns."""
     code = 255
     try:
         # Else PID 1 would never see EOF if the CLI dies (and the start lock would outlive the start).
@@ -324,40 +302,31 @@ def _monitor(c, spec, cgroup, detached, ready_w, go_r, error_w, stdio, monitor_e
         hosttools.leave_callers_directory()  # it may be a bind mount the container writes to
         if detached:
             os.setsid()  # outlive the CLI and its terminal
-        from pyctr.runtime import syscalls
+        import prctl
 
-        flags = ["--pid", "--mount", "--uts", "--ipc"] + (["--net"] if spec.own_netns else [])
-        # The cgroup namespace comes last, in PID 1 once it is in its cgroup (init.run).
-        explain.step("unshare", *flags, "--fork")
-        host_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-        syscalls.unshare(syscalls.CLONE_NEWPID)
-        pid = os.fork()
-        if pid == 0:
-            os.close(host_pidns)
-            for fd in monitor_ends:
-                _close_quietly(fd)
-            init.run(spec, ready_w, go_r, error_w)
-        # Our own later children (nft, ip helpers) belong in the host's PID namespace.
-        syscalls.setns(host_pidns, syscalls.CLONE_NEWPID)
-        os.close(host_pidns)
-        # The cgroup join (slow on cgroup v1: the kernel waits for an RCU grace period before
-        # migrating) runs here while the parent connects the network; under --explain, first,
-        # so the trace reads in order.
-        if not explain.enabled:
-            os.write(ready_w, f"pid {pid}\n".encode())
+        prctl.set_child_subreaper(True)  # kept across the exec of the reaper
+        tty = spec.process.terminal
         try:
-            cgroup.add(pid)
-            joined = "ok"
-        except OSError as e:
-            joined = str(e)
-        if explain.enabled:
-            os.write(ready_w, f"pid {pid}\n".encode())
-        os.write(ready_w, f"cgroup {joined}\n".encode())
-        for fd in (ready_w, go_r, error_w, *stdio):
-            if fd > 2:
-                _close_quietly(fd)
+            pid = engine.create(spec, oci_root, c.id, console_fd=stdio[0] if tty else None,
+                                stdio=None if tty else stdio, limits=bundle.limits(c)).pid
+        except BaseException as e:
+            failure = e if isinstance(e, PyctrError) else PyctrError(f"{type(e).__name__}: {e}")
+            os.write(ready_w, f"error {failure.exit_code} {failure}".replace("\n", " ").encode() + b"\n")
+            code = 0
+            return
+        for fd in stdio:
+            _close_quietly(fd)
         monitor.ignore_terminal_signals()
-        if not detached and not spec.tty:
+        try:
+            os.write(ready_w, f"pid {pid}\n".encode())
+            go = os.read(go_r, 1)
+        except OSError:
+            go = b""
+        for fd in (ready_w, go_r):
+            _close_quietly(fd)
+        if go != b"G":  # the CLI gave up, or died, before the start: PID 1 never runs the command
+            _kill_quietly(pid)
+        if not detached and not tty:
             from pyctr.runtime import reaper
 
             reaper.capture(str(c.log_path), {monitor_ends[0]: "stdout", monitor_ends[1]: "stderr"},
@@ -368,7 +337,7 @@ def _monitor(c, spec, cgroup, detached, ready_w, go_r, error_w, stdio, monitor_e
             for fd in (0, 1, 2):
                 os.dup2(null, fd)
             os.close(null)
-            if spec.tty:
+            if tty:
                 from pyctr.runtime import terminal
 
                 master = terminal.receive_console(monitor_ends[0])
@@ -385,32 +354,6 @@ def _monitor(c, spec, cgroup, detached, ready_w, go_r, error_w, stdio, monitor_e
             pass
     finally:
         os._exit(code)
-
-
-class _Messages:
-    """Lines on the start pipe, in whatever order they come: the monitor's "pid N" and
-    "cgroup ok", and PID 1's "ready"."""
-
-    def __init__(self, fd: int):
-        self.fd = fd
-        self.received: dict[str, str] = {}
-        self.buffer = b""
-
-    def wait_for(self, key: str) -> str:
-        while key not in self.received:
-            chunk = os.read(self.fd, 256)
-            if not chunk:
-                said = self.buffer.decode(errors="replace").strip() or "no reply"
-                raise PyctrError(f"the container failed to start (waiting for {key}: {said})")
-            self.buffer += chunk
-            *lines, self.buffer = self.buffer.split(b"\n")
-            for line in lines:
-                name, _, value = line.decode(errors="replace").partition(" ")
-                self.received[name] = value
-        return self.received[key]
-
-    def close(self) -> None:
-        os.close(self.fd)
 
 
 def _read_all(fd: int) -> bytes:
@@ -464,6 +407,12 @@ def release_runtime_resources(c: Container) -> None:
             from pyctr.runtime import log
 
             log.warning(f"network clean-up of {c.short_id}: {e}")
+    delete_oci_container(c)
+
+
+def delete_oci_container(c: Container) -> None:
+    """The engine's state of the container, and its cgroup (also one an older pyctr made)."""
+    engine.delete(bundle.state_root(), c.id, force=True)
     cgroups.for_container(c.id).remove()
 
 
@@ -474,7 +423,7 @@ def remove_files(c: Container) -> None:
         from pyctr.network import api
 
         api.release(c.config)  # also removes what disconnect() would
-    cgroups.for_container(c.id).remove()
+    delete_oci_container(c)
     import shutil
 
     explain.step("rm", "-rf", c.dir)

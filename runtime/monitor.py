@@ -64,8 +64,12 @@ def finish(c: records.Container, status: int) -> int:
 
     explain.side(explain.HOST, again=True)  # after the container's own lines
     code = exit_code_of(status)
+    oom_killed = lifecycle.oom_killed(c)
+    if not c.state.get("RemovalInProgress"):
+        # Before the exit is recorded: once `wait` returns, nothing of ours changes the state folder.
+        lifecycle.delete_oci_container(c)
     c.update_state(persist=True, Status="exited", Running=False, Pid=0, ExitCode=code,
-                   FinishedAt=records.now_rfc3339(), OOMKilled=lifecycle.oom_killed(c))
+                   FinishedAt=records.now_rfc3339(), OOMKilled=oom_killed)
     if c.state.get("RemovalInProgress"):
         pass  # `rm -f` removes it all, and prints its steps
     elif c.config["HostConfig"].get("AutoRemove"):

@@ -37,53 +37,45 @@ def _join(fds: dict[str, int]) -> None:
 
 
 def exec_in(c: Container, args) -> int:
-    pid = c.pid
+    """`pyctr exec`: a process as the record and the flags say, through the same steps as
+    `pyctr-oci exec`; with the container's seccomp filter even with --privileged, as Docker does."""
+    from pyctr.runtime import bundle, spec as specs
+
     hc = c.config["HostConfig"]
     cfg = c.config["Config"]
-    fds = _open_namespaces(pid, EXEC_NAMESPACES)
-    root_fd = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    procs_files = cgroups.for_container(c.id).procs_file()
-    env = dict(pair.partition("=")[::2] for pair in cfg["Env"])
-    env.update(pair.partition("=")[::2] for pair in options.parse_env(args.env, []))
+    container = bundle.load(c)
     privileged = args.privileged or hc["Privileged"]
-    tty = args.tty
-    spec = init.InitSpec(
-        argv=args.command, env=env, workdir=args.workdir or cfg["WorkingDir"],
-        user=args.user or cfg["User"] or None, hostname=cfg["Hostname"], rootfs=None,
-        caps=security.effective_caps(hc["CapAdd"], hc["CapDrop"], privileged),
-        privileged=privileged, own_netns=False, tty=tty, stdio=None,
-        # The container's own filter, as runc exec applies it (exec --privileged keeps it).
-        seccomp=seccomp.for_container(hc, security.effective_caps(hc["CapAdd"], hc["CapDrop"],
-                                                                  hc["Privileged"])))
-    receiver = None
-    ours: dict[str, int] = {}  # our ends of the process's stdio: we relay them, as Docker does
-    if tty:
+    env = list(cfg["Env"]) + options.parse_env(args.env, [])
+    process = specs.Process({
+        "terminal": args.tty, "user": {"uid": 0, "gid": 0}, "args": list(args.command), "env": env,
+        "cwd": args.workdir or cfg["WorkingDir"] or "/",
+        "capabilities": bundle.process_capabilities(bundle.container_caps(c, privileged)),
+        "noNewPrivileges": not privileged,
+    })
+    program = None
+    if container.linux.seccomp:
+        program = seccomp.to_program(container.linux.seccomp, "linux.seccomp")
+    receiver = console_fd = None
+    stdio, ours = None, {}  # our ends of the process's stdio: we relay them, as Docker does
+    if args.tty:
         from pyctr.runtime import terminal
 
-        receiver, spec.console = terminal.console_pair()
+        receiver, console_fd = terminal.console_pair()
     else:
-        spec.stdio, ours = _exec_stdio(args.detach, args.interactive)
-    error_r, error_w = os.pipe()
-    security.remember_host_cap_last_cap()  # from the host's /proc: the child reads the container's
-
-    explain.step("nsenter", "--target", pid, *[_NSENTER_FLAGS[n] for n in fds], "--root", "--wd",
-                 "--", *args.command)
-    child = os.fork()
-    if child == 0:
-        _joining_child(spec, fds, root_fd, procs_files, error_w)
-    for fd in (*fds.values(), root_fd, error_w, *([spec.console] if tty else [])):
-        os.close(fd)
-    for fd in set(spec.stdio or ()):
-        os.close(fd)
-
-    failure = os.read(error_r, 4096)
-    os.close(error_r)
-    if failure:
+        stdio, ours = _exec_stdio(args.detach, args.interactive)
+    try:
+        child, _ = join_and_spawn(c.pid, process, procs_files=cgroups.for_container(c.id).procs_file(),
+                                  seccomp_program=program, console_fd=console_fd, stdio=stdio,
+                                  docker_user=bundle.docker_user(c, args.user), wait=not args.detach)
+    except BaseException:
         for fd in ours.values():
             os.close(fd)
-        monitor.wait_for(child)
-        raise init.failure_from_report(failure)
+        raise
+    finally:
+        for fd in {*(stdio or ()), *([console_fd] if console_fd is not None else [])}:
+            os.close(fd)
     if args.detach:
+        monitor.wait_for(child)  # it exits at once; the process goes on, orphaned
         return 0
     from pyctr.runtime import terminal
 
@@ -114,46 +106,6 @@ def _exec_stdio(detach: bool, interactive: bool) -> tuple[tuple[int, int, int], 
     in_r, in_w = os.pipe()
     return (in_r, out_w, err_w), {"stdout": out_r, "stderr": err_r, "stdin": in_w}
 
-
-
-def _joining_child(spec, fds, root_fd, procs_files, error_w) -> None:
-    """Join the cgroup and namespaces, fork into the PID namespace, exec. Never returns."""
-    try:
-        import prctl
-
-        # Until it execs, the process that joins is the host's Python, with the caller's memory
-        # and environment: no container process may read /proc/PID/{environ,mem,fd} or open
-        # /proc/PID/exe (the host's interpreter). execve() makes the command dumpable again.
-        prctl.set_dumpable(False)
-        os.environ.clear()  # the command gets the container's env and -e, never the caller's
-        keep = {*fds.values(), root_fd, error_w, spec.console, *(spec.stdio or ())} - {None}
-        syscalls.close_fds_except(keep)  # the caller's other fds, and our parent's ends of the pipes
-        if spec.console is not None:
-            import socket  # noqa: F401  (terminal.open_console, after we chroot away from it)
-        me = os.getpid()
-        for procs in procs_files:
-            explain.write(procs, me)
-            with open(procs, "w") as f:
-                f.write(str(me))
-        _join(fds)
-        os.fchdir(root_fd)
-        os.chroot(".")
-        os.close(root_fd)
-        init.forget_host_import_path()
-        grandchild = os.fork()
-        if grandchild == 0:
-            init.become_process(spec)
-            init.exec_command(spec)
-        # We only wait now: let go of everything else, the caller's stdio included, so that
-        # `$(pyctr exec -d ...)` returns at once and the caller's terminal is not held.
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
-        syscalls.close_fds_except(set())
-        monitor.ignore_terminal_signals()
-        os._exit(monitor.exit_code_of(monitor.wait_for(grandchild)))
-    except BaseException as e:
-        init.report_failure_and_exit(error_w, e)
 
 
 def debug(c: Container, command: list[str], with_pid: bool) -> int:

@@ -22,12 +22,13 @@ class Prepared:
     """A process made ready: what exec() needs once the start is given."""
 
     def __init__(self, path: str, argv: list[str], env: dict[str, str], stdio: tuple[int, int, int] | None,
-                 tty: bool, preserve_fds: int, seccomp_later):
+                 tty: bool, preserve_fds: int, seccomp_later, seccomp=None):
         self.path, self.argv, self.env = path, argv, env
         self.stdio = stdio  # fds for 0, 1, 2; None keeps the inherited ones
         self.tty = tty
         self.preserve_fds = preserve_fds
         self.seccomp_later = seccomp_later  # the filter still to load, as the very last step
+        self.seccomp = seccomp  # the filter, loaded or still to load: for --explain
 
 
 def prepare(process, *, seccomp=None, console_fd: int | None = None, stdio=None, preserve_fds: int = 0,
@@ -89,7 +90,7 @@ def prepare(process, *, seccomp=None, console_fd: int | None = None, stdio=None,
     set_identity_and_capabilities(uid, gid, groups, caps)
     if process.no_new_privileges:
         security.set_no_new_privs()
-    return Prepared(path, process.args, env, stdio, process.terminal, preserve_fds, seccomp_later)
+    return Prepared(path, process.args, env, stdio, process.terminal, preserve_fds, seccomp_later, seccomp)
 
 
 def set_identity_and_capabilities(uid: int, gid: int, groups: list[int], caps: dict[str, list[str]]) -> None:
@@ -118,6 +119,8 @@ def exec_prepared(prepared: Prepared, report_fd: int | None = None) -> None:
     """Stdio in place, every other fd closed at exec, then execve. Never returns: an exec that
     fails is reported as "CODE message" on `report_fd` (if given), then the process exits."""
     try:
+        if prepared.seccomp is not None:
+            prepared.seccomp.explain()
         explain.step("exec", *prepared.argv)
         if prepared.stdio:
             for target, fd in enumerate(prepared.stdio):

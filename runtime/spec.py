@@ -240,12 +240,14 @@ class Linux:
             if ns.type in seen:
                 _fail(f"{field}.namespaces[{i}]", f"namespace {ns.type} is listed twice")
             seen.add(ns.type)
-        from pyctr.runtime import userns
-
         uid_maps = _get(data, "uidMappings", list, f"{field}.uidMappings", [])
         gid_maps = _get(data, "gidMappings", list, f"{field}.gidMappings", [])
-        self.uid_mappings = userns.maps_from_spec(uid_maps, f"{field}.uidMappings") if uid_maps else []
-        self.gid_mappings = userns.maps_from_spec(gid_maps, f"{field}.gidMappings") if gid_maps else []
+        self.uid_mappings = self.gid_mappings = []
+        if uid_maps or gid_maps:  # userns is a large import: only for a spec that maps
+            from pyctr.runtime import userns
+
+            self.uid_mappings = userns.maps_from_spec(uid_maps, f"{field}.uidMappings") if uid_maps else []
+            self.gid_mappings = userns.maps_from_spec(gid_maps, f"{field}.gidMappings") if gid_maps else []
         user = self.namespace("user")
         if (self.uid_mappings or self.gid_mappings) and (user is None or user.path):
             _fail(f"{field}.uidMappings", "mappings need a new user namespace in linux.namespaces")

@@ -1,0 +1,161 @@
+"""The Docker-shaped container record and its image, as an OCI bundle: the config.json that
+pyctr's core (runtime/engine.py) makes the container from, as `pyctr-oci create` does.
+
+    write(c)        at create: c.dir/bundle/config.json (`pyctr create --explain` shows it)
+    load(c)         at start: the spec from that file (written again if it is missing)
+    limits(c)       the flags as cgroups.Limits: the same values as linux.resources, applied so
+                    that an error names the flag (--memory ...) and only needed controllers exist
+    state_root()    where the engine keeps the OCI state of pyctr's own containers
+
+What Docker adds to runc's defaults is here: its capability set (as CAP_ names), its seccomp
+profile resolved for those capabilities, the /etc/hostname, /etc/hosts and /etc/resolv.conf
+binds, the -v volumes, and two annotations of pyctr's (spec.py): the overlay of the image and the
+container's layer, mounted inside the container's mount namespace, and -u USER[:GROUP], resolved
+in the container's own /etc/passwd.
+"""
+
+import os
+from pathlib import Path
+
+from pyctr.runtime import explain, jsonstore, security
+from pyctr.runtime import spec as specs
+from pyctr.runtime.container import Container
+
+PRIVILEGED_ANNOTATION = "run.pyctr.privileged"  # rootfs.mount_root: the overlay without nodev
+
+
+def path(c: Container) -> Path:
+    return c.dir / "bundle" / "config.json"
+
+
+def state_root() -> str:
+    from pyctr.runtime import settings
+
+    return str(settings.current().state / "oci")
+
+
+def write(c: Container) -> dict:
+    config = build(c)
+    target = path(c)
+    if explain.enabled:
+        import json
+
+        explain.comment("the container as an OCI runtime spec, which pyctr's core makes it from (as runc would)")
+        explain.step("mkdir", "-p", target.parent)
+        explain.shell(f"cat > {target} <<'EOF'\n{json.dumps(config, indent=2)}\nEOF")
+    jsonstore.write_json(target, config)
+    return config
+
+
+def load(c: Container) -> specs.Spec:
+    data = jsonstore.read_json(path(c))
+    if data is None:  # a container of an older pyctr
+        data = write(c)
+    return specs.Spec(data, str(path(c).parent))
+
+
+def container_caps(c: Container, privileged: bool | None = None) -> list[str]:
+    """Docker's capability set (names without CAP_), only those pyctr holds itself: a capability
+    this kernel lacks, or that our bounding set lacks (pyctr in a container), cannot be given."""
+    import prctl
+
+    hc = c.config["HostConfig"]
+    held = [name for name in security.kernel_cap_names() if prctl.capbset_read(security.CAP_NUMBERS[name])]
+    if hc["Privileged"] if privileged is None else privileged:
+        return held  # all of them, also those newer than python-prctl's list
+    caps = set(security.effective_caps(hc["CapAdd"], hc["CapDrop"], False))
+    return [cap for cap in held if cap in caps]
+
+
+def process_capabilities(caps: list[str]) -> dict[str, list[str]]:
+    names = ["CAP_" + cap for cap in caps]
+    return {"bounding": names, "effective": list(names), "permitted": list(names), "inheritable": [], "ambient": []}
+
+
+def docker_user(c: Container, user: str | None = None) -> str:
+    """USER[:GROUP] for the user annotation; root by number when none is set, so that root gets
+    its supplementary groups from the image's /etc/group, as with Docker."""
+    return user or c.config["Config"]["User"] or "0"
+
+
+def limits(c: Container):
+    from pyctr.runtime import cgroups
+
+    hc = c.config["HostConfig"]
+    return cgroups.Limits(memory=hc["Memory"] or None, nano_cpus=hc["NanoCpus"] or None,
+                          cpu_shares=hc["CpuShares"] or None,
+                          pids=hc["PidsLimit"] if hc["PidsLimit"] and hc["PidsLimit"] > 0 else None,
+                          restrict_devices=not hc["Privileged"])
+
+
+def build(c: Container) -> dict:
+    hc = c.config["HostConfig"]
+    cfg = c.config["Config"]
+    privileged = hc["Privileged"]
+    readonly = hc["ReadonlyRootfs"]
+    caps = container_caps(c)
+    namespaces = ["pid", "mount", "uts", "ipc"]
+    if hc["NetworkMode"] != "host":
+        namespaces.append("network")
+    if os.path.exists("/proc/self/ns/cgroup"):
+        namespaces.append("cgroup")
+    annotations = {
+        specs.OVERLAY_ANNOTATION: f"lowerdir={c.config['Rootfs']},upperdir={c.dir / 'upper'},workdir={c.dir / 'work'}",
+        specs.USER_ANNOTATION: docker_user(c),
+    }
+    if privileged:
+        annotations[PRIVILEGED_ANNOTATION] = "true"
+    linux = {
+        "namespaces": [{"type": kind} for kind in namespaces],
+        "resources": limits(c).resources(),
+        "maskedPaths": [] if privileged else list(specs.DEFAULT_MASKED_PATHS),
+        "readonlyPaths": [] if privileged else list(specs.DEFAULT_READONLY_PATHS),
+    }
+    seccomp = _seccomp(hc, caps)
+    if seccomp is not None:
+        linux["seccomp"] = seccomp
+    return {
+        "ociVersion": specs.SPEC_VERSION,
+        "process": {
+            "terminal": cfg["Tty"],
+            "user": {"uid": 0, "gid": 0},
+            "args": list(cfg["Cmd"]),
+            "env": list(cfg["Env"]),
+            "cwd": cfg["WorkingDir"] or "/",
+            "capabilities": process_capabilities(caps),
+            "noNewPrivileges": not privileged,
+        },
+        "root": {"path": str(c.dir / "merged"), "readonly": readonly},
+        "hostname": cfg["Hostname"],
+        "mounts": _mounts(c, privileged, readonly),
+        "annotations": annotations,
+        "linux": linux,
+    }
+
+
+def _mounts(c: Container, privileged: bool, readonly: bool) -> list[dict]:
+    mounts = specs.default_mounts()
+    for m in mounts:
+        if m["destination"] == "/dev":
+            m["options"].insert(1, "nodev")  # device nodes made there give no access; ours are binds
+    ro = ["ro"] if readonly else []
+    for name in ("hostname", "resolv.conf", "hosts"):  # written at each start (etcfiles)
+        mounts.append({"destination": f"/etc/{name}", "type": "bind", "source": str(c.dir / name),
+                       "options": ["bind", *ro]})
+    nodev = [] if privileged else ["nodev"]
+    for bind in c.config["HostConfig"]["Binds"]:
+        source, target, *mode = bind.split(":")
+        mounts.append({"destination": target, "type": "bind", "source": source,
+                       "options": ["rbind", *nodev, *(["ro"] if mode == ["ro"] else [])]})
+    return mounts
+
+
+def _seccomp(hc: dict, caps: list[str]) -> dict | None:
+    """linux.seccomp: Docker's profile (or --security-opt's) for these capabilities; none with
+    --privileged or seccomp=unconfined."""
+    if hc["Privileged"]:
+        return None
+    from pyctr.runtime import seccomp
+
+    profile = seccomp.profile_for(hc.get("SecurityOpt"))
+    return None if profile is None else seccomp.to_oci(profile, caps)
