@@ -133,13 +133,25 @@ def stage2(ctx: InitContext) -> None:
         import json
 
         spec = ctx.spec
-        line = ctx.receive()
-        if not line.startswith("go "):
-            os._exit(1)
-        state = json.loads(line[3:])
-        if spec.linux.new_namespace("cgroup"):
-            explain.step("unshare", "--cgroup")
-            syscalls.unshare(syscalls.CLONE_NEWCGROUP)
+        state: dict = {}
+
+        def wait_for_go() -> None:
+            """The parent's "go": we are in our cgroup, and the createRuntime hooks have run."""
+            if state:
+                return
+            line = ctx.receive()
+            if not line.startswith("go "):
+                os._exit(1)
+            state.update(json.loads(line[3:]))
+            if spec.linux.new_namespace("cgroup"):  # now that the cgroup we are in is ours: its "/"
+                explain.step("unshare", "--cgroup")
+                syscalls.unshare(syscalls.CLONE_NEWCGROUP)
+
+        # The root needs neither the cgroup (slow to join on v1) nor the createRuntime hooks until
+        # a cgroup mount or the createContainer hooks: build it while the parent does those. Under
+        # --explain, or with a user namespace (the parent may still mount the root), in order.
+        if explain.enabled or spec.linux.new_namespace("user"):
+            wait_for_go()
         explain.side(explain.CONTAINER)
         # Until exec we hold host paths (the state folder): no process of the container (an exec
         # into a created container) may read our memory or fds through /proc (runc CVE-2016-9962).
@@ -149,6 +161,7 @@ def stage2(ctx: InitContext) -> None:
         state_folder = ctx.state_folder
 
         def create_container_hooks():
+            wait_for_go()
             if spec.hooks.create_container:
                 from pyctr.runtime import hooks
 
@@ -158,7 +171,8 @@ def stage2(ctx: InitContext) -> None:
             from pyctr.runtime import rootfs
 
             rootfs.mount_root(spec, ctx.staging, create_container_hooks, ctx.no_pivot,
-                              in_user_namespace=spec.linux.namespace("user") is not None)
+                              in_user_namespace=spec.linux.namespace("user") is not None,
+                              before_cgroup_mount=wait_for_go)
         else:
             create_container_hooks()
             os.chroot(spec.root.path)

@@ -148,7 +148,8 @@ DEFAULT_DEVICES = {"/dev/null": (1, 3), "/dev/zero": (1, 5), "/dev/full": (1, 7)
 _KERNEL_FILESYSTEMS = ("proc", "sysfs")
 
 
-def mount_root(spec, staging: str, before_pivot=None, no_pivot: bool = False, in_user_namespace: bool = False) -> None:
+def mount_root(spec, staging: str, before_pivot=None, no_pivot: bool = False, in_user_namespace: bool = False,
+               before_cgroup_mount=None) -> None:
     """Everything under spec.root.path, in the spec's order, then pivot_root into it.
     `before_pivot` runs the createContainer hooks, in the container's namespaces but still seeing
     the host's paths, as the spec places them."""
@@ -169,6 +170,8 @@ def mount_root(spec, staging: str, before_pivot=None, no_pivot: bool = False, in
     root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for m in spec.mounts:
+            if m.type == "cgroup" and before_cgroup_mount:
+                before_cgroup_mount()  # it shows the cgroup we are in: wait until we are in ours
             _apply_mount(root_fd, m, spec, staging)
         _make_devices(root_fd, spec, in_user_namespace)
         if before_pivot:
