@@ -340,6 +340,14 @@ def test_systemd_cgroup_without_systemd(oci):
     assert oci("state", container_id).returncode == 1
 
 
+def test_create_pid_file_in_a_missing_folder(oci):
+    oci.config()
+    container_id = oci.new_id()
+    one_line_error(oci("create", "--bundle", oci.bundle, "--pid-file", "/nonexistent/init.pid", container_id),
+                   "/nonexistent/init.pid")
+    assert oci("list", "-q", check=True).stdout == ""  # undone
+
+
 # --- exec --------------------------------------------------------------------------------------
 @pytest.fixture
 def running(oci) -> str:
@@ -384,6 +392,22 @@ def test_exec_detach_pid_file(oci, running):
     init = oci.state(running)["pid"]
     assert os.stat(f"/proc/{pid}/ns/pid").st_ino == os.stat(f"/proc/{init}/ns/pid").st_ino
     assert pid in json.loads(oci("ps", "--format", "json", running, check=True).stdout)
+
+
+def test_exec_bad_arguments_are_one_line_errors(oci, running):
+    not_json = oci.bundle.parent / "not.json"
+    not_json.write_text("{nope")
+    for args, word in ((["--process", "/nonexistent.json"], "/nonexistent.json"),
+                       (["--process", not_json], "JSON"),
+                       (["-u", "nobody"], "nobody"),
+                       (["--additional-gids", "wheel"], "wheel"),
+                       (["--cwd", "relative"], "cwd")):
+        one_line_error(oci("exec", *args, running, "true"), word)
+    pids = json.loads(oci("ps", "--format", "json", running, check=True).stdout)
+    one_line_error(oci("exec", "--detach", "--pid-file", "/nonexistent/exec.pid", running, "sleep", "600"),
+                   "/nonexistent/exec.pid")
+    time.sleep(0.1)
+    assert json.loads(oci("ps", "--format", "json", running, check=True).stdout) == pids  # not left running
 
 
 # --- list, ps, pause/resume, update, events ----------------------------------------------------
@@ -442,6 +466,15 @@ def test_update(oci, running):
     assert (pids / "pids.max").read_text().strip() == "20"
     saved = json.loads((oci.root / running / "config.json").read_text())["linux"]["resources"]
     assert saved["memory"]["limit"] == 96 << 20 and saved["pids"]["limit"] == 20
+
+
+def test_update_bad_arguments_are_one_line_errors(oci, running):
+    not_json = oci.bundle.parent / "not.json"
+    not_json.write_text("{nope")
+    one_line_error(oci("update", "-r", "/nonexistent.json", running), "/nonexistent.json")
+    one_line_error(oci("update", "-r", not_json, running), "JSON")
+    one_line_error(oci("update", "--memory", "lots", running), "lots")
+    one_line_error(oci("update", "--pids-limit", "many", running), "many")
 
 
 def test_events_stats(oci, running):
