@@ -198,6 +198,8 @@ def write_pid_file(path: str, pid: int) -> None:
             f.write(str(pid))
         os.replace(tmp, path)
     except OSError as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         raise PyctrError(f"--pid-file {path}: {e.strerror}", 1) from None
 
 
