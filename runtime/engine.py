@@ -195,9 +195,14 @@ class _Messages:
 def write_pid_file(path: str, pid: int) -> None:
     """Written whole or not at all (conmon reads it as soon as create returns), with no newline."""
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(str(pid))
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(str(pid))
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise PyctrError(f"--pid-file {path}: {e.strerror}", 1) from None
 
 
 # --- start ---------------------------------------------------------------------------------

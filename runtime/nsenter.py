@@ -259,8 +259,13 @@ def oci_exec(root: str, container_id: str, args) -> int:
         raise PyctrError(f"cannot exec in a container that is {sd.status()}", 1)
     container = engine.saved_spec(sd)
     if args.process:
-        with open(args.process) as f:
-            process = specs.Process(json.load(f))
+        try:
+            with open(args.process) as f:
+                process = specs.Process(json.load(f))
+        except OSError as e:
+            raise PyctrError(f"--process {args.process}: {e.strerror}", 1) from None
+        except json.JSONDecodeError as e:
+            raise PyctrError(f"--process {args.process}: not valid JSON: {e}", 1) from None
     else:
         process = _process_from_flags(container.process, args)
     program = None
@@ -283,7 +288,12 @@ def oci_exec(root: str, container_id: str, args) -> int:
     if console_fd is not None:
         os.close(console_fd)
     if args.pid_file:
-        engine.write_pid_file(args.pid_file, pid)
+        try:
+            engine.write_pid_file(args.pid_file, pid)
+        except PyctrError:
+            os.kill(pid, signal.SIGKILL)  # a process its caller cannot find must not stay
+            monitor.wait_for(child)
+            raise
     if detach:
         monitor.wait_for(child)
         return 0
@@ -316,8 +326,12 @@ def _process_from_flags(base, args):
         raw["cwd"] = args.cwd
     if args.user:
         uid, _, gid = args.user.partition(":")
+        if not uid.isdigit() or not (gid or "0").isdigit():
+            raise PyctrError(f"--user {args.user!r}: use UID[:GID], as numbers", 1)
         raw["user"] = {"uid": int(uid), "gid": int(gid or 0)}
     if args.additional_gids:
+        if not all(g.isdigit() for g in args.additional_gids):
+            raise PyctrError(f"--additional-gids {','.join(args.additional_gids)}: group ids are numbers", 1)
         raw.setdefault("user", {})["additionalGids"] = [int(g) for g in args.additional_gids]
     if args.cap:
         caps = {k: list(v) for k, v in (raw.get("capabilities") or {}).items()}

@@ -178,7 +178,10 @@ def _resources_from_args(args) -> dict:
     """--resources JSON (or -, stdin) and runc's flags for memory, cpu, pids and blkio."""
     resources: dict = {}
     if args.resources:
-        text = sys.stdin.read() if args.resources == "-" else open(args.resources).read()
+        try:
+            text = sys.stdin.read() if args.resources == "-" else open(args.resources).read()
+        except OSError as e:
+            raise PyctrError(f"--resources {args.resources}: {e.strerror}") from None
         try:
             resources = json.loads(text)
         except json.JSONDecodeError as e:
