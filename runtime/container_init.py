@@ -12,7 +12,9 @@ Two forked stages, as runc has:
            only once the program runs, or reads why it did not.
 
 Messages to the parent are lines on a pipe: "userns", "pid N", "created", "error CODE message".
-From the parent: "mapped", "go STATE-JSON".
+From the parent, on a socket: "mapped", "go STATE-JSON"; with a new user namespace, before "go",
+"userns-root JSON" with descriptors of the root, the staging folder and the bind sources, which
+the container's root could not reach by path (runtime/userns_root.py).
 """
 
 import os
@@ -43,18 +45,32 @@ class InitContext:
         self.new_keyring = new_keyring
         self.seccomp = seccomp  # a compiled seccomp.Program, or None
         self.buffer = b""
+        self.fds: list[int] = []  # what came with the parent's messages
+        # With a new user namespace, held before it (see _before_user_namespace).
+        self.fifo_fd: int | None = None
+        self.proc_fd: int | None = None
 
     def send(self, line: str) -> None:
         os.write(self.to_parent, (line + "\n").encode())
 
     def receive(self) -> str:
         while b"\n" not in self.buffer:
-            chunk = os.read(self.from_parent, 65536)
+            chunk = self._read()
             if not chunk:
                 os._exit(1)  # the parent gave up (or died) before the container was made
             self.buffer += chunk
         line, _, self.buffer = self.buffer.partition(b"\n")
         return line.decode()
+
+    def _read(self) -> bytes:
+        import socket
+
+        from pyctr.runtime import userns
+
+        with socket.socket(fileno=os.dup(self.from_parent)) as channel:
+            chunk, fds = userns.recv_with_fds(channel)
+        self.fds += fds
+        return chunk
 
     def kept_fds(self) -> set[int]:
         fds = {self.to_parent, self.from_parent, self.console, *(self.stdio or ())}
@@ -70,6 +86,7 @@ def stage1(ctx: InitContext) -> None:
         linux = ctx.spec.linux
         _join_namespaces(linux)
         if linux.new_namespace("user"):
+            _before_user_namespace(ctx)
             explain.step("unshare", "--user")
             syscalls.unshare(syscalls.CLONE_NEWUSER)
             ctx.send("userns")
@@ -92,6 +109,53 @@ def stage1(ctx: InitContext) -> None:
         os._exit(0)
     except BaseException as e:
         _report(ctx, e)
+
+
+def _before_user_namespace(ctx: InitContext) -> None:
+    """What must happen while we are still host root: past unshare(CLONE_NEWUSER) our root is
+    the container's, with no right to enter host root's 0700 folders (the interpreter's own
+    library may be in one: import now what comes later), nor to open exec.fifo in the state
+    folder: hold it now, with the host's /proc to open it through (by then the container's
+    /proc may be missing)."""
+    import json  # noqa: F401
+
+    _import_what_later_steps_need(ctx.spec)
+    from pyctr.runtime import inroot, rootfs, spec, userns  # noqa: F401
+
+    ctx.fifo_fd = os.open(ctx.fifo_path, os.O_PATH | os.O_CLOEXEC)
+    ctx.proc_fd = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def _open_fifo_for_writing(ctx: InitContext, state_folder: int | None) -> int:
+    """Blocks until `start` opens the other end."""
+    if ctx.fifo_fd is not None:
+        return os.open(f"self/fd/{ctx.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC, dir_fd=ctx.proc_fd)
+    return os.open(os.path.basename(ctx.fifo_path), os.O_WRONLY | os.O_CLOEXEC, dir_fd=state_folder)
+
+
+class _UsernsRoot:
+    """The descriptors runtime/userns_root.py's helper sent, as paths the init can use."""
+
+    def __init__(self, message: str, fds: list[int]):
+        import json
+
+        handles = json.loads(message)
+        self.fds = fds
+        self.root = self._path(handles["root"])
+        self.staging = self._path(handles["staging"])
+        self.sources = {int(i): self._path(n) for i, n in handles["sources"].items()}
+
+    def _path(self, n: int) -> str:
+        return f"/proc/self/fd/{self.fds[n]}"
+
+    def use_sources(self, spec) -> None:
+        for i, path in self.sources.items():
+            spec.mounts[i].source = path
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
 
 
 def _join_namespaces(linux) -> None:
@@ -126,6 +190,11 @@ def stage2(ctx: InitContext) -> None:
 
         spec = ctx.spec
         line = ctx.receive()
+        userns_root = None
+        if line.startswith("userns-root "):
+            userns_root = _UsernsRoot(line.partition(" ")[2], ctx.fds)
+            ctx.fds = []
+            line = ctx.receive()
         if not line.startswith("go "):
             os._exit(1)
         state = json.loads(line[3:])
@@ -141,7 +210,9 @@ def stage2(ctx: InitContext) -> None:
 
         prctl.set_dumpable(False)
         # The fifo is on the host: hold its folder now, and open it relative to that past pivot_root.
-        state_folder = os.open(os.path.dirname(ctx.fifo_path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        state_folder = None
+        if ctx.fifo_fd is None:
+            state_folder = os.open(os.path.dirname(ctx.fifo_path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
         def create_container_hooks():
             if spec.hooks.create_container:
@@ -152,8 +223,15 @@ def stage2(ctx: InitContext) -> None:
         if spec.linux.new_namespace("mount"):
             from pyctr.runtime import rootfs
 
-            rootfs.mount_root(spec, ctx.staging, create_container_hooks, ctx.no_pivot,
-                              in_user_namespace=spec.linux.namespace("user") is not None)
+            staging, mounted_root = ctx.staging, None
+            if userns_root is not None:
+                userns_root.use_sources(spec)
+                staging, mounted_root = userns_root.staging, userns_root.root
+            rootfs.mount_root(spec, staging, create_container_hooks, ctx.no_pivot,
+                              in_user_namespace=spec.linux.namespace("user") is not None,
+                              mounted_root=mounted_root)
+            if userns_root is not None:
+                userns_root.close()
         else:
             create_container_hooks()
             os.chroot(spec.root.path)
@@ -186,8 +264,10 @@ def stage2(ctx: InitContext) -> None:
         ctx.send("created")
         os.close(ctx.to_parent)
         # Blocks until `start` opens the other end.
-        fifo_write = os.open(os.path.basename(ctx.fifo_path), os.O_WRONLY | os.O_CLOEXEC, dir_fd=state_folder)
-        os.close(state_folder)
+        fifo_write = _open_fifo_for_writing(ctx, state_folder)
+        for fd in (state_folder, ctx.fifo_fd, ctx.proc_fd):
+            if fd is not None:
+                os.close(fd)
         os.write(fifo_write, b"0")
         if prepared is None:
             raise PyctrError("cannot start a container that has no process: process is not set in config.json", 1)

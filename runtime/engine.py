@@ -57,13 +57,14 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
         sd.save(cgroupsPath=cgroup.path_spec)  # where later commands, from anywhere, find it
         explain.step("mkfifo", "-m", "622", sd.fifo_path)
         os.mkfifo(sd.fifo_path, 0o622)
+        os.chmod(sd.fifo_path, 0o622)  # as `mkfifo -m`, whatever our umask: a remapped root writes as "other"
         # Read on the host before the container exists: an image can put anything at its /proc.
         security.remember_host_cap_last_cap()
         program = _seccomp_program(spec)
         if console_socket is not None and spec.process is not None and spec.process.terminal:
             console_fd = connect_console(console_socket)
         child_r, to_parent = os.pipe()
-        from_parent, parent_w = os.pipe()
+        from_parent, parent_w = _channel_to_init()
         ctx = container_init.InitContext(spec, str(sd.fifo_path), str(sd.dir / "staging"), to_parent, from_parent,
                                          console_fd, stdio, preserve_fds, no_pivot, new_keyring, program)
         stage1 = os.fork()
@@ -90,6 +91,10 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
         undo.append(lambda: _kill_and_wait(pid))
         cgroup.add(pid)
         sd.save(pid=pid, pidStartTime=_start_time(pid))
+        if spec.linux.new_namespace("user") and spec.linux.new_namespace("mount"):
+            from pyctr.runtime import userns_root
+
+            userns_root.build_root(spec, pid, parent_w, str(sd.dir / "staging"))
         if spec.hooks.create_runtime:
             hooks.run("createRuntime", spec.hooks.create_runtime, sd.oci_state())
         import json
@@ -162,6 +167,15 @@ def connect_console(path: str) -> int:
         sock.close()
         raise PyctrError(f"--console-socket {path}: {e.strerror}", 1) from None
     return sock.detach()
+
+
+def _channel_to_init() -> tuple[int, int]:
+    """The parent's messages to the init: a socket rather than a pipe, so that descriptors can
+    go with them (runtime/userns_root.py)."""
+    import socket
+
+    init_end, parent_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    return init_end.detach(), parent_end.detach()
 
 
 def _failure(line: str) -> PyctrError:
