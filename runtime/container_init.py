@@ -92,8 +92,9 @@ def stage1(ctx: InitContext) -> None:
             ctx.send("userns")
             if ctx.receive() != "mapped":
                 os._exit(1)
-            os.setresgid(0, 0, 0)
-            os.setresuid(0, 0, 0)
+            from pyctr.runtime import userns
+
+            userns.become_root()  # says so when container id 0 is not mapped
         # The cgroup namespace comes later, in stage 2, once the parent has put it in its cgroup.
         new = [ns.type for ns in linux.namespaces if ns.path is None and ns.type not in ("user", "cgroup")]
         if new:
