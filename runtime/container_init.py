@@ -65,10 +65,10 @@ class InitContext:
     def _read(self) -> bytes:
         import socket
 
-        from pyctr.runtime import userns
+        from pyctr.runtime import userns, userns_root
 
         with socket.socket(fileno=os.dup(self.from_parent)) as channel:
-            chunk, fds = userns.recv_with_fds(channel)
+            chunk, fds = userns.recv_with_fds(channel, max_fds=userns_root.MAX_FDS)
         self.fds += fds
         return chunk
 
@@ -121,7 +121,7 @@ def _before_user_namespace(ctx: InitContext) -> None:
     import json  # noqa: F401
 
     _import_what_later_steps_need(ctx.spec)
-    from pyctr.runtime import inroot, rootfs, spec, userns  # noqa: F401
+    from pyctr.runtime import inroot, rootfs, spec, userns, userns_root  # noqa: F401
 
     ctx.fifo_fd = os.open(ctx.fifo_path, os.O_PATH | os.O_CLOEXEC)
     ctx.proc_fd = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -147,6 +147,8 @@ class _UsernsRoot:
         self.sources = {int(i): self._path(n) for i, n in handles["sources"].items()}
 
     def _path(self, n: int) -> str:
+        if n >= len(self.fds):
+            raise PyctrError(f"the root in the user namespace: {len(self.fds)} descriptors came, not {n + 1}", 1)
         return f"/proc/self/fd/{self.fds[n]}"
 
     def use_sources(self, spec) -> None:

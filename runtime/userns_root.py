@@ -34,6 +34,7 @@ from pyctr.runtime.syscalls import (CLONE_NEWNS, MNT_DETACH, MS_BIND, MS_NODEV, 
                                     MS_SLAVE, mount, setns, umount2)
 
 MESSAGE = "userns-root"  # the line's first word; the init reads the rest as JSON
+MAX_FDS = 253  # SCM_MAX_FD: the most one message can carry
 
 
 def build_root(spec, pid: int, channel: int, staging: str) -> None:
@@ -111,8 +112,18 @@ def _helper(spec, pid: int, channel: int, staging: str) -> None:
         except OSError:
             continue  # the init says what is wrong with it, by its path
         handles["sources"][str(i)] = len(fds) - 1
+    _send(channel, f"{MESSAGE} {json.dumps(handles)}", fds)
+
+
+def _send(channel: int, line: str, fds: list[int]) -> None:
+    """One line, its fds in pieces of at most MAX_FDS (the kernel's limit for one message):
+    the pieces after the first carry a space each, which JSON ignores, and the last the newline."""
+    pieces = [fds[i:i + MAX_FDS] for i in range(0, len(fds), MAX_FDS)] or [[]]
+    texts = [line] + [" "] * (len(pieces) - 1)
+    texts[-1] += "\n"
     with socket.socket(fileno=os.dup(channel)) as sock:
-        socket.send_fds(sock, [f"{MESSAGE} {json.dumps(handles)}\n".encode()], fds)
+        for text, piece in zip(texts, pieces):
+            socket.send_fds(sock, [text.encode()], piece)
 
 
 def _open(path: str, directory: bool = False) -> int:

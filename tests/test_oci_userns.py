@@ -115,7 +115,16 @@ def test_a_chowned_rootfs_runs_as_root_inside_mapped_outside(chowned_alpine, oci
 
 
 def test_exec_joins_the_user_namespace(chowned_alpine, oci, tmp_path):
-    write_bundle(tmp_path / "bundle", ["sleep", "60"], root={"path": str(chowned_alpine), "readonly": False})
+    config = write_bundle(tmp_path / "bundle", ["sleep", "60"], root={"path": str(chowned_alpine), "readonly": False})
+    # More bind sources than one message's worth of fds, each in a folder only host root may walk.
+    many = 300
+    for i in range(many):
+        source = tmp_path / "sources" / f"s{i}"
+        source.mkdir(parents=True)
+        (source / "name").write_text(f"s{i}")
+        config["mounts"].append({"destination": f"/mnt/m{i}", "type": "bind", "source": str(source),
+                                 "options": ["bind", "ro"]})
+    (tmp_path / "bundle" / "config.json").write_text(json.dumps(config))
     errors = tmp_path / "create.err"
     with open(errors, "w") as stderr:  # the init holds its stdio until exec: no pipe to wait on
         created = oci("create", "-b", tmp_path / "bundle", "userns-exec", stdout=subprocess.DEVNULL, stderr=stderr)
@@ -123,6 +132,8 @@ def test_exec_joins_the_user_namespace(chowned_alpine, oci, tmp_path):
     assert oci("start", "userns-exec").returncode == 0
     done = oci("exec", "userns-exec", "sh", "-c", "id -u; cat /proc/self/uid_map; touch /created-by-exec")
     assert done.returncode == 0, done.stderr
+    names = oci("exec", "userns-exec", "sh", "-c", f"cat /mnt/m0/name /mnt/m{many - 1}/name")
+    assert names.stdout == f"s0s{many - 1}", names.stderr
     assert done.stdout.split("\n")[0] == "0"
     assert done.stdout.split("\n")[1].split() == ["0", str(HOST_ROOT), str(SIZE)]
     assert (chowned_alpine / "created-by-exec").stat().st_uid == HOST_ROOT
