@@ -12,7 +12,9 @@ Two forked stages, as runc has:
            only once the program runs, or reads why it did not.
 
 Messages to the parent are lines on a pipe: "userns", "pid N", "created", "error CODE message".
-From the parent: "mapped", "go STATE-JSON".
+From the parent, on a socket: "mapped", "go STATE-JSON"; with a new user namespace, before "go",
+"userns-root JSON" with descriptors of the root, the staging folder and the bind sources, which
+the container's root could not reach by path (runtime/userns_root.py).
 """
 
 import os
@@ -44,18 +46,29 @@ class InitContext:
         self.seccomp = seccomp  # a compiled seccomp.Program, or None
         self.state_folder: int | None = None  # opened by stage 1
         self.buffer = b""
+        self.fds: list[int] = []  # what came with the parent's messages
 
     def send(self, line: str) -> None:
         os.write(self.to_parent, (line + "\n").encode())
 
     def receive(self) -> str:
         while b"\n" not in self.buffer:
-            chunk = os.read(self.from_parent, 65536)
+            chunk = self._read()
             if not chunk:
                 os._exit(1)  # the parent gave up (or died) before the container was made
             self.buffer += chunk
         line, _, self.buffer = self.buffer.partition(b"\n")
         return line.decode()
+
+    def _read(self) -> bytes:
+        import socket
+
+        from pyctr.runtime import userns, userns_root
+
+        with socket.socket(fileno=os.dup(self.from_parent)) as channel:
+            chunk, fds = userns.recv_with_fds(channel, max_fds=userns_root.MAX_FDS)
+        self.fds += fds
+        return chunk
 
     def kept_fds(self) -> set[int]:
         fds = {self.to_parent, self.from_parent, self.console, *(self.stdio or ())}
@@ -78,13 +91,15 @@ def stage1(ctx: InitContext) -> None:
         linux = ctx.spec.linux
         _join_namespaces(linux)
         if linux.new_namespace("user"):
+            _before_user_namespace(ctx)
             explain.step("unshare", "--user")
             syscalls.unshare(syscalls.CLONE_NEWUSER)
             ctx.send("userns")
             if ctx.receive() != "mapped":
                 os._exit(1)
-            os.setresgid(0, 0, 0)
-            os.setresuid(0, 0, 0)
+            from pyctr.runtime import userns
+
+            userns.become_root()  # says so when container id 0 is not mapped
         # The cgroup namespace comes later, in stage 2, once the parent has put it in its cgroup.
         new = [ns.type for ns in linux.namespaces if ns.path is None and ns.type not in ("user", "cgroup")]
         if new:
@@ -100,6 +115,44 @@ def stage1(ctx: InitContext) -> None:
         os._exit(0)
     except BaseException as e:
         _report(ctx, e)
+
+
+def _before_user_namespace(ctx: InitContext) -> None:
+    """What must happen while we are still host root: past unshare(CLONE_NEWUSER) our root is
+    the container's, with no right to enter host root's 0700 folders (the interpreter's own
+    library may be in one: import now what comes later)."""
+    import json  # noqa: F401
+
+    _import_what_later_steps_need(ctx.spec)
+    from pyctr.runtime import inroot, rootfs, spec, userns, userns_root  # noqa: F401
+
+
+
+class _UsernsRoot:
+    """The descriptors runtime/userns_root.py's helper sent, as paths the init can use."""
+
+    def __init__(self, message: str, fds: list[int]):
+        import json
+
+        handles = json.loads(message)
+        self.fds = fds
+        self.root = self._path(handles["root"])
+        self.staging = self._path(handles["staging"])
+        self.sources = {int(i): self._path(n) for i, n in handles["sources"].items()}
+
+    def _path(self, n: int) -> str:
+        if n >= len(self.fds):
+            raise PyctrError(f"the root in the user namespace: {len(self.fds)} descriptors came, not {n + 1}", 1)
+        return f"/proc/self/fd/{self.fds[n]}"
+
+    def use_sources(self, spec) -> None:
+        for i, path in self.sources.items():
+            spec.mounts[i].source = path
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
 
 
 def _join_namespaces(linux) -> None:
@@ -134,12 +187,19 @@ def stage2(ctx: InitContext) -> None:
 
         spec = ctx.spec
         state: dict = {}
+        userns_root = None
 
         def wait_for_go() -> None:
-            """The parent's "go": we are in our cgroup, and the createRuntime hooks have run."""
+            """The parent's "go": we are in our cgroup, and the createRuntime hooks have run.
+            With a user namespace, the root the parent's helper mounted comes first."""
+            nonlocal userns_root
             if state:
                 return
             line = ctx.receive()
+            if line.startswith("userns-root "):
+                userns_root = _UsernsRoot(line.partition(" ")[2], ctx.fds)
+                ctx.fds = []
+                line = ctx.receive()
             if not line.startswith("go "):
                 os._exit(1)
             state.update(json.loads(line[3:]))
@@ -149,7 +209,7 @@ def stage2(ctx: InitContext) -> None:
 
         # The root needs neither the cgroup (slow to join on v1) nor the createRuntime hooks until
         # a cgroup mount or the createContainer hooks: build it while the parent does those. Under
-        # --explain, or with a user namespace (the parent may still mount the root), in order.
+        # --explain, or with a user namespace (the parent's helper mounts the root), in order.
         if explain.enabled or spec.linux.new_namespace("user"):
             wait_for_go()
         explain.side(explain.CONTAINER)
@@ -170,9 +230,15 @@ def stage2(ctx: InitContext) -> None:
         if spec.linux.new_namespace("mount"):
             from pyctr.runtime import rootfs
 
-            rootfs.mount_root(spec, ctx.staging, create_container_hooks, ctx.no_pivot,
+            staging, mounted_root = ctx.staging, None
+            if userns_root is not None:
+                userns_root.use_sources(spec)
+                staging, mounted_root = userns_root.staging, userns_root.root
+            rootfs.mount_root(spec, staging, create_container_hooks, ctx.no_pivot,
                               in_user_namespace=spec.linux.namespace("user") is not None,
-                              before_cgroup_mount=wait_for_go)
+                              before_cgroup_mount=wait_for_go, mounted_root=mounted_root)
+            if userns_root is not None:
+                userns_root.close()
         else:
             create_container_hooks()
             os.chroot(spec.root.path)
@@ -204,6 +270,7 @@ def stage2(ctx: InitContext) -> None:
                                        docker_user=spec.annotations.get(specs.USER_ANNOTATION))
         ctx.send("created")
         os.close(ctx.to_parent)
+        # Blocks until `start` opens the other end.
         # Blocks until `start` opens the other end.
         fifo_write = os.open(os.path.basename(ctx.fifo_path), os.O_WRONLY | os.O_CLOEXEC, dir_fd=state_folder)
         os.close(state_folder)

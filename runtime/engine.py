@@ -66,7 +66,7 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
         if console_socket is not None and spec.process is not None and spec.process.terminal:
             console_fd = connect_console(console_socket)
         child_r, to_parent = os.pipe()
-        from_parent, parent_w = os.pipe()
+        from_parent, parent_w = _channel_to_init()
         ctx = container_init.InitContext(spec, str(sd.fifo_path), str(sd.dir / "staging"), to_parent, from_parent,
                                          console_fd, stdio, preserve_fds, no_pivot, new_keyring, program)
         stage1 = os.fork()
@@ -93,6 +93,10 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
         undo.append(lambda: _kill_and_wait(pid))
         cgroup.add(pid)
         sd.save(pid=pid, pidStartTime=_start_time(pid))
+        if spec.linux.new_namespace("user") and spec.linux.new_namespace("mount"):
+            from pyctr.runtime import userns_root
+
+            userns_root.build_root(spec, pid, parent_w, str(sd.dir / "staging"))
         if spec.hooks.create_runtime:
             hooks.run("createRuntime", spec.hooks.create_runtime, sd.oci_state())
         import json
@@ -165,6 +169,15 @@ def connect_console(path: str) -> int:
         sock.close()
         raise PyctrError(f"--console-socket {path}: {e.strerror}", 1) from None
     return sock.detach()
+
+
+def _channel_to_init() -> tuple[int, int]:
+    """The parent's messages to the init: a socket rather than a pipe, so that descriptors can
+    go with them (runtime/userns_root.py)."""
+    import socket
+
+    init_end, parent_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    return init_end.detach(), parent_end.detach()
 
 
 def _failure(line: str) -> PyctrError:

@@ -149,10 +149,11 @@ _KERNEL_FILESYSTEMS = ("proc", "sysfs")
 
 
 def mount_root(spec, staging: str, before_pivot=None, no_pivot: bool = False, in_user_namespace: bool = False,
-               before_cgroup_mount=None) -> None:
+               before_cgroup_mount=None, mounted_root: str | None = None) -> None:
     """Everything under spec.root.path, in the spec's order, then pivot_root into it.
     `before_pivot` runs the createContainer hooks, in the container's namespaces but still seeing
-    the host's paths, as the spec places them."""
+    the host's paths, as the spec places them. `mounted_root`: where the root is mounted
+    already (by runtime/userns_root.py), instead of mounting it at spec.root.path."""
     from pyctr.runtime import spec as specs
 
     os.umask(0o022)  # what we create has Docker's and runc's modes, whatever the caller's umask
@@ -160,9 +161,11 @@ def mount_root(spec, staging: str, before_pivot=None, no_pivot: bool = False, in
     propagation = specs.PROPAGATION_FLAGS.get(spec.linux.rootfs_propagation or "rprivate")
     wanted = "rslave" if propagation & (MS_SHARED | MS_SLAVE) else "rprivate"
     _mount(None, "/", None, MS_REC | specs.PROPAGATION_FLAGS[wanted], shown=["mount", f"--make-{wanted}", "/"])
-    root = spec.root.path
+    root = mounted_root or spec.root.path
     overlay = spec.annotations.get(specs.OVERLAY_ANNOTATION)
-    if overlay:
+    if mounted_root:
+        pass
+    elif overlay:
         nodev = MS_NODEV if not spec.raw.get("annotations", {}).get("run.pyctr.privileged") else 0
         _mount_fs("overlay", root, nodev, overlay)
     else:

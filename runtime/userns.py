@@ -186,7 +186,7 @@ class UsernsSync:
             self._child.send(f"Euser namespace: {e}".encode())
             raise
         self._child.send(b"U")
-        message, fds = _recv_with_fds(self._child)
+        message, fds = recv_with_fds(self._child)
         self._child.close()
         if message != b"M":
             for fd in fds:
@@ -219,7 +219,7 @@ class UsernsSync:
         self._parent.close()
 
 
-def _recv_with_fds(sock: socket.socket, max_fds: int = 16) -> tuple[bytes, list[int]]:
+def recv_with_fds(sock: socket.socket, max_fds: int = 16) -> tuple[bytes, list[int]]:
     """A message and the fds that came with it, close-on-exec: an fd the init does not use must
     not reach the container's program. (socket.recv_fds ignores its flags before Python 3.12.)"""
     fds = array.array("i")
