@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench import alpine, report
 from bench.measure import CommandFailed, Series
-from bench.peers import Podman, Runc, missing
+from bench.peers import Podman, PyctrOci, Runc, missing
 from bench.pyctr_cli import Pyctr, default_binary
 from bench.rows import Row
 from bench.sandbox import Sandbox, unmount_all_under
@@ -98,16 +98,20 @@ def _set_up(sb: Sandbox, args: argparse.Namespace, leaks: list[str]) -> Context:
     runc = Runc(sb.dir, rootfs, sb.tag)
     runc_error = missing("runc") or _try(runc.setup)
     sb.on_cleanup("runc containers", runc.cleanup)
+    pyctr_oci = PyctrOci(sb.dir, runc.bundle, sb.tag)
+    pyctr_oci_error = pyctr_oci.missing()
+    sb.on_cleanup("pyctr-oci containers", pyctr_oci.cleanup)
 
     podman = Podman(sb.dir)
     podman_error = missing("podman") or _try(lambda: podman.setup(tarball))
     sb.on_cleanup("podman storage", lambda: unmount_all_under(podman.dir))
     sb.on_cleanup("podman containers and image", podman.cleanup)
-    for who, err in (("pyctr", pyctr.error), ("runc", runc_error), ("podman", podman_error)):
+    for who, err in (("pyctr", pyctr.error), ("runc", runc_error), ("pyctr-oci", pyctr_oci_error),
+                     ("podman", podman_error)):
         if err:
             print(f"bench: {who}: {err}", file=sys.stderr)
-    return Context(sb, pyctr, podman, podman_error, runc, runc_error, rootfs, args.runs,
-                   args.density, args.ps_containers)
+    return Context(sb, pyctr, podman, podman_error, runc, runc_error, pyctr_oci, pyctr_oci_error,
+                   rootfs, args.runs, args.density, args.ps_containers)
 
 
 def _run_scenario(name: str, ctx: Context) -> list:
@@ -139,6 +143,10 @@ def _leftover_containers(ctx: Context) -> list[str]:
                              text=True).stdout.split()
         if out:
             leaks.append(f"{len(out)} podman containers were left after the scenarios")
+    for runtime in (ctx.runc, ctx.pyctr_oci):
+        left = runtime.left()
+        if left:
+            leaks.append(f"{len(left)} {runtime.name} containers were left after the scenarios")
     return leaks
 
 

@@ -1,14 +1,17 @@
-"""The peers: runc on an OCI bundle, podman (with runc) on private storage, and the floor.
+"""The peers: runc on an OCI bundle, podman (with runc) on private storage, and the floor; and
+pyctr-oci, pyctr's runc-compatible runtime, on runc's bundle and under podman.
 
-All three start the same Alpine rootfs with the same namespaces (pid, mount, net, uts, ipc).
-Nothing here reads or writes the machine's own podman or runc state: podman gets a
-containers.conf and a storage.conf of the bench's own, runc a state root in the work directory.
+All start the same Alpine rootfs with the same namespaces (pid, mount, net, uts, ipc).
+Nothing here reads or writes the machine's own podman, runc or pyctr-oci state: podman gets a
+containers.conf and a storage.conf of the bench's own, runc and pyctr-oci a state root each in
+the work directory.
 """
 
 import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from bench.measure import run
@@ -28,12 +31,35 @@ def floor_argv(rootfs: Path, command: list[str]) -> list[str]:
             "chroot", str(rootfs), *command]
 
 
-class Runc:
-    def __init__(self, workdir: Path, rootfs: Path, tag: str):
-        self.bundle = workdir / "runc-bundle"
-        self.state = workdir / "runc-state"
-        self.rootfs = rootfs
+class OciRuntime:
+    """A runtime with runc's command line (runc, pyctr-oci), with a state root of its own."""
+
+    def __init__(self, name: str, binary: str, state: Path, bundle: Path, tag: str):
+        self.name = name
+        self.binary = binary
+        self.state = state
+        self.bundle = bundle
         self.tag = tag
+
+    def run_argv(self, i: int) -> list[str]:
+        # A fresh ID per run: a run that failed half-way cannot block the next.
+        return [self.binary, "--root", str(self.state), "run", "--bundle", str(self.bundle),
+                f"pyctr-bench-{self.name}-{self.tag}-{i}"]
+
+    def cleanup(self) -> None:
+        for cid in self.left():
+            subprocess.run([self.binary, "--root", str(self.state), "delete", "--force", cid],
+                           capture_output=True, timeout=60)
+
+    def left(self) -> list[str]:
+        """Containers still in its state root."""
+        return os.listdir(self.state) if self.state.is_dir() else []
+
+
+class Runc(OciRuntime):
+    def __init__(self, workdir: Path, rootfs: Path, tag: str):
+        super().__init__("runc", "runc", workdir / "runc-state", workdir / "runc-bundle", tag)
+        self.rootfs = rootfs
 
     def setup(self) -> None:
         """`runc spec`, then the differences: no terminal, /bin/true, our rootfs, writable
@@ -46,19 +72,34 @@ class Runc:
         config["process"]["args"] = ["/bin/true"]
         config["root"] = {"path": str(self.rootfs), "readonly": False}
         config["linux"]["namespaces"] = [{"type": t} for t in NAMESPACES]
+        # runc's spec asks for ambient capabilities without inheritable ones, which the kernel
+        # refuses: runc skips them with a warning, pyctr-oci fails. The container ends with no
+        # ambient capabilities either way; asking for none makes the bundle run on both.
+        config["process"]["capabilities"].pop("ambient", None)
         config_path.write_text(json.dumps(config, indent=2))
 
-    def run_argv(self, i: int) -> list[str]:
-        # A fresh ID per run: a run that failed half-way cannot block the next.
-        return ["runc", "--root", str(self.state), "run", "--bundle", str(self.bundle),
-                f"pyctr-bench-{self.tag}-{i}"]
 
-    def cleanup(self) -> None:
-        if not self.state.is_dir():
-            return
-        for cid in os.listdir(self.state):
-            subprocess.run(["runc", "--root", str(self.state), "delete", "--force", cid],
-                           capture_output=True)
+def pyctr_oci_binary() -> str:
+    """pyctr-oci beside this Python, as an absolute path (podman's --runtime needs one)."""
+    return str(Path(sys.executable).parent / "pyctr-oci")
+
+
+class PyctrOci(OciRuntime):
+    """pyctr-oci on runc's bundle, with a state root of its own in the work directory."""
+
+    def __init__(self, workdir: Path, bundle: Path, tag: str, binary: str | None = None):
+        binary = binary or pyctr_oci_binary()
+        super().__init__("pyctr-oci", binary, workdir / "pyctr-oci-state", bundle, tag)
+
+    def podman_argv(self, *args: str) -> list[str]:
+        """A podman command with pyctr-oci as its runtime: an absolute path (podman looks a bare
+        name up in containers.conf only). Its state goes to pyctr-oci's default root, as runc's
+        goes to /run/runc: podman's exit command (`podman container cleanup`, which deletes the
+        container) is not given --runtime-flag, so a root of our own would keep every container."""
+        return ["podman", "--runtime", self.binary, *args]
+
+    def missing(self) -> str | None:
+        return None if os.access(self.binary, os.X_OK) else f"failed: {self.binary} not installed"
 
 
 class Podman:

@@ -19,10 +19,10 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-# Paths that podman, runc or `ip netns` create when absent. Podman's rootful network state
-# directory (/run/containers/networks) is hard-coded in podman, so it cannot be moved into our
-# work directory; we can only take it away again when we were the ones who made it.
-HOST_PATHS = ("/run/runc", "/run/containers", "/var/lib/containers")
+# Paths that podman, runc, pyctr-oci (under podman) or `ip netns` create when absent. Podman's
+# rootful network state directory (/run/containers/networks) is hard-coded in podman, so it
+# cannot be moved into our work directory; we can only take it away again when we made it.
+HOST_PATHS = ("/run/runc", "/run/pyctr-oci", "/run/containers", "/var/lib/containers")
 # `ip netns add` makes this folder when absent and, where /run is not a shared mount (not a
 # tmpfs under systemd), bind-mounts it on itself: undone at the end if the bench made them.
 NETNS_DIR = "/run/netns"

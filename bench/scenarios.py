@@ -1,4 +1,4 @@
-"""The five scenarios. Each returns rows of the results table; none raises for a contender that
+"""The six scenarios. Each returns rows of the results table; none raises for a contender that
 cannot run (its cells say "failed: …" instead), so one broken piece never hides the others."""
 
 from dataclasses import dataclass
@@ -7,7 +7,7 @@ from pathlib import Path
 from bench import procs
 from bench.measure import (CommandFailed, Contender, Series, interleave, pair_ratio, run,
                            single_ratio, timed)
-from bench.peers import PODMAN_IMAGE, Podman, Runc, floor_argv
+from bench.peers import PODMAN_IMAGE, Podman, PyctrOci, Runc, floor_argv
 from bench.pyctr_cli import Pyctr
 from bench.rows import Row
 from bench.sandbox import Sandbox
@@ -26,6 +26,8 @@ class Context:
     podman_error: str | None
     runc: Runc
     runc_error: str | None
+    pyctr_oci: PyctrOci
+    pyctr_oci_error: str | None
     rootfs: Path
     runs: int
     density: list[int]
@@ -53,7 +55,30 @@ def start_no_network(ctx: Context) -> list[Row]:
     ]
 
 
-# -- 2. start with a network, inside the sandbox node namespace ------------------------------
+# -- 2. pyctr-oci (runc's command line): on runc's bundle, and as podman's runtime ---------
+
+def oci(ctx: Context) -> list[Row]:
+    scenario = "OCI runtime"
+    oci_error = ctx.pyctr_oci_error or ctx.runc_error  # it runs runc's bundle
+    run_rm = ("run", "--rm", "--network", "none", PODMAN_IMAGE, *TRUE)
+
+    s = interleave([
+        Contender("pyctr-oci run", ctx.pyctr_oci.run_argv, None, oci_error),
+        Contender("runc run", ctx.runc.run_argv, None, ctx.runc_error),
+        Contender("pyctr-oci in podman", lambda i: ctx.pyctr_oci.podman_argv(*run_rm),
+                  ctx.podman.env, ctx.podman_error or ctx.pyctr_oci_error),
+        Contender("runc in podman", lambda i: ctx.podman.cmd(*run_rm), ctx.podman.env, ctx.podman_error),
+    ], ctx.runs)
+    return [
+        Row("oci-run-runc", scenario, "pyctr-oci run vs runc run (one bundle)", s["pyctr-oci run"],
+            s["runc run"], pair_ratio(s["pyctr-oci run"], s["runc run"]), budget=1.0),
+        Row("oci-podman-runc", scenario, "podman run --rm: --runtime pyctr-oci vs runc",
+            s["pyctr-oci in podman"], s["runc in podman"],
+            pair_ratio(s["pyctr-oci in podman"], s["runc in podman"]), budget=1.1),
+    ]
+
+
+# -- 3. start with a network, inside the sandbox node namespace ------------------------------
 
 def start_bridge(ctx: Context) -> list[Row]:
     scenario = "start, network (in netns)"
@@ -89,7 +114,7 @@ def _create_routed_network(ctx: Context) -> str | None:
     return None
 
 
-# -- 3. exec into a running container ---------------------------------------------------------
+# -- 4. exec into a running container ---------------------------------------------------------
 
 def exec_(ctx: Context) -> list[Row]:
     scenario = "exec"
@@ -127,7 +152,7 @@ def exec_(ctx: Context) -> list[Row]:
                 budget=1.0)]
 
 
-# -- 4. density: N detached containers --------------------------------------------------------
+# -- 5. density: N detached containers --------------------------------------------------------
 
 def density(ctx: Context) -> list[Row]:
     rows, starts = [], {}
@@ -232,7 +257,7 @@ def _growth_rows(ctx: Context, starts: dict[int, dict[str, Series]]) -> list[Row
     return rows
 
 
-# -- 5. CLI overhead ----------------------------------------------------------------------------
+# -- 6. CLI overhead ----------------------------------------------------------------------------
 
 def cli(ctx: Context) -> list[Row]:
     scenario = "CLI overhead"
@@ -269,6 +294,7 @@ def _quietly(step) -> None:
 
 SCENARIOS = {
     "start": start_no_network,
+    "oci": oci,
     "bridge": start_bridge,
     "exec": exec_,
     "density": density,

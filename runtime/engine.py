@@ -254,7 +254,6 @@ def _release(sd: ocistate.StateDir) -> bytes:
     explain.step("cat", sd.fifo_path)
     fd = os.open(sd.fifo_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        os.unlink(sd.fifo_path)
         watch = _pidfd(sd.pid)
         data = b""
         while not data:  # the init's "0", or its death before it opened its end
@@ -266,8 +265,12 @@ def _release(sd: ocistate.StateDir) -> bytes:
             if watch in readable or not sd.alive():
                 data = _read_available(fd)
                 if not data:
+                    os.unlink(sd.fifo_path)
                     raise PyctrError("the container's init died before the start", 1)
                 break
+        # Only now that the init has opened its end (it opens it by name) may the name go: from
+        # here on the container counts as running.
+        os.unlink(sd.fifo_path)
         os.set_blocking(fd, True)
         while chunk := os.read(fd, 4096):
             data += chunk

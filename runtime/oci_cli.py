@@ -42,8 +42,15 @@ class Logger:
             self.write("debug", message)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pyctr-oci", description="pyctr as an OCI runtime, with runc's command line.")
+# Global options that take a value: the command is the first word that is not one of them.
+_GLOBAL_VALUES = ("--root", "--log", "--log-format", "--rootless", "--criu")
+
+
+def _parser(only: str | None = None) -> argparse.ArgumentParser:
+    """runc's command line. `only` names the one command to define: the others cost time at every
+    start (podman runs us three times a container) and are needed only for help and errors."""
+    p = argparse.ArgumentParser(prog="pyctr-oci", description="pyctr as an OCI runtime, with runc's command line.",
+                                formatter_class=_Formatter)
     p.add_argument("--root", default=ocistate.DEFAULT_ROOT, help="state folder (default %(default)s)")
     p.add_argument("--log", help="write errors and warnings to this file too")
     p.add_argument("--log-format", choices=("text", "json"), default="text")
@@ -53,32 +60,63 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--criu", help=argparse.SUPPRESS)
     p.add_argument("-v", "--version", action="store_true")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, define) in _COMMANDS.items():
+        if only is None or name == only:
+            define(sub.add_parser(name, help=help_text, formatter_class=_Formatter))
+    return p
 
-    def command(name: str, help_text: str, with_id: bool = True) -> argparse.ArgumentParser:
-        c = sub.add_parser(name, help=help_text)
-        if with_id:
-            c.add_argument("id", nargs="?", default="")
-        return c
 
-    for name in ("create", "run"):
-        c = command(name, "create a container" if name == "create" else "create and start a container, then wait")
-        c.add_argument("-b", "--bundle", default=".")
-        c.add_argument("--pid-file")
-        c.add_argument("--console-socket")
-        c.add_argument("--no-pivot", action="store_true")
-        c.add_argument("--no-new-keyring", action="store_true")
-        c.add_argument("--preserve-fds", type=int, default=0)
-        if name == "run":
-            c.add_argument("-d", "--detach", action="store_true")
-            c.add_argument("--keep", action="store_true")
-    command("start", "start a created container")
-    command("state", "print a container's state")
-    c = command("kill", "send a signal to a container's init")
+class _Formatter(argparse.HelpFormatter):
+    """argparse's own, sized from the terminal without importing shutil: argparse makes one at
+    every add_argument, and shutil brings in the compression modules (milliseconds per start)."""
+
+    def __init__(self, prog: str, **kwargs):
+        if kwargs.get("width") is None:
+            kwargs["width"] = _terminal_columns() - 2  # as argparse does
+        super().__init__(prog, **kwargs)
+
+
+def _terminal_columns() -> int:
+    """shutil.get_terminal_size's answer: $COLUMNS, else stdout's terminal, else 80."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return 80
+
+
+def _with_id(c: argparse.ArgumentParser) -> None:
+    c.add_argument("id", nargs="?", default="")
+
+
+def _create(c: argparse.ArgumentParser, run: bool = False) -> None:
+    _with_id(c)
+    c.add_argument("-b", "--bundle", default=".")
+    c.add_argument("--pid-file")
+    c.add_argument("--console-socket")
+    c.add_argument("--no-pivot", action="store_true")
+    c.add_argument("--no-new-keyring", action="store_true")
+    c.add_argument("--preserve-fds", type=int, default=0)
+    if run:
+        c.add_argument("-d", "--detach", action="store_true")
+        c.add_argument("--keep", action="store_true")
+
+
+def _kill(c: argparse.ArgumentParser) -> None:
+    _with_id(c)
     c.add_argument("signal", nargs="?", default="SIGTERM")
     c.add_argument("-a", "--all", action="store_true")
-    c = command("delete", "delete a container")
+
+
+def _delete(c: argparse.ArgumentParser) -> None:
+    _with_id(c)
     c.add_argument("-f", "--force", action="store_true")
-    c = command("exec", "run a process in a running container")
+
+
+def _exec(c: argparse.ArgumentParser) -> None:
+    _with_id(c)
     c.add_argument("args", nargs=argparse.REMAINDER)
     c.add_argument("-p", "--process")
     c.add_argument("-e", "--env", action="append", default=[])
@@ -92,34 +130,76 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--no-new-privs", action="store_true")
     c.add_argument("--preserve-fds", type=int, default=0)
     c.add_argument("--additional-gids", "-g", action="append", default=[])
-    c = command("list", "list containers", with_id=False)
+
+
+def _list(c: argparse.ArgumentParser) -> None:
     c.add_argument("-f", "--format", choices=("table", "json"), default="table")
     c.add_argument("-q", "--quiet", action="store_true")
-    c = command("ps", "list a container's processes")
+
+
+def _ps(c: argparse.ArgumentParser) -> None:
+    _with_id(c)
     c.add_argument("-f", "--format", choices=("table", "json"), default="table")
     c.add_argument("ps_args", nargs=argparse.REMAINDER)
-    command("pause", "freeze a container")
-    command("resume", "thaw a paused container")
-    c = command("update", "change a container's resources")
+
+
+def _update(c: argparse.ArgumentParser) -> None:
+    _with_id(c)
     c.add_argument("-r", "--resources", help="a JSON file of linux.resources (- for stdin)")
     for flag in ("--memory", "--memory-reservation", "--memory-swap", "--kernel-memory", "--cpu-shares",
                  "--cpu-quota", "--cpu-period", "--cpuset-cpus", "--cpuset-mems", "--pids-limit",
                  "--blkio-weight", "--cpu-rt-period", "--cpu-rt-runtime"):
         c.add_argument(flag)
-    c = command("events", "container events and statistics")
+
+
+def _events(c: argparse.ArgumentParser) -> None:
+    _with_id(c)
     c.add_argument("--stats", action="store_true")
     c.add_argument("--interval", default="5s")
-    command("features", "what this runtime supports, as JSON", with_id=False)
-    c = command("spec", "write a default config.json", with_id=False)
+
+
+def _spec(c: argparse.ArgumentParser) -> None:
     c.add_argument("-b", "--bundle", default=".")
     c.add_argument("--rootless", action="store_true")
-    return p
+
+
+# Each command: its help line, and what defines its arguments.
+_COMMANDS = {
+    "create": ("create a container", _create),
+    "run": ("create and start a container, then wait", lambda c: _create(c, run=True)),
+    "start": ("start a created container", _with_id),
+    "state": ("print a container's state", _with_id),
+    "kill": ("send a signal to a container's init", _kill),
+    "delete": ("delete a container", _delete),
+    "exec": ("run a process in a running container", _exec),
+    "list": ("list containers", _list),
+    "ps": ("list a container's processes", _ps),
+    "pause": ("freeze a container", _with_id),
+    "resume": ("thaw a paused container", _with_id),
+    "update": ("change a container's resources", _update),
+    "events": ("container events and statistics", _events),
+    "features": ("what this runtime supports, as JSON", lambda c: None),
+    "spec": ("write a default config.json", _spec),
+}
+
+
+def _command_word(argv: list[str]) -> str | None:
+    """The command argv names, when it is one of ours; None for help, or for anything argparse
+    should explain with the whole parser."""
+    words = iter(argv)
+    for word in words:
+        if word in _GLOBAL_VALUES:
+            next(words, None)  # its value
+        elif not word.startswith("-"):
+            return word if word in _COMMANDS else None
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
+    as_program = argv is None
     argv = sys.argv[1:] if argv is None else argv
     try:
-        args = _parser().parse_args(argv)
+        args = _parser(_command_word(argv)).parse_args(argv)
     except SystemExit as e:
         sys.exit(0 if e.code == 0 else 1)
     logger = Logger(args.log, args.log_format, args.debug)
@@ -147,4 +227,17 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # `pyctr-oci events | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
+    if as_program:
+        _exit_now(code or 0)
     sys.exit(code or 0)
+
+
+def _exit_now(code: int) -> None:
+    """Exit without the interpreter's tear-down (freeing every module and object: milliseconds
+    at each of the runtime's many short runs). Files are closed by then; flush what is buffered."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            code = code or 1  # stdout gone (a closed pipe): as sys.exit would report it
+    os._exit(code)
