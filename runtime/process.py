@@ -112,7 +112,14 @@ def set_identity_and_capabilities(uid: int, gid: int, groups: list[int], caps: d
     syscalls.capset(security.cap_mask(caps["effective"]), security.cap_mask(caps["permitted"]),
                     security.cap_mask(caps["inheritable"]))
     for name in caps["ambient"]:
-        syscalls.raise_ambient_capability(security.CAP_NUMBERS[security.normalize_cap(name)])
+        try:
+            syscalls.raise_ambient_capability(security.CAP_NUMBERS[security.normalize_cap(name)])
+        except PermissionError:
+            # Only a capability both permitted and inheritable can be ambient; `runc spec` lists
+            # some that are not. runc warns and goes on; so do we, rather than fail the start.
+            from pyctr.runtime import log
+
+            log.warning(f"process.capabilities.ambient: {name} is not also permitted and inheritable: not raised")
 
 
 def exec_prepared(prepared: Prepared, report_fd: int | None = None) -> None:
