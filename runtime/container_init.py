@@ -295,16 +295,14 @@ def stage2(ctx: InitContext) -> None:
 def _report(ctx: InitContext, error: BaseException) -> None:
     from pyctr.runtime import process
 
-    if isinstance(error, PyctrError):
-        code, message = error.exit_code, str(error)
-    elif isinstance(error, OSError):
-        code, message = 1, f"container init: {error}"
-    else:
-        code, message = 1, f"container init: {type(error).__name__}: {error}"
+    code, message = process.describe_failure(error)
     try:
         ctx.send(f"error {code} {message}".replace("\n", " "))
-    except OSError:
-        pass
+    except OSError:  # past "created", no one reads the channel: say it where runc would
+        try:
+            os.write(2, f"pyctr-oci init: {message}\n".encode())
+        except OSError:
+            pass
     process.report_failure_and_exit(None, error)
 
 

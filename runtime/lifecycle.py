@@ -356,14 +356,6 @@ def _monitor(c, spec, oci_root, detached, ready_w, go_r, stdio, monitor_ends, pa
         os._exit(code)
 
 
-def _read_all(fd: int) -> bytes:
-    data = b""
-    while chunk := os.read(fd, 4096):
-        data += chunk
-    os.close(fd)
-    return data
-
-
 def _close_quietly(fd: int) -> None:
     try:
         if fd > 2:

@@ -198,14 +198,18 @@ def verify_cwd_inside_root(workdir: str) -> None:
         raise PyctrError(f"working directory {workdir} is outside the container's root: refused", 125)
 
 
+def describe_failure(error: BaseException) -> tuple[int, str]:
+    """The exit code and one line for an error in a container's process before its exec."""
+    if isinstance(error, PyctrError):
+        return error.exit_code, str(error)
+    if isinstance(error, OSError):
+        return 1, f"container init: {error}"
+    return 1, f"container init: {type(error).__name__}: {error}"
+
+
 def report_failure_and_exit(error_fd: int | None, error: BaseException) -> None:
     """The end of a forked child that could not exec: tell the parent why, then exit."""
-    if isinstance(error, PyctrError):
-        code, message = error.exit_code, str(error)
-    elif isinstance(error, OSError):
-        code, message = 1, f"container init: {error}"
-    else:
-        code, message = 1, f"container init: {type(error).__name__}: {error}"
+    code, message = describe_failure(error)
     try:
         if error_fd is not None:
             os.write(error_fd, f"{code} {message}".encode())
