@@ -3,7 +3,7 @@
     create(spec, root, id, ...)   the container waits on exec.fifo; nothing of pyctr stays running
     start(root, id)               prestart hooks, open the fifo, poststart hooks
     state / kill / delete / pause / resume / update / stats / processes
-    exec_process(root, id, ...)   a new process in a running container (runtime/nsenter.py)
+A new process in a running container is runtime/nsenter.py's (join_and_spawn, oci_exec).
 
 `pyctr-oci` (runtime/oci_cli.py) calls these as runc's commands; `pyctr run` writes a bundle
 (runtime/bundle.py) and calls them from its monitor, as conmon calls runc.
