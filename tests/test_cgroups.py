@@ -14,6 +14,7 @@ import pytest
 
 import cgroupfs
 from pyctr.runtime import cgroups
+from pyctr.runtime.cgroups import devices_bpf
 from pyctr.runtime.errors import PyctrError
 
 NONE = ("--network", "none")
@@ -112,7 +113,9 @@ def test_mount_points_are_unescaped():
 # --- the v2 backend's logic on a plain tree --------------------------------------------------------
 def test_v2_writes_limits_in_its_own_files(v2_root):
     group = cgroups.CgroupV2("abc", v2_root)
-    group.create(cgroups.Limits(memory=32 << 20, nano_cpus=500_000_000, cpu_shares=512, pids=20))
+    # (a plain folder cannot hold an eBPF device program: the device list is tested on real cgroups)
+    group.create(cgroups.Limits(memory=32 << 20, nano_cpus=500_000_000, cpu_shares=512, pids=20,
+                                restrict_devices=False))
     leaf = v2_root / "pyctr" / "abc"
     assert (v2_root / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
     assert (v2_root / "pyctr" / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
@@ -125,7 +128,7 @@ def test_v2_writes_limits_in_its_own_files(v2_root):
 
 
 def test_v2_leaves_unset_limits_alone(v2_root):
-    cgroups.CgroupV2("abc", v2_root).create(cgroups.Limits())
+    cgroups.CgroupV2("abc", v2_root).create(cgroups.Limits(restrict_devices=False))
     leaf = v2_root / "pyctr" / "abc"
     assert leaf.is_dir()
     assert not any((leaf / f).exists() for f in ("memory.max", "cpu.max", "cpu.weight", "pids.max"))
@@ -133,7 +136,7 @@ def test_v2_leaves_unset_limits_alone(v2_root):
 
 def test_v2_reads_usage_and_oom_kills(v2_root):
     group = cgroups.CgroupV2("abc", v2_root)
-    group.create(cgroups.Limits(memory=64 << 20))
+    group.create(cgroups.Limits(memory=64 << 20, restrict_devices=False))
     leaf = v2_root / "pyctr" / "abc"
     (leaf / "memory.current").write_text("1048576\n")
     (leaf / "cpu.stat").write_text("usage_usec 2500\nuser_usec 2000\nsystem_usec 500\n")
@@ -167,7 +170,7 @@ def test_a_limit_without_its_controller_is_refused_and_nothing_is_made(v2_root, 
         with pytest.raises(PyctrError, match=flag):
             group.create(limits)
         assert not (v2_root / "pyctr" / "abc").exists()
-    group.create(cgroups.Limits())  # no limit asked: the container runs
+    group.create(cgroups.Limits(restrict_devices=False))  # no limit asked: the container runs
     assert (v2_root / "pyctr" / "abc").is_dir()
 
     v1_root = tmp_path_factory.mktemp("v1")
@@ -230,6 +233,8 @@ def test_v2_a_container_joins_its_cgroup_and_rm_removes_it(run_pyctr, v2_env, un
     assert cgroupfs.container_dirs(cid) == [str(leaf)], "v2 alone: no v1 cgroup for this container"
     # exec joins it too: inside its cgroup namespace, the container's cgroup is "/".
     assert "0::/" in run_ok(run_pyctr, "exec", cid, "cat", "/proc/self/cgroup", env=v2_env).stdout.splitlines()
+    # Docker's device list, as an eBPF program on the container's cgroup (v2 has no devices controller).
+    assert len(devices_bpf.attached(leaf)) == 1
     run_ok(run_pyctr, "rm", "-f", cid, env=v2_env)
     assert not leaf.exists() and cgroupfs.container_dirs(cid) == []
 

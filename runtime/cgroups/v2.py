@@ -60,10 +60,8 @@ class CgroupV2:
 
     @staticmethod
     def _resources(resources) -> tuple[dict, bool]:
-        res, docker = docker_resources(resources)
-        if docker:
-            res.pop("devices")  # v2: the front end mounts nodev instead (its list is not asked for)
-        return res, docker
+        # Docker's device list too: on v2 it becomes an eBPF program, as runc makes it.
+        return docker_resources(resources)
 
     def _plan(self, res: dict, updating: bool = False) -> list[Write]:
         refuse_unknown(res)
