@@ -12,6 +12,12 @@ profile resolved for those capabilities, the /etc/hostname, /etc/hosts and /etc/
 binds, the -v volumes, and two annotations of pyctr's (spec.py): the overlay of the image and the
 container's layer, mounted inside the container's mount namespace, and -u USER[:GROUP], resolved
 in the container's own /etc/passwd.
+
+With --userns=auto or --userns-remap (HostConfig.IDMappings), a user namespace and its maps. The
+image's files belong to host root: the engine idmaps the overlay's lower layer where the kernel
+and the image's filesystem allow it; elsewhere (or with PYCTR_USERNS_NO_IDMAP=1, see userns.py)
+the lower layer is a copy with every owner shifted, made once per image and mapping beside the
+image's rootfs (so `rmi` removes it with the image).
 """
 
 import os
@@ -99,8 +105,11 @@ def build(c: Container) -> dict:
         namespaces.append("network")
     if os.path.exists("/proc/self/ns/cgroup"):
         namespaces.append("cgroup")
+    maps = id_maps(c)
+    if maps:
+        namespaces.append("user")
     annotations = {
-        specs.OVERLAY_ANNOTATION: f"lowerdir={c.config['Rootfs']},upperdir={c.dir / 'upper'},workdir={c.dir / 'work'}",
+        specs.OVERLAY_ANNOTATION: f"lowerdir={lower_layer(c, maps)},upperdir={c.dir / 'upper'},workdir={c.dir / 'work'}",
         specs.USER_ANNOTATION: docker_user(c),
     }
     if privileged:
@@ -111,6 +120,9 @@ def build(c: Container) -> dict:
         "maskedPaths": [] if privileged else list(specs.DEFAULT_MASKED_PATHS),
         "readonlyPaths": [] if privileged else list(specs.DEFAULT_READONLY_PATHS),
     }
+    if maps:
+        linux["uidMappings"] = [m.to_spec() for m in maps[0]]
+        linux["gidMappings"] = [m.to_spec() for m in maps[1]]
     seccomp = _seccomp(hc, caps)
     if seccomp is not None:
         linux["seccomp"] = seccomp
@@ -131,6 +143,39 @@ def build(c: Container) -> dict:
         "annotations": annotations,
         "linux": linux,
     }
+
+
+def id_maps(c: Container) -> tuple[list, list] | None:
+    """HostConfig.IDMappings ("CONTAINER:HOST:SIZE" lines) as (uid maps, gid maps) of
+    userns.IdMap; None for a container without a user namespace."""
+    mappings = c.config["HostConfig"].get("IDMappings")
+    if not mappings:
+        return None
+    from pyctr.runtime import userns
+
+    def parse(lines: list[str]) -> list:
+        return [userns.IdMap(*map(int, line.split(":"))) for line in lines]
+
+    return parse(mappings["UidMap"]), parse(mappings["GidMap"])
+
+
+def lower_layer(c: Container, maps: tuple[list, list] | None) -> str:
+    """The overlay's lower layer: the image's rootfs, or, in a user namespace on a kernel or
+    filesystem without idmapped mounts, its chowned copy (Docker's way): every owner shifted
+    by the host id of the container's root. The copy is right for ids in the first range of
+    the maps, which holds every id of an Alpine image (0..65535 with the default size)."""
+    rootfs = c.config["Rootfs"]
+    if not maps:
+        return rootfs
+    from pyctr.runtime import userns
+
+    if userns.supports_idmapped_mounts(rootfs):
+        return rootfs
+    uid, gid = userns.host_id(maps[0], 0), userns.host_id(maps[1], 0)
+    copy = userns.chowned_copy_path(rootfs, uid, gid)
+    if not copy.is_dir():
+        explain.comment(f"no idmapped mounts for {rootfs}: a copy with every owner shifted by {uid}:{gid}")
+    return str(userns.chowned_copy(rootfs, str(copy), uid, gid))
 
 
 def _mounts(c: Container, privileged: bool, readonly: bool) -> list[dict]:

@@ -47,6 +47,12 @@ def add_container_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-p", "--publish", action="append", default=[],
                    metavar="[IP:]HOSTPORT:CONTAINERPORT[/PROTO]", help="publish a port")
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    p.add_argument("--userns", metavar="MODE",
+                   help="auto[:size=N]: a user namespace on a free range of the subordinate ids of "
+                        "user 'containers' (as podman); host: none (the default)")
+    p.add_argument("--userns-remap", metavar="default|USER[:GROUP]",
+                   help="a user namespace on USER's ranges in /etc/subuid and GROUP's in /etc/subgid "
+                        "(as dockerd's flag; default: user dockremap, created if missing)")
     p.add_argument("--help", action="help", help="show this help message and exit")
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")

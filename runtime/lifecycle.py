@@ -52,6 +52,7 @@ def create(args) -> Container:
         raise PyctrError("invalid --pids-limit 0: use -1 for unlimited")
     if args.network in OWN_NETWORK_MODES and (ports or args.ip):
         raise PyctrError(f"-p and --ip need a network; not supported with --network {args.network}")
+    userns_config = options.parse_userns(args.userns, args.userns_remap, args.privileged, args.network)
 
     image = store.ensure_image(args.image)
     cid = records.new_id()
@@ -92,6 +93,8 @@ def create(args) -> Container:
             "NanoCpus": nano_cpus,
             "CpuShares": args.cpu_shares or 0,
             "PidsLimit": args.pids_limit,
+            **userns_config,
+            "IDMappings": None,
         },
         "NetworkSettings": records.empty_network_settings(),
         "Mounts": [{"Type": "bind", "Source": b["Source"], "Destination": b["Destination"],
@@ -103,16 +106,57 @@ def create(args) -> Container:
 
             api.validate(c.config)
         c.make_dirs()
+        c.config["HostConfig"]["IDMappings"] = choose_id_mappings(c)
         c.save_config()
         bundle.write(c)
         c.save_state(persist=True)
     except BaseException:
         import shutil
 
+        release_id_mappings(c)
         shutil.rmtree(c.dir, ignore_errors=True)
         records.release_name(name, cid)
         raise
     return c
+
+
+# --- user namespaces ---------------------------------------------------------------------
+ETC_ROOT_ENV = "PYCTR_ETC_ROOT"  # tests: a folder whose etc/ stands for the host's /etc
+
+
+def userns_etc() -> str:
+    """The etc/ where --userns-remap and --userns=auto read subuid and subgid (and where
+    --userns-remap=default adds user dockremap): the host's, or $PYCTR_ETC_ROOT/etc."""
+    return os.path.join(os.environ.get(ETC_ROOT_ENV) or "/", "etc")
+
+
+def choose_id_mappings(c: Container) -> dict | None:
+    """The container's maps as podman's inspect shows them (HostConfig.IDMappings: UidMap and
+    GidMap, "CONTAINER:HOST:SIZE" each), or None without a user namespace. An auto range is
+    allocated here, for the container's id, until remove_files gives it back."""
+    from pyctr.runtime import userns
+
+    hc = c.config["HostConfig"]
+    mode = hc.get("UsernsMode", "")
+    etc = userns_etc()
+    if mode == "private":
+        uids, gids = userns.userns_remap(hc["UsernsRemap"], root=os.path.dirname(etc))
+    elif mode.startswith("auto"):
+        size = options.auto_size(mode)
+        uids, gids = userns.auto_range(c.id, *([size] if size else []), subuid_path=os.path.join(etc, "subuid"),
+                                       subgid_path=os.path.join(etc, "subgid"))
+    else:
+        return None
+    return {"UidMap": [f"{m.container_id}:{m.host_id}:{m.size}" for m in uids],
+            "GidMap": [f"{m.container_id}:{m.host_id}:{m.size}" for m in gids]}
+
+
+def release_id_mappings(c: Container) -> None:
+    """Give back an auto range (nothing for other modes): at rm, or when create fails."""
+    if c.config["HostConfig"].get("UsernsMode", "").startswith("auto"):
+        from pyctr.runtime import userns
+
+        userns.release_auto_range(c.id)
 
 
 def _default_env(user_env: list[str], hostname: str, tty: bool) -> list[str]:
@@ -420,6 +464,7 @@ def remove_files(c: Container) -> None:
 
     explain.step("rm", "-rf", c.dir)
     shutil.rmtree(c.dir, ignore_errors=True)
+    release_id_mappings(c)
     for path in (c.state_path, c.lock_path):
         try:
             path.unlink()

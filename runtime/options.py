@@ -168,3 +168,46 @@ def parse_signal(value: str) -> int:
         if hasattr(signal.Signals, name):
             return int(signal.Signals[name])
     raise PyctrError(f"invalid signal: {value}")
+
+
+AUTO_SIZE_MAX = 1 << 31  # ids a user namespace of --userns=auto may span; podman's pool is this big
+
+
+def parse_userns(userns: str | None, remap: str | None, privileged: bool, network: str) -> dict:
+    """--userns=auto[:size=N]|host (podman's) and --userns-remap=default|USER[:GROUP] (dockerd's
+    daemon flag, here per container) as the record's HostConfig keys: UsernsMode ("" for none,
+    "host", "auto", "auto:size=N", "private" with --userns-remap) and UsernsRemap. The maps are
+    chosen later (lifecycle.create), once the container has an id to own an auto range."""
+    mode = userns or ""
+    if mode not in ("", "host", "auto") and not mode.startswith("auto:"):
+        raise PyctrError(f"invalid --userns {userns!r}: pyctr supports auto[:size=N] and host")
+    if mode.startswith("auto:"):
+        for option in mode[5:].split(","):
+            key, _, value = option.partition("=")
+            if key != "size":
+                raise PyctrError(f"invalid --userns {userns!r}: the only option of auto is size=N")
+            if not value.isdigit() or not 0 < int(value) <= AUTO_SIZE_MAX:
+                raise PyctrError(f"invalid --userns {userns!r}: size must be a number from 1 to {AUTO_SIZE_MAX}")
+    if remap is not None:
+        user, _, group = remap.partition(":")
+        name = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
+        if not re.fullmatch(name, user) or (group and not re.fullmatch(name, group)) or remap.endswith(":"):
+            raise PyctrError(f"invalid --userns-remap {remap!r}: expected default or USER[:GROUP]")
+        if mode:
+            raise PyctrError("--userns-remap and --userns cannot be used together")
+        mode = "private"
+    if mode in ("", "host"):
+        return {"UsernsMode": mode, "UsernsRemap": ""}
+    # Docker's checks, and its words: neither can be given to a root that is not the host's.
+    if privileged:
+        raise PyctrError("privileged mode is incompatible with user namespaces. You must run the "
+                         "container in the host namespace (--userns=host) when running privileged mode")
+    if network == "host":
+        raise PyctrError("cannot share the host's network namespace when user namespaces are enabled")
+    return {"UsernsMode": mode, "UsernsRemap": remap or ""}
+
+
+def auto_size(mode: str) -> int | None:
+    """N of "auto:size=N"; None for plain "auto" (the userns module's default)."""
+    _, _, size = mode.partition(":size=")
+    return int(size) if size else None

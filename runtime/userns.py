@@ -57,6 +57,7 @@ DEFAULT_SIZE = 65536
 FIRST_SUBID = 100000  # where useradd starts subordinate ids (SUB_UID_MIN)
 REMAP_USER = "dockremap"
 AUTO_POOL_USER = "containers"
+NO_IDMAP_ENV = "PYCTR_USERNS_NO_IDMAP"
 
 
 # -- id maps -------------------------------------------------------------------------------------
@@ -312,7 +313,10 @@ def idmapped_bind(source_dir: str, target: str | int, userns_fd: int) -> None:
 
 def supports_idmapped_mounts(path: str) -> bool:
     """Whether `path`'s filesystem can be idmapped and used as an overlay lower layer: Linux >=
-    5.19 and a filesystem that allows it (ext4, xfs, btrfs, tmpfs...). Probed once per filesystem."""
+    5.19 and a filesystem that allows it (ext4, xfs, btrfs, tmpfs...). Probed once per filesystem.
+    PYCTR_USERNS_NO_IDMAP=1 says no, everywhere (a test and debug switch for the chowned copy)."""
+    if os.environ.get(NO_IDMAP_ENV) == "1":
+        return False
     device = os.stat(path).st_dev
     if device not in _idmap_support:
         _idmap_support[device] = _probe_idmap(path)
