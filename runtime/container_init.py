@@ -93,7 +93,11 @@ def stage1(ctx: InitContext) -> None:
         if linux.new_namespace("user"):
             _before_user_namespace(ctx)
             explain.step("unshare", "--user")
-            syscalls.unshare(syscalls.CLONE_NEWUSER)
+            try:
+                syscalls.unshare(syscalls.CLONE_NEWUSER)
+            except PermissionError:
+                raise PyctrError("linux.namespaces: this host does not let pyctr create a user namespace "
+                                 "(inside a chroot, or user.max_user_namespaces is 0)") from None
             ctx.send("userns")
             if ctx.receive() != "mapped":
                 os._exit(1)

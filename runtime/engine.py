@@ -45,6 +45,7 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
     undo = [lambda: _remove_state_dir(sd)]
     pid = 0
     child_r = parent_w = None
+    messages = None
     try:
         ocistate.write_private_json(sd.config_path, spec.raw)
         sd.record = {"ociVersion": spec.oci_version or "1.1.0", "id": container_id, "bundle": spec.bundle,
@@ -112,12 +113,18 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
         if pid_file:
             write_pid_file(pid_file, pid)
         return Created(sd, pid)
-    except BaseException:
+    except BaseException as error:
+        # The init may have failed first (it builds its root meanwhile), and our step then failed
+        # because it was gone: its reason is the one to give.
+        reason = (_reason_left_by_init(messages) if messages is not None and child_r is not None
+                  and isinstance(error, OSError) else None)
         for step in reversed(undo):
             try:
                 step()
             except Exception:
                 pass
+        if reason is not None:
+            raise reason from error
         raise
     finally:
         for fd in (child_r, parent_w):
@@ -126,6 +133,20 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
                     os.close(fd)
                 except OSError:
                     pass
+
+
+def _reason_left_by_init(messages: "_Messages") -> PyctrError | None:
+    """An "error ..." line the init wrote before it exited, if there is one (never waits)."""
+    import select
+
+    data = messages.buffer
+    while select.select([messages.fd], [], [], 0)[0]:
+        chunk = os.read(messages.fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    errors = [line for line in data.decode(errors="replace").splitlines() if line.startswith("error ")]
+    return _failure(errors[-1]) if errors else None
 
 
 # What every container may use, after the spec's own rules, as runc allows them: mknod of any

@@ -34,6 +34,13 @@ SHARED_MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "alpine-
 REAL_MIRROR = "https://dl-cdn.alpinelinux.org/alpine"
 
 # Short waits and few retries keep failure tests fast; the defaults are for real mirrors.
+# The kernel refuses new user namespaces to a chrooted caller (a debootstrap chroot, such as
+# ../shared/tools/fresh-machine.sh's) and where user.max_user_namespaces is 0. Tests that make one
+# need this; where it fails, a test checks instead that pyctr says so in one line.
+USERNS_POSSIBLE = subprocess.run(["unshare", "-U", "true"], capture_output=True).returncode == 0
+needs_userns = pytest.mark.skipif(not USERNS_POSSIBLE, reason="this machine cannot create user namespaces "
+                                  "(a chroot?): `unshare -U true` fails")
+
 QUICK_PULLS = {"PYCTR_PULL_TIMEOUT": "5", "PYCTR_PULL_RETRIES": "2", "PYCTR_PULL_BACKOFF": "0.05"}
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import USERNS_POSSIBLE, needs_userns
+
 from pyctr.runtime import spec as specs, userns
 
 PYCTR_OCI = str(Path(sys.executable).with_name("pyctr-oci"))
@@ -81,6 +83,7 @@ def write_bundle(bundle: Path, args: list[str], rootfs: Path | None = None, **ch
     return config
 
 
+@needs_userns
 def test_a_chowned_rootfs_runs_as_root_inside_mapped_outside(chowned_alpine, oci, tmp_path):
     shared = tmp_path / "private" / "shared"  # under a 0700 folder: only host root may walk to it
     shared.mkdir(parents=True)
@@ -114,6 +117,7 @@ def test_a_chowned_rootfs_runs_as_root_inside_mapped_outside(chowned_alpine, oci
     assert not _host_mounts_under(tmp_path)
 
 
+@needs_userns
 def test_exec_joins_the_user_namespace(chowned_alpine, oci, tmp_path):
     config = write_bundle(tmp_path / "bundle", ["sleep", "60"], root={"path": str(chowned_alpine), "readonly": False})
     # More bind sources than one message's worth of fds, each in a folder only host root may walk.
@@ -142,6 +146,7 @@ def test_exec_joins_the_user_namespace(chowned_alpine, oci, tmp_path):
     assert not _host_mounts_under(tmp_path)
 
 
+@needs_userns
 def test_the_overlay_annotation_under_a_user_namespace(alpine_rootfs, oci, tmp_path, tmp_path_factory):
     lower = alpine_rootfs
     if not userns.supports_idmapped_mounts(str(alpine_rootfs)):
@@ -179,9 +184,10 @@ def test_the_overlay_annotation_under_a_user_namespace(alpine_rootfs, oci, tmp_p
     ({"uidMappings": MAPS["uidMappings"], "gidMappings": MAPS["gidMappings"]},
      "mappings need a new user namespace"),
     ({"namespaces": [{"type": "user"}, {"type": "mount"}]}, "a new user namespace needs linux.uidMappings"),
-    ({"namespaces": [{"type": "user"}, {"type": "mount"}],
-      "uidMappings": [{"containerID": 1, "hostID": HOST_ROOT, "size": 10}], "gidMappings": MAPS["gidMappings"]},
-     "container id 0 is not mapped"),
+    pytest.param({"namespaces": [{"type": "user"}, {"type": "mount"}],
+                  "uidMappings": [{"containerID": 1, "hostID": HOST_ROOT, "size": 10}],
+                  "gidMappings": MAPS["gidMappings"]},
+                 "container id 0 is not mapped", marks=needs_userns),
     ({"namespaces": [{"type": "user"}, {"type": "mount"}], "uidMappings": MAPS["uidMappings"],
       "gidMappings": [{"containerID": 0, "hostID": HOST_ROOT, "size": 10},
                       {"containerID": 5, "hostID": HOST_ROOT + 100, "size": 10}]},
@@ -201,3 +207,11 @@ def test_what_a_user_namespace_needs_is_refused_in_one_line(chowned_alpine, oci,
     assert expected in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "state" / "userns-refused").exists()  # nothing left of it
+
+
+@pytest.mark.skipif(USERNS_POSSIBLE, reason="user namespaces work here: the tests above run instead")
+def test_where_no_user_namespace_can_be_made_create_says_so_in_one_line(chowned_alpine, oci, tmp_path):
+    write_bundle(tmp_path / "bundle", ["true"], root={"path": str(chowned_alpine), "readonly": False})
+    done = oci("create", "-b", tmp_path / "bundle", "userns-impossible")
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "create a user namespace" in done.stderr, done.stderr

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import needs_userns
+
 from pyctr.runtime import userns
 from pyctr.runtime.errors import PyctrError
 from pyctr.runtime.syscalls import (CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, MNT_DETACH, MS_BIND,
@@ -162,6 +164,7 @@ def test_spec_maps_round_trip_and_translate():
 # -- the handshake ---------------------------------------------------------------------------------
 
 
+@needs_userns
 def test_child_in_a_new_user_namespace_is_root_and_its_files_belong_to_the_mapped_host_ids(workspace):
     shared = workspace / "shared"
     shared.mkdir()
@@ -187,6 +190,7 @@ def test_child_in_a_new_user_namespace_is_root_and_its_files_belong_to_the_mappe
     assert (made.st_uid, made.st_gid) == (100000, 200000)
 
 
+@needs_userns
 def test_a_map_written_twice_is_refused_by_the_kernel_naming_the_field():
     sync = userns.UsernsSync()
     errors = []
@@ -205,6 +209,7 @@ def test_a_map_written_twice_is_refused_by_the_kernel_naming_the_field():
     assert "already written" in errors[0]
 
 
+@needs_userns
 def test_a_child_whose_maps_fail_is_told_and_exits():
     sync = userns.UsernsSync()
 
@@ -222,6 +227,7 @@ def test_a_child_whose_maps_fail_is_told_and_exits():
     assert forked(child, parent) == "linux.uidMappings: nope"
 
 
+@needs_userns
 def test_become_root_needs_container_id_0_mapped():
     def body(fds):
         try:
@@ -243,6 +249,7 @@ def test_become_root_needs_container_id_0_mapped():
     assert forked(child, parent) == "linux.uidMappings: container id 0 is not mapped"
 
 
+@needs_userns
 def test_what_the_root_of_a_user_namespace_may_mount(workspace):
     """Facts the container init builds on: with the user namespace made first, the namespaces made
     with or after it are its own, and so are the filesystems that need them."""
@@ -298,6 +305,7 @@ def test_what_the_root_of_a_user_namespace_may_mount(workspace):
 # -- idmapped mounts -------------------------------------------------------------------------------
 
 
+@needs_userns
 def test_support_for_idmapped_mounts_is_probed_per_filesystem(tmp_path, monkeypatch):
     monkeypatch.setattr(userns, "_idmap_support", {})
     assert userns.supports_idmapped_mounts(str(tmp_path))  # ext4 on Linux 6.x
@@ -307,6 +315,7 @@ def test_support_for_idmapped_mounts_is_probed_per_filesystem(tmp_path, monkeypa
     assert userns.supports_idmapped_mounts(str(tmp_path.parent))  # same filesystem: the answer kept
 
 
+@needs_userns
 def test_an_idmapped_bind_shows_host_root_files_as_the_mapped_ids(alpine_rootfs, workspace):
     target = workspace / "target"
     target.mkdir()
@@ -326,6 +335,7 @@ def test_an_idmapped_bind_shows_host_root_files_as_the_mapped_ids(alpine_rootfs,
     assert not os.path.ismount(target)
 
 
+@needs_userns
 def test_overlay_on_an_idmapped_lower_layer_inside_the_user_namespace(alpine_rootfs, workspace):
     """The container init's order: the parent maps the child, makes the idmapped rootfs from the
     child's namespace and hands it over; the child, root inside, attaches it and mounts overlay."""
@@ -361,6 +371,7 @@ def test_overlay_on_an_idmapped_lower_layer_inside_the_user_namespace(alpine_roo
     assert not any(os.path.ismount(p) for p in (lower, merged))
 
 
+@needs_userns
 def test_host_root_can_build_the_rootfs_in_the_container_mount_namespace(alpine_rootfs, tmp_path):
     """With pyctr's store (0700, root's), the container's root cannot walk the host paths
     (tmp_path's parents are 0700 too). A host-root helper enters the container's mount namespace,
@@ -410,6 +421,7 @@ def test_host_root_can_build_the_rootfs_in_the_container_mount_namespace(alpine_
 # -- chowned copies --------------------------------------------------------------------------------
 
 
+@needs_userns
 def test_a_chowned_copy_of_the_rootfs_is_root_owned_inside_and_made_once(alpine_rootfs, workspace):
     dest = userns.chowned_copy_path(str(workspace / "rootfs"), 100000, 200000)
     assert dest.name == "rootfs-100000.200000"
@@ -432,6 +444,7 @@ def test_a_chowned_copy_of_the_rootfs_is_root_owned_inside_and_made_once(alpine_
     assert mapped_child(body) == [0, 0, 42, True]
 
 
+@needs_userns
 def test_a_chowned_copy_keeps_special_bits_links_devices_xattrs_and_capabilities(workspace):
     source = workspace / "source"
     source.mkdir()

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import needs_userns
+
 from pyctr.runtime import userns
 
 POOL_START, POOL_SIZE = 100000, 200000
@@ -65,6 +67,7 @@ def _image_rootfs(env: dict) -> Path:
     return found[0]
 
 
+@needs_userns
 def test_auto_maps_root_to_a_free_host_range_and_exec_joins_it(run_pyctr, env, tmp_path):
     volume = tmp_path / "vol"
     volume.mkdir()
@@ -106,6 +109,7 @@ def test_auto_maps_root_to_a_free_host_range_and_exec_joins_it(run_pyctr, env, t
     assert _allocations(env) == {}  # rm gave both ranges back
 
 
+@needs_userns
 def test_rm_of_an_auto_container_frees_its_range_for_the_next(run_pyctr, env):
     made = run_pyctr("create", "--network", "none", "--userns=auto", "alpine", "true", env=env)
     assert made.returncode == 0, made.stderr
@@ -118,6 +122,7 @@ def test_rm_of_an_auto_container_frees_its_range_for_the_next(run_pyctr, env):
     assert _allocations(env) == {}  # --rm released it too
 
 
+@needs_userns
 def test_userns_remap_uses_the_users_subordinate_ranges(run_pyctr, env, etc_root):
     with open(etc_root / "etc/subuid", "a") as f:
         f.write("alice:300000:65536\n")
@@ -150,6 +155,7 @@ def test_userns_remap_uses_the_users_subordinate_ranges(run_pyctr, env, etc_root
     assert len(missing.stderr.strip().splitlines()) == 1
 
 
+@needs_userns
 def test_a_chowned_copy_stands_in_where_idmapped_mounts_are_off(run_pyctr, fresh_env, etc_root):
     env = dict(fresh_env, PYCTR_ETC_ROOT=str(etc_root), PYCTR_USERNS_NO_IDMAP="1")
     assert run_pyctr("pull", "alpine", env=env).returncode == 0
