@@ -5,11 +5,13 @@ cluster of network namespaces (see netsandbox.py). Nothing runs in this machine'
 import ipaddress
 import json
 import re
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from conftest import needs_userns
 from netsandbox import (CONTAINER_PEER_SERVER, HEAD_UNDERLAY_IP, HEAD_UPSTREAM_IP, PYTHON, UPSTREAM_IP, Sandbox,
                         add_watch_counters, build_cluster, eventually, peers_in_log,
                         pull_alpine, read_output, start_peer_server, tcp_read)
@@ -67,6 +69,26 @@ def test_bridge_containers_reach_each_other_at_layer_2_and_the_gateway(cluster):
     hostname = n1.inspect("b1", "{{.Config.Hostname}}")
     hosts = n1.exec("b1", "cat /etc/hosts").stdout
     assert re.search(rf"^{re.escape(ip1)}\s+.*\b{re.escape(hostname)}\b", hosts, re.M), hosts
+
+
+@needs_userns
+def test_a_remapped_container_on_a_bridge_reaches_its_neighbour_and_the_gateway(cluster, tmp_path, monkeypatch):
+    """--userns=auto: the container's network namespace belongs to its user namespace; the driver,
+    host root, still puts the veth in it, and root in the container may ping (CAP_NET_RAW there)."""
+    etc = tmp_path / "etc-root" / "etc"
+    etc.mkdir(parents=True)
+    for name in ("passwd", "group"):
+        shutil.copy2(f"/etc/{name}", etc / name)
+    for name in ("subuid", "subgid"):
+        (etc / name).write_text("containers:300000:200000\n")
+    monkeypatch.setenv("PYCTR_ETC_ROOT", str(etc.parent))  # the node's pyctr reads our environment
+    n1 = cluster.node1
+    n1.start("--name", "uns-b1", "--userns=auto", *SLEEP)
+    n1.start("--name", "uns-b2", *SLEEP)
+    assert n1.exec("uns-b1", "cat /proc/self/uid_map").stdout.split()[:2] == ["0", "300000"]
+    n1.exec("uns-b1", f"ping -c1 -W2 {n1.ip_of('uns-b2')}")
+    n1.exec("uns-b1", "ping -c1 -W2 172.17.0.1")
+    n1.pyctr("rm", "-f", "uns-b1", "uns-b2")
 
 
 def test_bridge_reaches_upstream_through_node1s_masquerade(cluster):
