@@ -39,8 +39,8 @@ import socket
 import stat
 import struct
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from pyctr.runtime import jsonstore, settings
 from pyctr.runtime.errors import PyctrError
@@ -62,8 +62,7 @@ AUTO_POOL_USER = "containers"
 # -- id maps -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class IdMap:
+class IdMap(NamedTuple):
     """Container ids container_id.. (size of them) are host ids host_id.."""
     container_id: int
     host_id: int
