@@ -13,7 +13,7 @@ import os
 import signal
 import time
 
-from pyctr.runtime import cgroups, explain, hooks, jsonstore, ocistate
+from pyctr.runtime import cgroups, explain, jsonstore, ocistate
 from pyctr.runtime.errors import ConflictError, PyctrError
 
 
@@ -98,7 +98,7 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
 
             userns_root.build_root(spec, pid, parent_w, str(sd.dir / "staging"))
         if spec.hooks.create_runtime:
-            hooks.run("createRuntime", spec.hooks.create_runtime, sd.oci_state())
+            _run_hooks("createRuntime", spec.hooks.create_runtime, sd.oci_state())
         import json
 
         os.write(parent_w, f"go {json.dumps(sd.oci_state())}\n".encode())
@@ -231,7 +231,7 @@ def start(root: str, container_id: str) -> None:
             raise PyctrError("cannot start a container that has no process: process is not set in config.json", 1)
         if spec.hooks.prestart:
             try:
-                hooks.run("prestart", spec.hooks.prestart, sd.oci_state())
+                _run_hooks("prestart", spec.hooks.prestart, sd.oci_state())
             except PyctrError:
                 # The spec: stop the container and go on with the lifecycle's end (delete, poststop).
                 _kill_and_wait(sd.pid)
@@ -243,7 +243,7 @@ def start(root: str, container_id: str) -> None:
 
             raise process.failure_from_report(report)
         if spec.hooks.poststart:
-            hooks.run("poststart", spec.hooks.poststart, sd.oci_state())
+            _run_hooks("poststart", spec.hooks.poststart, sd.oci_state())
 
 
 def _release(sd: ocistate.StateDir) -> bytes:
@@ -350,7 +350,7 @@ def _delete_locked(sd: ocistate.StateDir, spec, status: str) -> None:
     stopped = {**sd.oci_state(), "status": "stopped"}
     _remove_state_dir(sd)
     if spec is not None and spec.hooks.poststop:
-        hooks.run("poststop", spec.hooks.poststop, stopped)
+        _run_hooks("poststop", spec.hooks.poststop, stopped)
 
 
 def _saved_spec_or_none(sd):
@@ -361,10 +361,24 @@ def _saved_spec_or_none(sd):
 
 
 def _remove_state_dir(sd: ocistate.StateDir) -> None:
-    import shutil
-
+    """rm -rf: the files ocistate keeps and the init's staging folder, then the folders; shutil
+    (whose import brings bz2 and lzma) only for anything else found there."""
     explain.step("rm", "-rf", sd.dir)
-    shutil.rmtree(sd.dir, ignore_errors=True)
+    staging = sd.dir / "staging"
+    try:
+        if staging.is_dir():
+            _remove_files_then_folder(staging)
+        _remove_files_then_folder(sd.dir)
+    except OSError:
+        import shutil
+
+        shutil.rmtree(sd.dir, ignore_errors=True)
+
+
+def _remove_files_then_folder(folder) -> None:
+    for name in os.listdir(folder):
+        os.unlink(os.path.join(folder, name))  # fails on a folder: then rmtree does it all
+    os.rmdir(folder)
 
 
 # --- pause, resume, update, stats, ps -----------------------------------------------------
@@ -430,6 +444,12 @@ def list_all(root: str) -> list[ocistate.StateDir]:
 
 
 # --- helpers -------------------------------------------------------------------------------
+def _run_hooks(kind: str, entries, state: dict) -> None:
+    from pyctr.runtime import hooks  # only a spec with hooks needs them
+
+    hooks.run(kind, entries, state)
+
+
 def _now() -> str:
     from pyctr.runtime.reaper import now_rfc3339
 
