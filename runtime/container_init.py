@@ -321,10 +321,14 @@ def _import_what_later_steps_need(spec) -> None:
     import resource  # noqa: F401  (rlimits)
     import struct  # noqa: F401
 
-    from pyctr.runtime import hooks, init, process, rootfs, security, terminal  # noqa: F401
+    from pyctr.runtime import init, process, rootfs, security  # noqa: F401
+    if spec.process is not None and spec.process.terminal:
+        from pyctr.runtime import terminal  # noqa: F401  (termios and tty: a terminal's alone)
     if spec.hooks.start_container or spec.hooks.create_container:
         import json  # noqa: F401
         import subprocess  # noqa: F401
+
+        from pyctr.runtime import hooks  # noqa: F401
     if explain.enabled:
         import shlex  # noqa: F401  (explain.step's quoting, for the lines still to come)
 
