@@ -61,6 +61,10 @@ class InitContext:
         return line.decode()
 
     def _read(self) -> bytes:
+        if not self.spec.linux.new_namespace("user"):
+            # Descriptors come only for a user namespace's root (userns_root.py); a plain read
+            # spares every other init the import of userns (shutil, subprocess, typing).
+            return os.read(self.from_parent, 65536)
         import socket
 
         from pyctr.runtime import userns, userns_root

@@ -13,7 +13,9 @@ import os
 import signal
 import time
 
-from pyctr.runtime import cgroups, explain, jsonstore, ocistate
+# cgroups (ctypes with it) is imported by the commands that touch a cgroup: `state` and `start`,
+# each a process of its own under podman, do not.
+from pyctr.runtime import explain, jsonstore, ocistate
 from pyctr.runtime.errors import ConflictError, PyctrError
 
 
@@ -26,6 +28,8 @@ class Created:
 
 
 def cgroup_of(sd: ocistate.StateDir):
+    from pyctr.runtime import cgroups
+
     return cgroups.for_spec(sd.id, sd.record.get("cgroupsPath"))
 
 
@@ -36,7 +40,7 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
     """Create the container; raises PyctrError with the reason, having undone every step.
     `limits`: pyctr run's cgroups.Limits, the values of linux.resources, applied instead so that
     an error names the flag and only the controllers they need are made."""
-    from pyctr.runtime import container_init, security
+    from pyctr.runtime import cgroups, container_init, security
 
     if spec.process is not None and spec.process.terminal and console_socket is None and console_fd is None:
         raise PyctrError("process.terminal is true: a --console-socket is needed to pass the terminal on", 1)
@@ -140,6 +144,8 @@ DEFAULT_DEVICE_RULES = [
 def with_default_devices(spec) -> dict:
     """linux.resources with the device rules runc adds: its defaults, then one per linux.devices
     entry (a device the spec makes must be usable)."""
+    from pyctr.runtime import cgroups
+
     resources = cgroups.resources.drop_unset(spec.linux.resources)
     rules = list(resources.get("devices") or [])
     if not any(rule.get("allow") is False for rule in rules):
@@ -405,6 +411,8 @@ def update(root: str, container_id: str, resources: dict) -> None:
     with sd.lock:
         if sd.status() == "stopped":
             raise ConflictError(f"container {container_id} is stopped: nothing to update", 1)
+        from pyctr.runtime import cgroups
+
         group = cgroup_of(sd)
         resources = cgroups.resources.drop_unset(resources)
         group.refuse_what_cannot_apply(resources)
