@@ -105,7 +105,10 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
             _run_hooks("createRuntime", spec.hooks.create_runtime, sd.oci_state())
         import json
 
-        os.write(parent_w, f"go {json.dumps(sd.oci_state())}\n".encode())
+        try:
+            os.write(parent_w, f"go {json.dumps(sd.oci_state())}\n".encode())
+        except BrokenPipeError:
+            pass  # the init failed building the root meanwhile: its last message says why
         line = messages.next()
         if line != "created":
             raise _failure(line)
