@@ -315,8 +315,8 @@ def conformance(ctx: Context) -> list[Row]:
     runc_programs = Series("runc (baseline)", "programs", [base.ok_programs])
     extra = {"pyctr-oci": got.to_json() if got else None, "runc": base.to_json()}
     return [
-        Row("conformance-points", scenario, f"passed points, of {base.passed + base.failed + base.skipped} "
-            "(more is better)", points, runc_points, quotient(points, runc_points), extra=extra),
+        Row("conformance-points", scenario, "passed points (more is better)", points, runc_points,
+            quotient(points, runc_points), extra=extra),
         Row("conformance-programs", scenario, f"programs fully ok, of {base.programs} (more is better)",
             programs, runc_programs, quotient(programs, runc_programs)),
         Row("conformance-worse", scenario, "programs worse than runc's baseline",
