@@ -15,7 +15,7 @@ from bench.peers import Podman, PyctrOci, Runc, missing
 from bench.pyctr_cli import Pyctr, default_binary
 from bench.rows import Row
 from bench.sandbox import Sandbox, unmount_all_under
-from bench.scenarios import SCENARIOS, Context
+from bench.scenarios import NOT_IN_QUICK, SCENARIOS, Context
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -23,7 +23,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--quick", action="store_true",
-                   help="smoke mode: 3 runs each, density N=3,6, ps with 5 containers")
+                   help="smoke mode: 3 runs each, density N=3,6, ps with 5 containers, no conformance")
     p.add_argument("--runs", type=int, help="timed runs of each command (default 20; quick 3)")
     p.add_argument("--density", help="comma-separated N for the density batches (default 10,50,200)")
     p.add_argument("--ps-containers", type=int, help="containers running during `pyctr ps` (default 50)")
@@ -39,7 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.runs = args.runs or (3 if args.quick else 20)
     args.density = [int(n) for n in (args.density or ("3,6" if args.quick else "10,50,200")).split(",")]
     args.ps_containers = args.ps_containers if args.ps_containers is not None else (5 if args.quick else 50)
-    args.only = args.only.split(",") if args.only else list(SCENARIOS)
+    args.only = (args.only.split(",") if args.only
+                 else [name for name in SCENARIOS if not (args.quick and name in NOT_IN_QUICK)])
     unknown = set(args.only) - set(SCENARIOS)
     if unknown:
         p.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")

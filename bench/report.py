@@ -69,10 +69,16 @@ def table(rows: list[Row]) -> str:
             r.peer.name if r.peer else "", _figure(r.peer),
             f"{r.ratio:.2f}×" if r.ratio is not None else "–",
             _figure(r.floor, spread=False),
-            f"≤ {r.budget:g}×" if r.budget is not None else "",
+            _budget(r),
             {True: "yes", False: "**no**", None: ""}[r.met],
         ]))
     return "\n".join(lines)
+
+
+def _budget(r: Row) -> str:
+    if r.budget is None:
+        return ""
+    return f"≤ {r.budget:g} {r.pyctr.unit}" if r.budget_on_figure else f"≤ {r.budget:g}×"
 
 
 def _md(cells: list[str]) -> str:
@@ -86,7 +92,7 @@ def _figure(s, spread: bool = True) -> str:
         return s.error if len(s.error) <= FAILED_WIDTH else s.error[:FAILED_WIDTH - 1] + "…"
     if not s.samples:
         return "–"
-    fmt = "{:.2f}" if s.unit == "MiB" else "{:.1f}"
+    fmt = {"MiB": "{:.2f}", "ms": "{:.1f}"}.get(s.unit, "{:.0f}")  # other units count things
     text = f"{fmt.format(s.median)} {s.unit}"
     if spread and len(s.samples) > 1:
         text += f" ({fmt.format(s.min)}–{fmt.format(s.max)})"

@@ -16,12 +16,14 @@ class Row:
     floor: Series | None = None
     budget: float | None = None  # met when ratio <= budget
     extra: dict = field(default_factory=dict)  # detail kept in the JSON only
+    budget_on_figure: bool = False  # the budget bounds pyctr's own figure (a count), not the ratio
 
     @property
     def met(self) -> bool | None:
-        if self.budget is None or self.ratio is None:
+        bounded = self.ratio if not self.budget_on_figure else self.pyctr.median if self.pyctr.ok else None
+        if self.budget is None or bounded is None:
             return None
-        return self.ratio <= self.budget
+        return bounded <= self.budget
 
     def to_json(self) -> dict:
         return {
@@ -29,6 +31,7 @@ class Row:
             "pyctr": self.pyctr.to_json(),
             "peer": self.peer.to_json() if self.peer else None,
             "floor": self.floor.to_json() if self.floor else None,
-            "ratio": self.ratio, "budget": self.budget, "met": self.met,
+            "ratio": self.ratio, "budget": self.budget, "budget_on_figure": self.budget_on_figure,
+            "met": self.met,
             "extra": self.extra,
         }

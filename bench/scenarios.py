@@ -1,9 +1,10 @@
-"""The six scenarios. Each returns rows of the results table; none raises for a contender that
+"""The seven scenarios. Each returns rows of the results table; none raises for a contender that
 cannot run (its cells say "failed: …" instead), so one broken piece never hides the others."""
 
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import conformance as oci_conformance
 from bench import procs
 from bench.measure import (CommandFailed, Contender, Series, interleave, pair_ratio, run,
                            single_ratio, timed)
@@ -285,6 +286,45 @@ def cli(ctx: Context) -> list[Row]:
     ]
 
 
+# -- 7. OCI conformance: the whole runtime-tools suite, against runc's baseline ---------------
+
+def conformance(ctx: Context) -> list[Row]:
+    """One run of the suite (about 2.5 min), compared with runc's results that the harness
+    keeps; the budget: no program worse than runc's. More points and programs are better."""
+    scenario = "OCI conformance"
+    base = oci_conformance.baseline()
+    got = error = None
+    if ctx.pyctr_oci_error:
+        error = ctx.pyctr_oci_error
+    else:
+        try:
+            got = oci_conformance.run(ctx.pyctr_oci.binary, ctx.sandbox.dir / "oci-conformance")
+        except CommandFailed as e:
+            error = f"failed: {e}"
+
+    def figure(unit: str, count) -> Series:
+        """A count of pyctr-oci's summary, or why there is none."""
+        return Series("pyctr-oci", unit, [count(got)] if got else [], error)
+
+    def quotient(a: Series, b: Series) -> float | None:
+        return a.median / b.median if a.ok and b.ok and b.median else None
+
+    points = figure("points", lambda g: g.passed)
+    programs = figure("programs", lambda g: g.ok_programs)
+    runc_points = Series("runc (baseline)", "points", [base.passed])
+    runc_programs = Series("runc (baseline)", "programs", [base.ok_programs])
+    extra = {"pyctr-oci": got.to_json() if got else None, "runc": base.to_json()}
+    return [
+        Row("conformance-points", scenario, "passed points (more is better)", points, runc_points,
+            quotient(points, runc_points), extra=extra),
+        Row("conformance-programs", scenario, f"programs fully ok, of {base.programs} (more is better)",
+            programs, runc_programs, quotient(programs, runc_programs)),
+        Row("conformance-worse", scenario, "programs worse than runc's baseline",
+            figure("programs", lambda g: len(g.worse)), budget=0, budget_on_figure=True,
+            extra={"worse": got.worse if got else None}),
+    ]
+
+
 def _quietly(step) -> None:
     try:
         step()
@@ -299,4 +339,6 @@ SCENARIOS = {
     "exec": exec_,
     "density": density,
     "cli": cli,
+    "conformance": conformance,
 }
+NOT_IN_QUICK = {"conformance"}  # minutes long; `--quick --only conformance` still runs it

@@ -61,6 +61,10 @@ class InitContext:
         return line.decode()
 
     def _read(self) -> bytes:
+        if not self.spec.linux.new_namespace("user"):
+            # Descriptors come only for a user namespace's root (userns_root.py); a plain read
+            # spares every other init the import of userns (shutil, subprocess, typing).
+            return os.read(self.from_parent, 65536)
         import socket
 
         from pyctr.runtime import userns, userns_root
@@ -323,10 +327,14 @@ def _import_what_later_steps_need(spec) -> None:
     import resource  # noqa: F401  (rlimits)
     import struct  # noqa: F401
 
-    from pyctr.runtime import hooks, init, process, rootfs, security, terminal  # noqa: F401
+    from pyctr.runtime import init, process, rootfs, security  # noqa: F401
+    if spec.process is not None and spec.process.terminal:
+        from pyctr.runtime import terminal  # noqa: F401  (termios and tty: a terminal's alone)
     if spec.hooks.start_container or spec.hooks.create_container:
         import json  # noqa: F401
         import subprocess  # noqa: F401
+
+        from pyctr.runtime import hooks  # noqa: F401
     if explain.enabled:
         import shlex  # noqa: F401  (explain.step's quoting, for the lines still to come)
 

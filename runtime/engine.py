@@ -13,7 +13,9 @@ import os
 import signal
 import time
 
-from pyctr.runtime import cgroups, explain, hooks, jsonstore, ocistate
+# cgroups (ctypes with it) is imported by the commands that touch a cgroup: `state` and `start`,
+# each a process of its own under podman, do not.
+from pyctr.runtime import explain, jsonstore, ocistate
 from pyctr.runtime.errors import ConflictError, PyctrError
 
 
@@ -26,6 +28,8 @@ class Created:
 
 
 def cgroup_of(sd: ocistate.StateDir):
+    from pyctr.runtime import cgroups
+
     return cgroups.for_spec(sd.id, sd.record.get("cgroupsPath"))
 
 
@@ -36,7 +40,7 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
     """Create the container; raises PyctrError with the reason, having undone every step.
     `limits`: pyctr run's cgroups.Limits, the values of linux.resources, applied instead so that
     an error names the flag and only the controllers they need are made."""
-    from pyctr.runtime import container_init, security
+    from pyctr.runtime import cgroups, container_init, security
 
     if spec.process is not None and spec.process.terminal and console_socket is None and console_fd is None:
         raise PyctrError("process.terminal is true: a --console-socket is needed to pass the terminal on", 1)
@@ -99,10 +103,13 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
 
             userns_root.build_root(spec, pid, parent_w, str(sd.dir / "staging"))
         if spec.hooks.create_runtime:
-            hooks.run("createRuntime", spec.hooks.create_runtime, sd.oci_state())
+            _run_hooks("createRuntime", spec.hooks.create_runtime, sd.oci_state())
         import json
 
-        os.write(parent_w, f"go {json.dumps(sd.oci_state())}\n".encode())
+        try:
+            os.write(parent_w, f"go {json.dumps(sd.oci_state())}\n".encode())
+        except BrokenPipeError:
+            pass  # the init failed building the root meanwhile: its last message says why
         line = messages.next()
         if line != "created":
             raise _failure(line)
@@ -161,6 +168,8 @@ DEFAULT_DEVICE_RULES = [
 def with_default_devices(spec) -> dict:
     """linux.resources with the device rules runc adds: its defaults, then one per linux.devices
     entry (a device the spec makes must be usable)."""
+    from pyctr.runtime import cgroups
+
     resources = cgroups.resources.drop_unset(spec.linux.resources)
     rules = list(resources.get("devices") or [])
     if not any(rule.get("allow") is False for rule in rules):
@@ -252,7 +261,7 @@ def start(root: str, container_id: str) -> None:
             raise PyctrError("cannot start a container that has no process: process is not set in config.json", 1)
         if spec.hooks.prestart:
             try:
-                hooks.run("prestart", spec.hooks.prestart, sd.oci_state())
+                _run_hooks("prestart", spec.hooks.prestart, sd.oci_state())
             except PyctrError:
                 # The spec: stop the container and go on with the lifecycle's end (delete, poststop).
                 _kill_and_wait(sd.pid)
@@ -264,7 +273,7 @@ def start(root: str, container_id: str) -> None:
 
             raise process.failure_from_report(report)
         if spec.hooks.poststart:
-            hooks.run("poststart", spec.hooks.poststart, sd.oci_state())
+            _run_hooks("poststart", spec.hooks.poststart, sd.oci_state())
 
 
 def _release(sd: ocistate.StateDir) -> bytes:
@@ -371,7 +380,7 @@ def _delete_locked(sd: ocistate.StateDir, spec, status: str) -> None:
     stopped = {**sd.oci_state(), "status": "stopped"}
     _remove_state_dir(sd)
     if spec is not None and spec.hooks.poststop:
-        hooks.run("poststop", spec.hooks.poststop, stopped)
+        _run_hooks("poststop", spec.hooks.poststop, stopped)
 
 
 def _saved_spec_or_none(sd):
@@ -382,10 +391,24 @@ def _saved_spec_or_none(sd):
 
 
 def _remove_state_dir(sd: ocistate.StateDir) -> None:
-    import shutil
-
+    """rm -rf: the files ocistate keeps and the init's staging folder, then the folders; shutil
+    (whose import brings bz2 and lzma) only for anything else found there."""
     explain.step("rm", "-rf", sd.dir)
-    shutil.rmtree(sd.dir, ignore_errors=True)
+    staging = sd.dir / "staging"
+    try:
+        if staging.is_dir():
+            _remove_files_then_folder(staging)
+        _remove_files_then_folder(sd.dir)
+    except OSError:
+        import shutil
+
+        shutil.rmtree(sd.dir, ignore_errors=True)
+
+
+def _remove_files_then_folder(folder) -> None:
+    for name in os.listdir(folder):
+        os.unlink(os.path.join(folder, name))  # fails on a folder: then rmtree does it all
+    os.rmdir(folder)
 
 
 # --- pause, resume, update, stats, ps -----------------------------------------------------
@@ -412,6 +435,8 @@ def update(root: str, container_id: str, resources: dict) -> None:
     with sd.lock:
         if sd.status() == "stopped":
             raise ConflictError(f"container {container_id} is stopped: nothing to update", 1)
+        from pyctr.runtime import cgroups
+
         group = cgroup_of(sd)
         resources = cgroups.resources.drop_unset(resources)
         group.refuse_what_cannot_apply(resources)
@@ -451,6 +476,12 @@ def list_all(root: str) -> list[ocistate.StateDir]:
 
 
 # --- helpers -------------------------------------------------------------------------------
+def _run_hooks(kind: str, entries, state: dict) -> None:
+    from pyctr.runtime import hooks  # only a spec with hooks needs them
+
+    hooks.run(kind, entries, state)
+
+
 def _now() -> str:
     from pyctr.runtime.reaper import now_rfc3339
 

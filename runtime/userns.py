@@ -39,8 +39,8 @@ import socket
 import stat
 import struct
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from pyctr.runtime import jsonstore, settings
 from pyctr.runtime.errors import PyctrError
@@ -63,8 +63,7 @@ NO_IDMAP_ENV = "PYCTR_USERNS_NO_IDMAP"
 # -- id maps -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class IdMap:
+class IdMap(NamedTuple):
     """Container ids container_id.. (size of them) are host ids host_id.."""
     container_id: int
     host_id: int

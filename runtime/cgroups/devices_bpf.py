@@ -38,7 +38,6 @@ import errno
 import os
 import resource
 import struct
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyctr.runtime import syscalls
@@ -58,11 +57,12 @@ ALL_ACCESS = ACC_MKNOD | ACC_READ | ACC_WRITE
 TYPES = {"b": DEV_BLOCK, "c": DEV_CHAR}
 
 
-@dataclass
 class DeviceState:
     """What a v1 devices cgroup holds: a default, and exceptions (type, major, minor) -> access bits."""
-    default_allow: bool = True  # a fresh cgroup
-    exceptions: dict = field(default_factory=dict)
+
+    def __init__(self, default_allow: bool = True):  # True: a fresh cgroup's
+        self.default_allow = default_allow
+        self.exceptions: dict = {}
 
     @property
     def allows_everything(self) -> bool:

@@ -8,7 +8,6 @@ is made. `memory.kernel` is the one field ignored (with one warning): the spec d
 """
 
 import os
-from dataclasses import dataclass
 
 from pyctr.runtime import log
 from pyctr.runtime.errors import PyctrError
@@ -24,12 +23,17 @@ DOCKER_DEVICE_RULES = (
 )
 
 
-@dataclass(frozen=True)
 class Write:
-    field: str  # the OCI field that asked for it, for the error line
-    controller: str  # v1: the hierarchy's folder; v2: the controller to enable ("cgroup": none)
-    file: str
-    value: object
+    """One value for one cgroup file. A plain class: `dataclasses` would cost every command
+    about 10 ms of imports (inspect, ast, dis)."""
+
+    __slots__ = ("field", "controller", "file", "value")
+
+    def __init__(self, field: str, controller: str, file: str, value: object):
+        self.field = field  # the OCI field that asked for it, for the error line
+        self.controller = controller  # v1: the hierarchy's folder; v2: the controller to enable ("cgroup": none)
+        self.file = file
+        self.value = value
 
 
 class Limits:
