@@ -134,10 +134,12 @@ def choose_id_mappings(c: Container) -> dict | None:
     """The container's maps as podman's inspect shows them (HostConfig.IDMappings: UidMap and
     GidMap, "CONTAINER:HOST:SIZE" each), or None without a user namespace. An auto range is
     allocated here, for the container's id, until remove_files gives it back."""
-    from pyctr.runtime import userns
-
     hc = c.config["HostConfig"]
     mode = hc.get("UsernsMode", "")
+    if mode != "private" and not mode.startswith("auto"):
+        return None
+    from pyctr.runtime import userns  # only then: it costs every start ~20 ms of imports
+
     etc = userns_etc()
     if mode == "private":
         uids, gids = userns.userns_remap(hc["UsernsRemap"], root=os.path.dirname(etc))
@@ -145,8 +147,6 @@ def choose_id_mappings(c: Container) -> dict | None:
         size = options.auto_size(mode)
         uids, gids = userns.auto_range(c.id, *([size] if size else []), subuid_path=os.path.join(etc, "subuid"),
                                        subgid_path=os.path.join(etc, "subgid"))
-    else:
-        return None
     return {"UidMap": [f"{m.container_id}:{m.host_id}:{m.size}" for m in uids],
             "GidMap": [f"{m.container_id}:{m.host_id}:{m.size}" for m in gids]}
 
