@@ -128,12 +128,10 @@ def stage1(ctx: InitContext) -> None:
 def _before_user_namespace(ctx: InitContext) -> None:
     """What must happen while we are still host root: past unshare(CLONE_NEWUSER) our root is
     the container's, with no right to enter host root's 0700 folders (the interpreter's own
-    library may be in one: import now what comes later)."""
+    library may be in one: import now what comes later, beyond what stage 1 imported)."""
     import json  # noqa: F401
 
-    _import_what_later_steps_need(ctx.spec)
     from pyctr.runtime import inroot, rootfs, spec, userns, userns_root  # noqa: F401
-
 
 
 class _UsernsRoot:
@@ -330,6 +328,8 @@ def _import_what_later_steps_need(spec) -> None:
     from pyctr.runtime import init, process, rootfs, security  # noqa: F401
     if spec.process is not None and spec.process.terminal:
         from pyctr.runtime import terminal  # noqa: F401  (termios and tty: a terminal's alone)
+    if any(m.type == "cgroup" for m in spec.mounts):
+        from pyctr.runtime import cgroups  # noqa: F401  (rootfs._mount_cgroups)
     if spec.hooks.start_container or spec.hooks.create_container:
         import json  # noqa: F401
         import subprocess  # noqa: F401
