@@ -68,9 +68,19 @@ def run(args) -> int:
         import prctl
 
         prctl.set_child_subreaper(True)  # the init is orphaned at create: we adopt it, to wait for it
-    created = engine.create(_load_spec(args), root, container_id, pid_file=args.pid_file,
-                            console_socket=args.console_socket, preserve_fds=args.preserve_fds,
-                            no_pivot=args.no_pivot, new_keyring=not args.no_new_keyring)
+    spec = _load_spec(args)
+    receiver = console_fd = None
+    if spec.process is not None and spec.process.terminal and not args.console_socket and not args.detach:
+        # As `runc run` in the foreground: the container's pty comes to us, and we relay it.
+        from pyctr.runtime import terminal
+
+        receiver, console_fd = terminal.console_pair()
+    created = engine.create(spec, root, container_id, pid_file=args.pid_file,
+                            console_socket=args.console_socket, console_fd=console_fd,
+                            preserve_fds=args.preserve_fds, no_pivot=args.no_pivot,
+                            new_keyring=not args.no_new_keyring)
+    if console_fd is not None:
+        os.close(console_fd)
     try:
         engine.start(root, container_id)
     except BaseException:
@@ -81,6 +91,12 @@ def run(args) -> int:
     forward = lambda sig, _frame: os.kill(created.pid, sig)  # noqa: E731
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, forward)
+    if receiver is not None:
+        from pyctr.runtime import terminal
+
+        master = terminal.receive_console(receiver)
+        if master is not None:
+            terminal.proxy(master, forward_stdin=True)
     status = monitor.wait_for(created.pid)
     if not args.keep:
         engine.delete(root, container_id, force=True)

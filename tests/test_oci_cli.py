@@ -276,6 +276,25 @@ def test_duplicate_id_refused(oci):
     assert state["status"] == "created" and state["pid"] == pid
 
 
+def test_run_in_the_foreground_with_a_terminal_relays_its_pty(oci):
+    """`pyctr-oci spec && pyctr-oci run ID`, as the README shows: runc's default spec asks for a
+    terminal, and with no --console-socket `run` relays the container's pty itself, as runc does."""
+    import pexpect
+
+    oci.config(["sh"], terminal=True)
+    container_id = oci.new_id()
+    child = pexpect.spawn(str(PYCTR_OCI), ["--root", str(oci.root), "run", container_id], cwd=str(oci.bundle),
+                          timeout=20)
+    child.expect("# ")
+    child.sendline("tty; echo PID=$$; exit 7")
+    child.expect(pexpect.EOF)
+    child.close()
+    out = child.before.decode()
+    assert "/dev/pts/0" in out and "PID=1" in out, out
+    assert child.exitstatus == 7
+    assert oci("state", container_id).returncode == 1  # run deleted it
+
+
 def test_run_passes_the_exit_status(oci):
     oci.config(["sh", "-c", "echo out; echo err >&2; exit 3"])
     result = oci("run", "--bundle", oci.bundle, oci.new_id())
