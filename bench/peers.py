@@ -1,5 +1,5 @@
-"""The peers: runc on an OCI bundle, podman (with runc) on private storage, and the floor; and
-pyctr-oci, pyctr's runc-compatible runtime, on runc's bundle and under podman.
+"""The peers: runc on an OCI bundle, podman (with runc) on private storage, the floor and the
+Python floor; and pyctr-oci, pyctr's runc-compatible runtime, on runc's bundle and under podman.
 
 All start the same Alpine rootfs with the same namespaces (pid, mount, net, uts, ipc).
 Nothing here reads or writes the machine's own podman, runc or pyctr-oci state: podman gets a
@@ -29,6 +29,12 @@ def floor_argv(rootfs: Path, command: list[str]) -> list[str]:
     """The least a container start can cost: the same namespaces, a chroot, and exec."""
     return ["unshare", "--pid", "--mount", "--net", "--uts", "--ipc", "--fork",
             "chroot", str(rootfs), *command]
+
+
+def python_floor_argv(python: Path, rootfs: Path, command: list[str]) -> list[str]:
+    """The least a container start can cost from Python: python_floor.py, run by the Python that
+    runs pyctr (the venv's, with its site), so that both pay the same interpreter start-up."""
+    return [str(python), str(Path(__file__).resolve().parent / "python_floor.py"), str(rootfs), *command]
 
 
 class OciRuntime:

@@ -8,7 +8,7 @@ from bench import conformance as oci_conformance
 from bench import procs
 from bench.measure import (CommandFailed, Contender, Series, interleave, pair_ratio, run,
                            single_ratio, timed)
-from bench.peers import PODMAN_IMAGE, Podman, PyctrOci, Runc, floor_argv
+from bench.peers import PODMAN_IMAGE, Podman, PyctrOci, Runc, floor_argv, python_floor_argv
 from bench.pyctr_cli import Pyctr
 from bench.rows import Row
 from bench.sandbox import Sandbox
@@ -47,13 +47,26 @@ def start_no_network(ctx: Context) -> list[Row]:
                                                      PODMAN_IMAGE, *TRUE),
                   ctx.podman.env, ctx.podman_error),
         Contender("floor", lambda i: floor_argv(ctx.rootfs, TRUE)),
+        Contender("python floor", lambda i: python_floor_argv(_python(ctx), ctx.rootfs, TRUE)),
     ], ctx.runs)
+    py_floor = s["python floor"]
     return [
         Row("start-none-runc", scenario, "run --rm /bin/true vs runc", s["pyctr"], s["runc"],
             pair_ratio(s["pyctr"], s["runc"]), s["floor"], budget=1.0),
         Row("start-none-podman", scenario, "run --rm /bin/true vs podman", s["pyctr"], s["podman"],
             pair_ratio(s["pyctr"], s["podman"]), s["floor"]),
+        # What Python itself costs: pyctr against the least a Python start can do, and that
+        # least against runc (no budget: it says how far any Python runtime is from runc).
+        Row("start-none-python-floor", scenario, "run --rm /bin/true vs the Python floor", s["pyctr"],
+            py_floor, pair_ratio(s["pyctr"], py_floor), s["floor"], budget=1.2),
+        Row("start-none-python-floor-runc", scenario, "the Python floor vs runc", py_floor, s["runc"],
+            pair_ratio(py_floor, s["runc"]), s["floor"]),
     ]
+
+
+def _python(ctx: Context) -> Path:
+    """The Python that runs pyctr (the venv's)."""
+    return Path(ctx.pyctr.binary).parent / "python"
 
 
 # -- 2. pyctr-oci (runc's command line): on runc's bundle, and as podman's runtime ---------
@@ -262,7 +275,7 @@ def _growth_rows(ctx: Context, starts: dict[int, dict[str, Series]]) -> list[Row
 
 def cli(ctx: Context) -> list[Row]:
     scenario = "CLI overhead"
-    python = str(Path(ctx.pyctr.binary).parent / "python")
+    python = str(_python(ctx))
     ids, ps_error = [], ctx.pyctr.error
     try:
         for _ in range(ctx.ps_containers if not ps_error else 0):

@@ -59,7 +59,11 @@ def test_quick_bench_prints_the_table_and_writes_every_run(tmp_path):
     assert doc["quick"] is True and doc["machine"]["nproc"] >= 1
     keys = {r["key"] for r in doc["rows"]}
     assert {"start-none-runc", "oci-run-runc", "oci-podman-runc", "start-bridge-podman", "exec-podman",
-            "density-3-start", "density-growth-pyctr", "cli-version"} <= keys
+            "density-3-start", "density-growth-pyctr", "cli-version", "start-none-python-floor",
+            "start-none-python-floor-runc"} <= keys
+    # The Python floor is the bench's own script: it has no excuse to fail.
+    python_floor = next(r for r in doc["rows"] if r["key"] == "start-none-python-floor")["peer"]
+    assert python_floor["error"] is None and len(python_floor["samples"]) == 3
     version = next(r for r in doc["rows"] if r["key"] == "cli-version")
     assert len(version["pyctr"]["samples"]) == 3  # --version needs nothing but pyctr itself
     # Every figure of pyctr was measured: peers may be missing here, pyctr may not fail.
