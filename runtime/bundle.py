@@ -9,9 +9,9 @@ pyctr's core (runtime/engine.py) makes the container from, as `pyctr-oci create`
 
 What Docker adds to runc's defaults is here: its capability set (as CAP_ names), its seccomp
 profile resolved for those capabilities, the /etc/hostname, /etc/hosts and /etc/resolv.conf
-binds, the -v volumes, and two annotations of pyctr's (spec.py): the overlay of the image and the
-container's layer, mounted inside the container's mount namespace, and -u USER[:GROUP], resolved
-in the container's own /etc/passwd.
+binds, the -v volumes, and annotations of pyctr's (spec.py): the overlay of the image and the
+container's layer, mounted inside the container's mount namespace; -u USER[:GROUP], resolved
+in the container's own /etc/passwd; and --privileged, which leaves nodev off that overlay.
 
 With --userns=auto or --userns-remap (HostConfig.IDMappings), a user namespace and its maps. The
 image's files belong to host root: the engine idmaps the overlay's lower layer where the kernel
@@ -26,8 +26,6 @@ from pathlib import Path
 from pyctr.runtime import explain, jsonstore, security
 from pyctr.runtime import spec as specs
 from pyctr.runtime.container import Container
-
-PRIVILEGED_ANNOTATION = "run.pyctr.privileged"  # rootfs.mount_root: the overlay without nodev
 
 
 def path(c: Container) -> Path:
@@ -113,7 +111,7 @@ def build(c: Container) -> dict:
         specs.USER_ANNOTATION: docker_user(c),
     }
     if privileged:
-        annotations[PRIVILEGED_ANNOTATION] = "true"
+        annotations[specs.PRIVILEGED_ANNOTATION] = "true"
     linux = {
         "namespaces": [{"type": kind} for kind in namespaces],
         "resources": limits(c).resources(),

@@ -166,7 +166,7 @@ def mount_root(spec, staging: str, before_pivot=None, no_pivot: bool = False, in
     if mounted_root:
         pass
     elif overlay:
-        nodev = MS_NODEV if not spec.raw.get("annotations", {}).get("run.pyctr.privileged") else 0
+        nodev = 0 if spec.annotations.get(specs.PRIVILEGED_ANNOTATION) else MS_NODEV
         _mount_fs("overlay", root, nodev, overlay)
     else:
         _mount(root, root, None, MS_BIND | MS_REC, shown=["mount", "--rbind", root, root])

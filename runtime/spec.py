@@ -26,6 +26,7 @@ NAMESPACE_TYPES = {"pid", "network", "mount", "ipc", "uts", "user", "cgroup"}
 # Our own annotations: what a Docker-style front end needs beyond the spec (README, "One core").
 OVERLAY_ANNOTATION = "run.pyctr.rootfs.overlay"  # lowerdir=...,upperdir=...,workdir=... mounted at root.path
 USER_ANNOTATION = "run.pyctr.user"  # Docker's USER[:GROUP], resolved in the container's /etc/passwd
+PRIVILEGED_ANNOTATION = "run.pyctr.privileged"  # --privileged: the overlay without nodev
 
 
 class SpecError(PyctrError):
@@ -448,6 +449,6 @@ def features() -> dict:
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},
         },
-        "annotations": {"org.opencontainers.runc.version": "pyctr", "run.pyctr.rootfs.overlay": "supported",
-                        "run.pyctr.user": "supported"},
+        "annotations": {"org.opencontainers.runc.version": "pyctr", OVERLAY_ANNOTATION: "supported",
+                        USER_ANNOTATION: "supported", PRIVILEGED_ANNOTATION: "supported"},
     }
