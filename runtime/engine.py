@@ -36,10 +36,11 @@ def cgroup_of(sd: ocistate.StateDir):
 # --- create --------------------------------------------------------------------------------
 def create(spec, root: str, container_id: str, *, pid_file: str | None = None, console_socket: str | None = None,
            console_fd: int | None = None, stdio=None, preserve_fds: int = 0, no_pivot: bool = False,
-           new_keyring: bool = True, limits=None) -> Created:
+           new_keyring: bool = True, limits=None, seccomp_cache=None) -> Created:
     """Create the container; raises PyctrError with the reason, having undone every step.
     `limits`: pyctr run's cgroups.Limits, the values of linux.resources, applied instead so that
-    an error names the flag and only the controllers they need are made."""
+    an error names the flag and only the controllers they need are made. `seccomp_cache`: a folder
+    for compiled filters (pyctr run's store); pyctr-oci compiles each time and keeps nothing."""
     from pyctr.runtime import cgroups, container_init, security
 
     if spec.process is not None and spec.process.terminal and console_socket is None and console_fd is None:
@@ -67,7 +68,7 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
         os.chmod(sd.fifo_path, 0o622)  # whatever the umask: a user namespace's root opens it too
         # Read on the host before the container exists: an image can put anything at its /proc.
         security.remember_host_cap_last_cap()
-        program = _seccomp_program(spec)
+        program = _seccomp_program(spec, seccomp_cache)
         if console_socket is not None and spec.process is not None and spec.process.terminal:
             console_fd = connect_console(console_socket)
         child_r, to_parent = os.pipe()
@@ -181,12 +182,12 @@ def with_default_devices(spec) -> dict:
     return resources
 
 
-def _seccomp_program(spec):
+def _seccomp_program(spec, cache):
     if not spec.linux.seccomp:
         return None
     from pyctr.runtime import seccomp
 
-    return seccomp.to_program(spec.linux.seccomp, "linux.seccomp")
+    return seccomp.to_program(spec.linux.seccomp, "linux.seccomp", cache)
 
 
 def connect_console(path: str) -> int:

@@ -350,9 +350,12 @@ def _monitor(c, spec, oci_root, detached, ready_w, go_r, stdio, monitor_ends, pa
 
         prctl.set_child_subreaper(True)  # kept across the exec of the reaper
         tty = spec.process.terminal
+        from pyctr.runtime import seccomp
+
         try:
             pid = engine.create(spec, oci_root, c.id, console_fd=stdio[0] if tty else None,
-                                stdio=None if tty else stdio, limits=bundle.limits(c)).pid
+                                stdio=None if tty else stdio, limits=bundle.limits(c),
+                                seccomp_cache=seccomp.pyctr_cache()).pid
         except BaseException as e:
             failure = e if isinstance(e, PyctrError) else PyctrError(f"{type(e).__name__}: {e}")
             os.write(ready_w, f"error {failure.exit_code} {failure}".replace("\n", " ").encode() + b"\n")

@@ -54,7 +54,7 @@ def exec_in(c: Container, args) -> int:
     })
     program = None
     if container.linux.seccomp:
-        program = seccomp.to_program(container.linux.seccomp, "linux.seccomp")
+        program = seccomp.to_program(container.linux.seccomp, "linux.seccomp", seccomp.pyctr_cache())
     receiver = console_fd = None
     stdio, ours = None, {}  # our ends of the process's stdio: we relay them, as Docker does
     if args.tty:

@@ -95,7 +95,7 @@ def for_container(host_config: dict, caps: list[str]) -> "Program | None":
     if setting == "unconfined":
         return None
     label = "Docker's default profile" if setting == "builtin" else "the profile given with --security-opt"
-    return to_program(to_oci(profile_for(opts), caps), label)
+    return to_program(to_oci(profile_for(opts), caps), label, pyctr_cache())
 
 
 def check_security_opts(security_opts: list[str], caps: list[str], privileged: bool) -> None:
@@ -319,16 +319,25 @@ class Program:
         syscalls.seccomp_set_mode_filter(self.bpf, self.flags)
 
 
-def to_program(linux_seccomp: dict, label: str = "a seccomp profile") -> Program:
-    """Compile linux.seccomp, or find it compiled: the cache key covers the whole model (which
-    already holds the arches, caps and kernel it was resolved for) and libseccomp's version."""
-    import hashlib
-
+def pyctr_cache() -> Path:
+    """Where pyctr's own front end keeps compiled filters: under its --state."""
     from pyctr.runtime import settings
+
+    return settings.current().state / "seccomp"
+
+
+def to_program(linux_seccomp: dict, label: str = "a seccomp profile", cache: Path | None = None) -> Program:
+    """Compile linux.seccomp, or find it compiled in `cache` (a folder; None: compile, keep
+    nothing, as pyctr-oci does, which has no store of its own beside its state): the key covers
+    the whole model (which already holds the arches, caps and kernel it was resolved for) and
+    libseccomp's version."""
+    if cache is None:
+        return Program(Filter(linux_seccomp).export(), linux_seccomp, label)
+    import hashlib
 
     text = json.dumps(linux_seccomp, sort_keys=True, separators=(",", ":"))
     key = hashlib.sha256(f"{_libseccomp_version()}\n{text}".encode()).hexdigest()
-    path = settings.current().state / "seccomp" / f"{key[:32]}.bpf"
+    path = cache / f"{key[:32]}.bpf"
     try:
         with open(path, "rb") as f:
             return Program(f.read(), linux_seccomp, label)
