@@ -19,7 +19,7 @@ the container's root could not reach by path (runtime/userns_root.py).
 
 import os
 
-from pyctr.runtime import explain, syscalls
+from pyctr.runtime import explain, init, syscalls
 from pyctr.runtime.errors import PyctrError
 
 NAMESPACE_FLAGS = {"pid": syscalls.CLONE_NEWPID, "network": syscalls.CLONE_NEWNET, "mount": syscalls.CLONE_NEWNS,
@@ -249,7 +249,7 @@ def stage2(ctx: InitContext) -> None:
             create_container_hooks()
             os.chroot(spec.root.path)
             os.chdir("/")
-        _forget_host_import_path()
+        init.forget_host_import_path()
         _set_sysctls(spec.linux.sysctl)
         if spec.hostname is not None:
             explain.step("hostname", spec.hostname)
@@ -258,8 +258,6 @@ def stage2(ctx: InitContext) -> None:
             explain.step("domainname", spec.domainname)
             syscalls.setdomainname(spec.domainname)
         if spec.linux.new_namespace("network"):
-            from pyctr.runtime import init
-
             explain.step("ip", "link", "set", "lo", "up")
             init.set_link_up("lo")
         if spec.linux.new_namespace("mount"):
@@ -325,7 +323,7 @@ def _import_what_later_steps_need(spec) -> None:
     import resource  # noqa: F401  (rlimits)
     import struct  # noqa: F401
 
-    from pyctr.runtime import init, process, rootfs, security  # noqa: F401
+    from pyctr.runtime import process, rootfs, security  # noqa: F401
     if spec.process is not None and spec.process.terminal:
         from pyctr.runtime import terminal  # noqa: F401  (termios and tty: a terminal's alone)
     if any(m.type == "cgroup" for m in spec.mounts):
@@ -337,13 +335,3 @@ def _import_what_later_steps_need(spec) -> None:
         from pyctr.runtime import hooks  # noqa: F401
     if explain.enabled:
         import shlex  # noqa: F401  (explain.step's quoting, for the lines still to come)
-
-
-def _forget_host_import_path() -> None:
-    """Past pivot_root, a path on sys.path names a folder the container owns: a lazy import
-    there would run the container's code with our privileges (the class of Docker's
-    CVE-2019-14271). Leave none to look in, so such an import fails instead."""
-    import sys
-
-    sys.path.clear()
-    sys.path_importer_cache.clear()

@@ -106,18 +106,6 @@ def drop_bounding_set(keep: list[str]) -> None:
             prctl.capbset_drop(number)
 
 
-def restrict_process_caps(keep: list[str]) -> None:
-    """Limit the permitted and effective sets (root keeps exactly these across exec, through the
-    bounding set), and empty the inheritable one, which empties the ambient set too: a file with
-    inheritable capabilities must gain nothing from us (moby CVE-2022-24769, runc CVE-2022-29162)."""
-    import prctl
-
-    caps = [getattr(prctl, "CAP_" + c) for c in keep]
-    prctl.cap_inheritable.limit()
-    prctl.cap_effective.limit(*caps)
-    prctl.cap_permitted.limit(*caps)
-
-
 def set_no_new_privs() -> None:
     import prctl
 
