@@ -375,6 +375,19 @@ def running(oci) -> str:
     return container_id
 
 
+def test_an_exec_into_a_created_container_cannot_reach_the_inits_host_descriptors(oci):
+    """Until it execs, the init holds the host's state folder (to open exec.fifo). A process
+    exec'd into the created container, root there, tries every fd of it: the init is
+    non-dumpable, so none opens (runc CVE-2016-9962)."""
+    oci.config()
+    container_id = oci.create()
+    probe = ("for f in /proc/1/fd/*; do ls $f/ 2>&1; cat $f/state.json $f/config.json 2>&1; done; "
+             "cat /proc/1/environ 2>&1; ls /proc/1/cwd/ 2>&1; true")
+    out = oci("exec", container_id, "sh", "-c", probe, check=True).stdout
+    assert "Permission denied" in out
+    assert "exec.fifo" not in out and "pidStartTime" not in out and "ociVersion" not in out, out
+
+
 def test_exec_output_and_exit_code(oci, running):
     assert oci("exec", running, "cat", "/etc/hostname", check=True).stdout == "localhost\n"  # the rootfs's file
     assert oci("exec", running, "hostname", check=True).stdout == "pyctr\n"  # the spec's, in its uts namespace
