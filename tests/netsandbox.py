@@ -224,15 +224,7 @@ class Sandbox:
             hierarchies = [line.split()[4] for line in f if " - cgroup" in line]
         for hierarchy in hierarchies:
             for cid in ids:
-                path = Path(hierarchy) / "pyctr" / cid
-                deadline = time.monotonic() + 5
-                while path.is_dir():
-                    try:
-                        path.rmdir()
-                    except OSError:
-                        if time.monotonic() > deadline:
-                            break
-                        time.sleep(0.05)
+                remove_cgroup_tree(Path(hierarchy) / "pyctr" / cid)
 
     def _unmount_under_dir(self) -> None:
         prefix = str(self.dir) + "/"
@@ -385,3 +377,20 @@ def read_output(process: subprocess.Popen, timeout: float = 120) -> tuple[int, s
         texts.append(f.read())
         f.close()
     return process.returncode, texts[0], texts[1]
+
+
+def remove_cgroup_tree(top: Path) -> None:
+    """rmdir bottom-up (cgroup folders never go with rm -r); a cgroup whose last process is
+    still dying is busy for a moment."""
+    if not top.is_dir():
+        return
+    deadline = time.monotonic() + 5
+    for path in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts),
+                       reverse=True) + [top]:
+        while path.exists():
+            try:
+                path.rmdir()
+            except OSError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)

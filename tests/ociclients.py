@@ -42,7 +42,7 @@ from pathlib import Path
 
 import pytest
 
-from netsandbox import Sandbox, run
+from netsandbox import Sandbox, remove_cgroup_tree, run
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RUNTIME = REPO / ".venv" / "bin" / "pyctr-oci"
@@ -168,7 +168,7 @@ class ClientSandbox:
             _kill_all(_pids_in_netns(ns.name))
         self.sandbox.close()  # container processes, mounts under the folder, namespaces, folder
         for cgroup in _cgroup_dirs([self.cgroup_parent]):
-            _remove_cgroup_tree(cgroup)
+            remove_cgroup_tree(cgroup)
         in_use = self._remove_host_paths()
         problems += self.leaks(ignore_paths=in_use)
         if problems:
@@ -223,23 +223,6 @@ def _cgroup_dirs(names) -> list[Path]:
     with open("/proc/self/mountinfo") as f:
         hierarchies = [line.split()[4] for line in f if " - cgroup" in line]
     return [Path(h) / name for h in hierarchies for name in names]
-
-
-def _remove_cgroup_tree(top: Path) -> None:
-    """rmdir bottom-up (cgroup folders never go with rm -r); a cgroup whose last process is
-    still dying is busy for a moment."""
-    if not top.is_dir():
-        return
-    deadline = time.monotonic() + 5
-    for path in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts),
-                       reverse=True) + [top]:
-        while path.exists():
-            try:
-                path.rmdir()
-            except OSError:
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
 
 
 def _remove_empty_dirs(top: Path) -> None:
