@@ -2,6 +2,7 @@
 
 import os
 import sys
+import time
 from pathlib import Path
 
 from bench import procs
@@ -62,7 +63,10 @@ class Pyctr:
             self.remove(ids)
         except CommandFailed as e:
             leaks.append(f"pyctr rm -f of {len(ids)} containers: {e}")
-        left = self.own_pids()
+        # The host monitor goes on its own once it has watched nothing for a moment (2 s).
+        deadline = time.monotonic() + 5
+        while (left := self.own_pids()) and time.monotonic() < deadline:
+            time.sleep(0.1)
         if left:
             leaks.append(f"{len(left)} pyctr processes still running after rm -f: killed")
             procs.kill(left)

@@ -137,6 +137,8 @@ class Container:
     def refresh(self) -> "Container":
         """Tell the truth even if pyctr or the monitor was SIGKILLed: a `running` container whose
         PID 1 is gone has exited."""
+        if self.running and self.state.get("Keeper"):
+            _host_monitor_for(self)
         if self.running and not self.process_alive():
             # PID 1 is gone; a live monitor is about to record how it ended.
             deadline = time.monotonic() + 5.0
@@ -150,7 +152,7 @@ class Container:
                 if self.running and not self.process_alive():
                     self.state.update(Status="exited", Running=False, Pid=0,
                                       ExitCode=self.state.get("ExitCode") or 255,
-                                      FinishedAt=self.state.get("FinishedAt") or now_rfc3339(),
+                                      FinishedAt=now_rfc3339(),
                                       Error="the container's monitor died before recording its exit")
                     self.save_state(persist=True)
         return self
@@ -201,6 +203,20 @@ class Container:
                 "LowerDir": c["Rootfs"], "UpperDir": str(self.dir / "upper"),
                 "WorkDir": str(self.dir / "work"), "MergedDir": str(self.dir / "merged")}},
         }
+
+
+_host_monitor_checked = False
+
+
+def _host_monitor_for(c: Container) -> None:
+    """A detached container's output and exit are collected by the host monitor: if it was
+    killed, start another, which adopts the container from its keeper (once per command)."""
+    global _host_monitor_checked
+    if not _host_monitor_checked and c.monitor_alive():
+        _host_monitor_checked = True
+        from pyctr.runtime import hostmonitor
+
+        hostmonitor.ensure_running(settings().state)
 
 
 def empty_network_settings() -> dict:

@@ -218,14 +218,22 @@ def _start_unlocked(c: Container, attach: bool, interactive: bool, lock_fd: int)
         etcfiles.copy_host_hosts(c.dir)
     etcfiles.write_hostname(c.dir, cfg["Hostname"])
     etcfiles.write_resolv_conf(c.dir, not own_netns)
-    spec = bundle.load(c)
     stdio, parent_ends, monitor_ends = _stdio(c, tty, interactive, detached)
     ready_r, ready_w = os.pipe()
     go_r, go_w = os.pipe()  # "G" once the start has let PID 1 go; EOF: it never will, kill it
-    monitor_pid = os.fork()
-    if monitor_pid == 0:
-        _monitor(c, spec, oci_root, detached, ready_w, go_r, stdio, monitor_ends,
-                 [ready_r, go_w, lock_fd, *parent_ends])
+    if detached:  # a keeper, forked by the host monitor (runtime/hostmonitor.py)
+        from pyctr.runtime import hostmonitor
+
+        try:
+            monitor_pid = hostmonitor.fork_keeper(c, stdio, monitor_ends, ready_w, go_r)
+        except BaseException:
+            for fd in (ready_r, ready_w, go_r, go_w, *stdio, *monitor_ends):
+                _close_quietly(fd)
+            raise
+    else:
+        monitor_pid = os.fork()
+        if monitor_pid == 0:
+            _monitor(c, oci_root, ready_w, go_r, stdio, monitor_ends, [ready_r, go_w, lock_fd, *parent_ends])
     for fd in (ready_w, go_r, *stdio, *monitor_ends):
         _close_quietly(fd)
     undo = [lambda: _abandon(monitor_pid), lambda: os.close(go_w)]
@@ -244,7 +252,7 @@ def _start_unlocked(c: Container, attach: bool, interactive: bool, lock_fd: int)
                        MonitorStartTime=records.process_start_time(monitor_pid),
                        BootId=records.boot_id(), StartedAt=records.now_rfc3339(),
                        FinishedAt="0001-01-01T00:00:00Z", ExitCode=0, OOMKilled=False, Error="",
-                       RemovalInProgress=False)
+                       RemovalInProgress=False, Keeper=detached)
     except BaseException as error:
         for step in reversed(undo):
             try:
@@ -260,7 +268,7 @@ def _start_unlocked(c: Container, attach: bool, interactive: bool, lock_fd: int)
         engine.start(oci_root, c.id)  # the init execs the command, or says why it could not
     except BaseException as error:
         _tell_monitor(go_w, oci_root, c.id)
-        monitor.wait_for(monitor_pid)  # it has recorded the exit
+        _abandon(monitor_pid)  # it has recorded the exit
         if _still_exists(c) and isinstance(error, PyctrError):
             c.update_state(persist=True, Error=str(error))
         raise
@@ -334,64 +342,28 @@ def _stdio(c: Container, tty: bool, interactive: bool, detached: bool):
     return (os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), out_w, err_w), [], [out_r, err_r]
 
 
-def _monitor(c, spec, oci_root, detached, ready_w, go_r, stdio, monitor_ends, parent_only) -> None:
-    """The forked monitor: create the container with the engine, then reap its PID 1, which the
-    engine's first stage leaves orphaned to us (a child subreaper), as conmon does around runc.
-    Never returns."""
+def _monitor(c, oci_root, ready_w, go_r, stdio, monitor_ends, parent_only) -> None:
+    """A foreground container's monitor, a fork of the CLI: create the container with the engine,
+    then reap its PID 1, which the engine's first stage leaves orphaned to us (a child subreaper),
+    as conmon does around runc. Never returns."""
     code = 255
     try:
         # Else PID 1 would never see EOF if the CLI dies (and the start lock would outlive the start).
         for fd in parent_only:
             _close_quietly(fd)
         hosttools.leave_callers_directory()  # it may be a bind mount the container writes to
-        if detached:
-            os.setsid()  # outlive the CLI and its terminal
         import prctl
 
-        prctl.set_child_subreaper(True)  # kept across the exec of the reaper
-        tty = spec.process.terminal
-        from pyctr.runtime import seccomp
-
-        try:
-            pid = engine.create(spec, oci_root, c.id, console_fd=stdio[0] if tty else None,
-                                stdio=None if tty else stdio, limits=bundle.limits(c),
-                                seccomp_cache=seccomp.pyctr_cache()).pid
-        except BaseException as e:
-            failure = e if isinstance(e, PyctrError) else PyctrError(f"{type(e).__name__}: {e}")
-            os.write(ready_w, f"error {failure.exit_code} {failure}".replace("\n", " ").encode() + b"\n")
+        prctl.set_child_subreaper(True)
+        pid = _create_and_await_start(c, oci_root, ready_w, go_r, stdio)
+        if pid is None:  # the CLI was told why
             code = 0
             return
-        for fd in stdio:
-            _close_quietly(fd)
-        monitor.ignore_terminal_signals()
-        try:
-            os.write(ready_w, f"pid {pid}\n".encode())
-            go = os.read(go_r, 1)
-        except OSError:
-            go = b""
-        for fd in (ready_w, go_r):
-            _close_quietly(fd)
-        if go != b"G":  # the CLI gave up, or died, before the start: PID 1 never runs the command
-            _kill_quietly(pid)
-        if not detached and not tty:
+        if not c.config["Config"]["Tty"]:  # with a pty, the CLI proxies it
             from pyctr.runtime import reaper
 
             reaper.capture(str(c.log_path), {monitor_ends[0]: "stdout", monitor_ends[1]: "stderr"},
                            tee={monitor_ends[0]: 1, monitor_ends[1]: 2})
-        if detached:
-            # Let go of the CLI's stdio, or `id=$(pyctr run -d ...)` would wait for the container.
-            null = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(null, fd)
-            os.close(null)
-            if tty:
-                from pyctr.runtime import terminal
-
-                master = terminal.receive_console(monitor_ends[0])
-                streams = {master: "stdout"} if master is not None else {}
-            else:
-                streams = {monitor_ends[0]: "stdout", monitor_ends[1]: "stderr"}
-            monitor.become_reaper(pid, c, streams, keep=monitor_ends[2:])
         status = monitor.wait_for(pid)
         code = monitor.finish(records.load(c.id), status)
     except BaseException as e:
@@ -401,6 +373,73 @@ def _monitor(c, spec, oci_root, detached, ready_w, go_r, stdio, monitor_ends, pa
             pass
     finally:
         os._exit(code)
+
+
+def keep(request: dict, ready_w: int, go_r: int, stdio: list[int], monitor_ends: list[int], report_w: int) -> None:
+    """A detached container's keeper, forked by the host monitor (runtime/hostmonitor.py): it
+    creates the container as a foreground monitor does, then becomes `sleep infinity`, which
+    keeps the two things that must outlive the host monitor: PID 1's exit status (PID 1 is its
+    child, and stays a zombie until someone reads it) and the container's output pipes. The
+    host monitor takes copies of those, copies the output into the log and records the exit.
+    Never returns."""
+    import prctl
+
+    os.setsid()  # a session of its own: it outlives the host monitor, and any signal to its group
+    prctl.set_child_subreaper(True)  # PID 1, orphaned by the engine, comes to us
+    _configure_from(request)
+    c = records.load(request["container"])
+    pid = _create_and_await_start(c, bundle.state_root(), ready_w, go_r, stdio)
+    if pid is None:  # the CLI was told why
+        os._exit(0)
+    if request["tty"]:
+        from pyctr.runtime import terminal
+
+        master = terminal.receive_console(monitor_ends[0])
+        outputs, stdin_end = ([master] if master is not None else []), None
+    else:
+        outputs, stdin_end = monitor_ends[:2], (monitor_ends[2] if len(monitor_ends) > 2 else None)
+    from pyctr.runtime import hostmonitor
+
+    hostmonitor.become_keeper(c.id, pid, outputs, stdin_end, report_w)
+
+
+def _configure_from(request: dict) -> None:
+    """The CLI's settings, in a fork of the host monitor."""
+    from pyctr.runtime import settings
+
+    settings.configure(request["root"], request["state"])
+    explain.enable(request["explain"])
+
+
+def _create_and_await_start(c, oci_root, ready_w, go_r, stdio) -> int | None:
+    """engine.create, then the handshake with the CLI: "pid N" (or "error CODE message") on
+    ready_w, and "G" on go_r once the start let PID 1 go. Returns PID 1's PID, or None when the
+    CLI was told of an error."""
+    from pyctr.runtime import seccomp
+
+    try:
+        spec = bundle.load(c)
+        tty = spec.process.terminal
+        pid = engine.create(spec, oci_root, c.id, console_fd=stdio[0] if tty else None,
+                            stdio=None if tty else stdio, limits=bundle.limits(c),
+                            seccomp_cache=seccomp.pyctr_cache()).pid
+    except BaseException as e:
+        failure = e if isinstance(e, PyctrError) else PyctrError(f"{type(e).__name__}: {e}")
+        os.write(ready_w, f"error {failure.exit_code} {failure}".replace("\n", " ").encode() + b"\n")
+        return None
+    for fd in stdio:
+        _close_quietly(fd)
+    monitor.ignore_terminal_signals()  # only now: PID 1 must not inherit it
+    try:
+        os.write(ready_w, f"pid {pid}\n".encode())
+        go = os.read(go_r, 1)
+    except OSError:
+        go = b""
+    for fd in (ready_w, go_r):
+        _close_quietly(fd)
+    if go != b"G":  # the CLI gave up, or died, before the start: PID 1 never runs the command
+        _kill_quietly(pid)
+    return pid
 
 
 def _close_quietly(fd: int) -> None:
@@ -420,11 +459,12 @@ def _kill_quietly(pid: int) -> None:
 
 
 def _abandon(monitor_pid: int) -> None:
-    """Wait for the monitor once its PID 1 is gone, so that it has recorded the exit."""
+    """Wait for the monitor once its PID 1 is gone, so that it has recorded the exit: our child
+    (a foreground run's), or the host monitor's."""
     try:
         os.waitpid(monitor_pid, 0)
     except ChildProcessError:
-        pass
+        monitor.wait_for_exit_of(monitor_pid)
 
 
 # --- after the container exits ------------------------------------------------------------
@@ -540,6 +580,6 @@ def remove(c: Container, force: bool) -> None:
         cgroups.for_container(c.id).kill()  # every process in its cgroup, as `runc kill --all`
         _kill_quietly(c.pid)
         wait_until_exited(c, 10)
-    if c.monitor_alive():
-        monitor.wait_briefly_for_exit(c.state["MonitorPid"], 10)
+    if c.monitor_alive() and not monitor.wait_briefly_for_exit(c.state["MonitorPid"], 10) and c.state.get("Keeper"):
+        _kill_quietly(c.state["MonitorPid"])  # a keeper whose host monitor did not come back
     remove_files(c)

@@ -1,9 +1,9 @@
 """The per-container monitor: parent of the container's PID 1 for as long as it runs.
 
-It reaps PID 1, records the exit code and finish time, and tidies up (network, cgroup, and
-everything on --rm). For a foreground container it is a fork of the CLI; a detached one
-execs the small reaper (reaper.py), which also writes the container's output to Docker's
-json-file log, and comes back here (`finish`) when PID 1 has exited.
+It copies the container's output into Docker's json-file log (reaper.py), reaps PID 1, records
+the exit code and finish time, and tidies up (network, cgroup, and everything on --rm). For a
+foreground container it is a fork of the CLI; for a detached one, a fork of the host monitor
+(hostmonitor.py). The code is lifecycle._monitor.
 """
 
 import os
@@ -27,24 +27,27 @@ def ignore_terminal_signals() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def become_reaper(pid: int, c: records.Container, streams: dict[int, str], keep: list[int]) -> None:
-    """Exec the small reaper (runtime/reaper.py) for the rest of a detached container's life."""
-    from pyctr.runtime import hosttools
-
-    for fd in [*streams, *keep]:  # `keep`: the stdin pipe that -i holds open
-        os.set_inheritable(fd, True)
-    reaper = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reaper.py")
-    argv = hosttools.python("-S", reaper, str(pid), c.id, str(c.log_path),
-                            *[f"{fd}:{name}" for fd, name in streams.items()])
-    os.execv(argv[0], argv)
-
-
 def pidfd(pid: int) -> int | None:
     """A descriptor that becomes readable when `pid` exits; None before Linux 5.3."""
     try:
         return os.pidfd_open(pid)
     except (OSError, AttributeError):
         return None
+
+
+def wait_for_exit_of(pid: int) -> None:
+    """Wait until `pid`, which need not be our child, has exited."""
+    fd = pidfd(pid)
+    if fd is None:
+        while records.process_start_time(pid) is not None:
+            time.sleep(0.02)
+        return
+    try:
+        import select
+
+        select.select([fd], [], [])
+    finally:
+        os.close(fd)
 
 
 def wait_for(pid: int) -> int:
@@ -86,26 +89,3 @@ def wait_briefly_for_exit(pid: int, timeout: float) -> bool:
             return True
         time.sleep(0.02)
     return False
-
-
-def _finish_main(argv: list[str]) -> None:
-    """`python -I -m pyctr.runtime.monitor finish ID STATUS`: the reaper's last step."""
-    code = 255
-    try:
-        os.chdir("/")
-        _, command, container_id, status = argv
-        if command == "finish":
-            from pyctr.runtime import explain
-
-            c = records.load(container_id)
-            # A detached container's monitor has no stderr: its --explain lines go beside its log.
-            explain.log_to(c.explain_log_path)
-            code = finish(c, int(status))
-    finally:
-        os._exit(code)
-
-
-if __name__ == "__main__":
-    import sys
-
-    _finish_main(sys.argv)

@@ -1,19 +1,11 @@
-"""The long, idle part of a detached container's monitor, kept as small as Python gets.
+"""The container's output into Docker's json-file log, as its monitor copies it.
 
-Once PID 1 runs, the forked monitor execs `python -I -S reaper.py …`: a fresh interpreter with no
-site and no pyctr holds about half the memory of a fork of the CLI, and one of these stays for
-every running container. It copies the container's output into Docker's json-file log, reaps
-PID 1, then execs `python -I -m pyctr.runtime.monitor finish ID STATUS` to record the exit and
-clean up. An exec keeps the PID, so the monitor stays PID 1's parent throughout. Both run
-isolated (-I) in /: the container may have written Python files into the caller's directory.
-
-Usage: python -I -S reaper.py PID CONTAINER_ID LOG_PATH FD:STREAM...
+Standard library only, and nothing of pyctr: container.py takes its clock from here.
 """
 
 import json
 import os
 import select
-import sys
 import time
 
 
@@ -113,26 +105,3 @@ def _entry(stream: str, data: bytes) -> bytes:
     text = data.decode("utf-8", "surrogateescape").translate(_NOT_UTF8)
     entry = {"log": text, "stream": stream, "time": now_rfc3339()}
     return json.dumps(entry).encode() + b"\n"
-
-
-def reap(pid: int) -> int:
-    while True:
-        try:
-            return os.waitpid(pid, 0)[1]
-        except ChildProcessError:
-            return 255 << 8
-
-
-def main(argv: list[str]) -> None:
-    pid, container_id, log_path = int(argv[1]), argv[2], argv[3]
-    streams = {int(fd): name for fd, _, name in (arg.partition(":") for arg in argv[4:])}
-    os.chdir("/")
-    capture(log_path, streams)
-    status = reap(pid)
-    # Not hosttools.python(): this interpreter runs without pyctr (and without site).
-    os.execv(sys.executable, [sys.executable, "-I", "-m", "pyctr.runtime.monitor", "finish",
-                              container_id, str(status)])
-
-
-if __name__ == "__main__":
-    main(sys.argv)

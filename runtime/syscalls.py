@@ -118,6 +118,16 @@ def close_range(first: int, last: int, flags: int = 0) -> None:
                          ctypes.c_uint(flags)), "close_range")
 
 
+# pidfd_getfd(2), Linux 5.6, one number everywhere too.
+_SYS_PIDFD_GETFD = 438
+
+
+def pidfd_getfd(pidfd: int, target_fd: int) -> int:
+    """A copy of another process's descriptor (close-on-exec), as SCM_RIGHTS would pass it."""
+    return _check(_libc.syscall(ctypes.c_long(_SYS_PIDFD_GETFD), ctypes.c_int(pidfd), ctypes.c_int(target_fd),
+                                ctypes.c_uint(0)), "pidfd_getfd")
+
+
 def mark_cloexec_from(first: int) -> None:
     """Every fd from `first` up closes at the next execve(), whoever opened it."""
     try:

@@ -30,10 +30,10 @@ def inspect(run_pyctr, ref) -> dict:
 
 # --- escape 3: code from the caller's working directory ----------------------------------------
 def modules_the_monitor_imports() -> list[str]:
-    """Every top-level module the monitor and the reaper load, whatever their path: a file named
-    like any of them in the caller's directory is an attack."""
-    script = ("import sys, pyctr.runtime.monitor, pyctr.runtime.reaper, pyctr.runtime.lifecycle, "
-              "pyctr.network.api; print(' '.join({n.partition('.')[0] for n in sys.modules}))")
+    """Every top-level module the monitors load (a foreground run's, the host monitor), whatever
+    their path: a file named like any of them in the caller's directory is an attack."""
+    script = ("import sys, selectors, socket, pyctr.runtime.monitor, pyctr.runtime.reaper, pyctr.runtime.lifecycle, "
+              "pyctr.runtime.hostmonitor, pyctr.network.api; print(' '.join({n.partition('.')[0] for n in sys.modules}))")
     names = subprocess.run([sys.executable, "-I", "-c", script], cwd="/", capture_output=True,
                            text=True, check=True).stdout.split()
     # encodings loads first of all: shadowing it would only crash the interpreter.
@@ -76,7 +76,7 @@ def test_the_monitor_runs_no_code_from_the_callers_directory(run_pyctr, pyctr_en
     args = [PYCTR, "run", *NONE, "-v", f"{workdir}:/src",
             "-e", f"PAYLOAD={payload(markers)}", "-e", f"MODULES={' '.join(modules_the_monitor_imports())}"]
     if mode == "detached":
-        # Detached: the reaper execs the monitor's last step once the container has exited.
+        # Detached: the host monitor, started by this run, records the exit.
         started = subprocess.run([*args, "-d", "alpine", "sh", "-c", PLANT], cwd=workdir, env=env,
                                  capture_output=True, text=True, timeout=60)
         assert started.returncode == 0, started.stderr
@@ -128,14 +128,15 @@ def log_entries(pyctr_env, cid) -> list[dict]:
 @cgroupfs.needs_limits
 def test_32_mib_without_a_newline_keep_the_monitor_small(run_pyctr, pyctr_env, tmp_path):
     size = 32 << 20
-    # The writer waits once it is done, so that the monitor (the reaper by then) can be measured.
+    # The writer waits once it is done, so that the host monitor, which copies it, can be measured.
     script = (f"head -c {size} /dev/zero | tr '\\0' a; touch /src/written; "
               "while [ ! -e /src/go ]; do sleep 0.05; done")
     started = time.monotonic()
     cid = run_ok(run_pyctr, "run", "-d", *NONE, "-m", "16m", "-v", f"{tmp_path}:/src",
                  "alpine", "sh", "-c", script).stdout.strip()
-    monitor_pid = proc_status(inspect(run_pyctr, cid)["State"]["Pid"], "PPid")  # PID 1's parent
-    assert b"reaper.py" in Path(f"/proc/{monitor_pid}/cmdline").read_bytes()
+    keeper = proc_status(inspect(run_pyctr, cid)["State"]["Pid"], "PPid")  # PID 1's parent
+    monitor_pid = proc_status(keeper, "PPid")
+    assert b"pyctr.runtime.hostmonitor" in Path(f"/proc/{monitor_pid}/cmdline").read_bytes()
     wait_for(lambda: (tmp_path / "written").exists(), 60, "the container to write 32 MiB")
     peak_kib, cpu = proc_status(monitor_pid, "VmHWM"), cpu_seconds(monitor_pid)
     (tmp_path / "go").touch()
