@@ -267,4 +267,5 @@ def _plot_bars(ax, rows: list[Row], title: str, unit: str) -> None:
     ax.set_xticks(range(len(rows)), labels)
     ax.set_title(title)
     ax.set_ylabel(unit)
-    ax.legend()
+    ax.margins(y=0.25)  # room for the legend above the tallest bar
+    ax.legend(loc="upper left")
