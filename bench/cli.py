@@ -3,7 +3,6 @@
 import argparse
 import fcntl
 import os
-import subprocess
 import sys
 import time
 import traceback
@@ -23,9 +22,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--quick", action="store_true",
-                   help="smoke mode: 3 runs each, density N=3,6, ps with 5 containers, no conformance")
+                   help="smoke mode: 3 runs each, density N=5,10, ps with 5 containers, no conformance")
     p.add_argument("--runs", type=int, help="timed runs of each command (default 20; quick 3)")
-    p.add_argument("--density", help="comma-separated N for the density batches (default 10,50,200)")
+    p.add_argument("--density", help="comma-separated N at which the density ramp measures; it goes up to "
+                   "the largest, and the smallest is the batch the others' starts are compared with "
+                   "(default 10,100,1000)")
     p.add_argument("--ps-containers", type=int, help="containers running during `pyctr ps` (default 50)")
     p.add_argument("--only", help=f"comma-separated scenarios among {','.join(SCENARIOS)}")
     p.add_argument("--compare", type=Path, metavar="OLD.json", help="compare with an earlier run")
@@ -37,7 +38,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="local Alpine mirror to serve (default ../shared/alpine-mirror)")
     args = p.parse_args(argv)
     args.runs = args.runs or (3 if args.quick else 20)
-    args.density = [int(n) for n in (args.density or ("3,6" if args.quick else "10,50,200")).split(",")]
+    args.density = [int(n) for n in (args.density or ("5,10" if args.quick else "10,100,1000")).split(",")]
+    if min(args.density) < 1:
+        p.error("--density: each N must be at least 1")
     args.ps_containers = args.ps_containers if args.ps_containers is not None else (5 if args.quick else 50)
     args.only = (args.only.split(",") if args.only
                  else [name for name in SCENARIOS if not (args.quick and name in NOT_IN_QUICK)])
@@ -58,14 +61,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench: {report.describe_machine(meta['machine'])}", file=sys.stderr)
     rows, leaks = [], []
     _wait_for_other_runs()
-    with Sandbox(keep=args.keep) as sb:
-        ctx = _set_up(sb, args, leaks)
-        for name in args.only:
-            print(f"bench: {name} …", file=sys.stderr, flush=True)
-            t0 = time.monotonic()
-            rows += _run_scenario(name, ctx)
-            print(f"bench: {name} done in {time.monotonic() - t0:.0f}s", file=sys.stderr)
-        leaks += _leftover_containers(ctx)
+    sb = Sandbox(keep=args.keep)
+    try:
+        with sb:
+            ctx = _set_up(sb, args, leaks)
+            for name in args.only:
+                print(f"bench: {name} …", file=sys.stderr, flush=True)
+                t0 = time.monotonic()
+                rows += _run_scenario(name, ctx)
+                print(f"bench: {name} done in {time.monotonic() - t0:.0f}s", file=sys.stderr)
+            leaks += _leftover_containers(ctx)
+    except BaseException:  # Ctrl-C, SIGTERM: no table, but what the clean-up could not undo
+        for leak in leaks + sb.problems:
+            print(f"LEAK: {leak}", file=sys.stderr)
+        raise
     leaks += sb.problems
     meta.update(finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), leaks=leaks)
     return _output(rows, meta, args)
@@ -140,8 +149,7 @@ def _leftover_containers(ctx: Context) -> list[str]:
     if ids:
         leaks.append(f"{len(ids)} pyctr containers were left after the scenarios")
     if not ctx.podman_error:
-        out = subprocess.run(ctx.podman.cmd("ps", "-aq"), env=ctx.podman.env, capture_output=True,
-                             text=True).stdout.split()
+        out = ctx.podman.container_ids()
         if out:
             leaks.append(f"{len(out)} podman containers were left after the scenarios")
     for runtime in (ctx.runc, ctx.pyctr_oci):
@@ -156,6 +164,12 @@ def _output(rows, meta: dict, args: argparse.Namespace) -> int:
     report.write_json(json_path, rows, meta)
     print()
     print(report.table(rows))
+    print()
+    print(report.budgets_summary(rows))
+    print()
+    print("For the project README (one line per row: the result, its budget, met or not):")
+    print()
+    print(report.readme_table(rows))
     print()
     print(f"Machine: {report.describe_machine(meta['machine'])}")
     print(f"Every run: {json_path}")

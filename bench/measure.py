@@ -60,10 +60,16 @@ def run(argv: list[str], env: dict | None = None, timeout: float = TIMEOUT) -> s
     return p
 
 
-def timed(argv: list[str], env: dict | None = None) -> tuple[float, subprocess.CompletedProcess]:
+def removal_timeout(count: int) -> float:
+    """Seconds one `rm -f` of `count` containers may take before it counts as hung."""
+    return 120 + count
+
+
+def timed(argv: list[str], env: dict | None = None,
+          timeout: float = TIMEOUT) -> tuple[float, subprocess.CompletedProcess]:
     """Milliseconds for one run of argv, and its result."""
     t0 = time.perf_counter()
-    p = run(argv, env)
+    p = run(argv, env, timeout)
     return (time.perf_counter() - t0) * 1000, p
 
 

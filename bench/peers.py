@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.measure import run
+from bench.measure import removal_timeout, run
 
 NAMESPACES = ["pid", "mount", "network", "uts", "ipc"]
 PODMAN_IMAGE = "localhost/pyctr-bench-alpine:latest"
@@ -177,7 +177,12 @@ class Podman:
 
     def remove_all(self) -> None:
         subprocess.run(self.cmd("rm", "--all", "--force", "--time", "0"), env=self.env,
-                       capture_output=True, timeout=300)
+                       capture_output=True, timeout=removal_timeout(len(self.container_ids())))
+
+    def container_ids(self) -> list[str]:
+        p = subprocess.run(self.cmd("ps", "--all", "--quiet"), env=self.env, capture_output=True,
+                           text=True, timeout=120)
+        return p.stdout.split()
 
     def cleanup(self) -> None:
         if not (self.dir / "storage.conf").exists():

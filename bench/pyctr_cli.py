@@ -6,7 +6,10 @@ import time
 from pathlib import Path
 
 from bench import procs
-from bench.measure import CommandFailed, run
+from bench.measure import CommandFailed, removal_timeout, run
+
+LINGER = 10  # seconds pyctr's processes get to exit on their own after the last `rm -f`
+# (a shared monitor may stay a moment, idle, in case another start comes)
 
 
 def default_binary() -> str:
@@ -41,8 +44,10 @@ class Pyctr:
         return int(run(self.cmd("inspect", "--format", "{{.State.Pid}}", cid), self.env).stdout)
 
     def own_pids(self) -> list[int]:
-        """pyctr's processes on the host side (monitors), not the containers' own."""
-        return procs.pids_with_env("PYCTR_STATE", str(self.state))
+        """Every process pyctr keeps on the host side (monitors, whatever their shape), not the
+        containers' own: those that carry the bench's PYCTR_STATE or name its folders, and their
+        descendants."""
+        return procs.tool_pids("PYCTR_STATE", str(self.state), (f"{self.root}/", f"{self.state}/"))
 
     def container_ids(self) -> list[str]:
         try:
@@ -52,7 +57,7 @@ class Pyctr:
 
     def remove(self, ids: list[str]) -> None:
         if ids:
-            run(self.cmd("rm", "--force", *ids), self.env, timeout=600)
+            run(self.cmd("rm", "--force", *ids), self.env, timeout=removal_timeout(len(ids)))
 
     def cleanup(self) -> list[str]:
         """Remove every container of the bench's pyctr; then kill whatever of pyctr's is left
@@ -63,10 +68,9 @@ class Pyctr:
             self.remove(ids)
         except CommandFailed as e:
             leaks.append(f"pyctr rm -f of {len(ids)} containers: {e}")
-        # The host monitor goes on its own once it has watched nothing for a moment (2 s).
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + LINGER
         while (left := self.own_pids()) and time.monotonic() < deadline:
-            time.sleep(0.1)
+            time.sleep(0.2)
         if left:
             leaks.append(f"{len(left)} pyctr processes still running after rm -f: killed")
             procs.kill(left)

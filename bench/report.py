@@ -61,7 +61,7 @@ HEADER = ["scenario", "figure", "pyctr median (min–max)", "peer", "peer median
 
 
 def table(rows: list[Row]) -> str:
-    """A Markdown table: readable on a terminal, and pasted as is into the README."""
+    """A Markdown table of every row with every figure: readable on a terminal."""
     lines = [_md(HEADER), _md(["---"] * len(HEADER))]
     for r in rows:
         lines.append(_md([
@@ -69,10 +69,47 @@ def table(rows: list[Row]) -> str:
             r.peer.name if r.peer else "", _figure(r.peer),
             f"{r.ratio:.2f}×" if r.ratio is not None else "–",
             _figure(r.floor, spread=False),
-            _budget(r),
-            {True: "yes", False: "**no**", None: ""}[r.met],
+            _budget(r), _met(r),
         ]))
     return "\n".join(lines)
+
+
+README_HEADER = ["scenario", "result", "budget", "met?"]
+
+
+def readme_table(rows: list[Row]) -> str:
+    """The same rows in the shape of the project README's table, to paste there as is: each
+    row's result (the ratio with both medians, or pyctr's figure where the budget bounds it),
+    its budget and whether it was met."""
+    lines = [_md(README_HEADER), _md(["---"] * len(README_HEADER))]
+    for r in rows:
+        lines.append(_md([f"{r.scenario}: {r.title}", _result(r), _budget(r), _met(r)]))
+    return "\n".join(lines)
+
+
+def budgets_summary(rows: list[Row]) -> str:
+    budgeted = [r for r in rows if r.budget is not None]
+    unmet = [f"{r.scenario}: {r.title}" for r in budgeted if r.met is not True]
+    text = f"Budgets met: {len(budgeted) - len(unmet)} of {len(budgeted)}."
+    return text + (f" Not met (or not measured): {'; '.join(unmet)}." if unmet else "")
+
+
+def _result(r: Row) -> str:
+    if not r.pyctr.ok:
+        return _figure(r.pyctr)
+    mine = _figure(r.pyctr, spread=False)
+    theirs = _figure(r.peer, spread=False) if r.peer and r.peer.ok else ""
+    if r.budget_on_figure:  # the title does not name the peer: the cell does
+        return mine + (f" ({r.ratio:.2f}× {r.peer.name}'s {theirs})" if r.ratio is not None else "")
+    if r.ratio is None:
+        return mine + (f" ({r.peer.name} {theirs})" if theirs else "")
+    return f"{r.ratio:.2f}× ({mine} vs {theirs})"
+
+
+def _met(r: Row) -> str:
+    if r.budget is None:
+        return ""
+    return {True: "yes", False: "**no**", None: "not measured"}[r.met]
 
 
 def _budget(r: Row) -> str:
@@ -92,10 +129,13 @@ def _figure(s, spread: bool = True) -> str:
         return s.error if len(s.error) <= FAILED_WIDTH else s.error[:FAILED_WIDTH - 1] + "…"
     if not s.samples:
         return "–"
-    fmt = {"MiB": "{:.2f}", "ms": "{:.1f}"}.get(s.unit, "{:.0f}")  # other units count things
-    text = f"{fmt.format(s.median)} {s.unit}"
+    unit, scale = s.unit, 1
+    if unit == "ms" and s.median >= 10_000:  # a removal of many containers: seconds read better
+        unit, scale = "s", 1000
+    fmt = {"MiB": "{:.2f}", "ms": "{:.1f}", "s": "{:.1f}"}.get(unit, "{:.0f}")  # other units count things
+    text = f"{fmt.format(s.median / scale)} {unit}"
     if spread and len(s.samples) > 1:
-        text += f" ({fmt.format(s.min)}–{fmt.format(s.max)})"
+        text += f" ({fmt.format(s.min / scale)}–{fmt.format(s.max / scale)})"
     return text
 
 
@@ -140,8 +180,9 @@ def result_paths(out_dir: Path) -> tuple[Path, Path]:
 # -- the plot ------------------------------------------------------------------------------------
 
 def plot(rows: list[Row], path: Path, title: str) -> str | None:
-    """One panel per timed scenario (box plots of every run), per-start times across the largest
-    density batch, and memory per container. Returns why not, when there is no matplotlib."""
+    """One panel per timed scenario (box plots of every run), the time of every start of the
+    density ramp, and at each N memory per container and the time of `ps`. Returns why not,
+    when there is no matplotlib."""
     try:
         import matplotlib
 
@@ -151,9 +192,10 @@ def plot(rows: list[Row], path: Path, title: str) -> str | None:
     except ImportError:
         return "no plot: matplotlib is not installed (pip install -e '.[bench]')"
     panels = _box_panels(rows)
-    density_starts = [r for r in rows if r.key.startswith("density-") and r.key.endswith("-start")]
-    memory = [r for r in rows if r.key.endswith("-mem-pss")]
-    count = len(panels) + bool(density_starts) + bool(memory)
+    density_starts = [r for r in rows if r.key == "density-starts"]
+    memory = [r for r in rows if r.key.startswith("density-") and r.key.endswith("-mem-pss")]
+    ps = [r for r in rows if r.key.startswith("density-") and r.key.endswith("-ps")]
+    count = len(panels) + bool(density_starts) + bool(memory) + bool(ps)
     if count == 0:
         return "no plot: nothing was measured"
     cols = 2
@@ -179,7 +221,9 @@ def plot(rows: list[Row], path: Path, title: str) -> str | None:
     if density_starts:
         _plot_density(rest.pop(0), density_starts[-1])
     if memory:
-        _plot_memory(rest.pop(0), memory)
+        _plot_bars(rest.pop(0), memory, "memory per running container (PSS)", "MiB")
+    if ps:
+        _plot_bars(rest.pop(0), ps, "time of ps with N running", "ms")
     for ax in rest:
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
@@ -206,13 +250,14 @@ def _plot_density(ax, row: Row) -> None:
     for s in (row.pyctr, row.peer):
         if s and s.samples:
             ax.plot(range(1, len(s.samples) + 1), s.samples, marker=".", linewidth=0.8, label=s.name)
-    ax.set_title(f"{row.scenario}: time of each start")
+    ax.set_title("density: time of each start")
     ax.set_xlabel("containers already running + 1")
     ax.set_ylabel("ms")
     ax.legend()
 
 
-def _plot_memory(ax, rows: list[Row]) -> None:
+def _plot_bars(ax, rows: list[Row], title: str, unit: str) -> None:
+    """pyctr's figure beside its peer's, at each N."""
     labels = [r.scenario.replace("density ", "") for r in rows]
     width = 0.4
     for offset, pick in ((-width / 2, lambda r: r.pyctr), (width / 2, lambda r: r.peer)):
@@ -220,6 +265,7 @@ def _plot_memory(ax, rows: list[Row]) -> None:
         name = next((pick(r).name for r in rows if pick(r)), "")
         ax.bar([i + offset for i in range(len(rows))], values, width, label=name)
     ax.set_xticks(range(len(rows)), labels)
-    ax.set_title("memory per running container (PSS)")
-    ax.set_ylabel("MiB")
-    ax.legend()
+    ax.set_title(title)
+    ax.set_ylabel(unit)
+    ax.margins(y=0.25)  # room for the legend above the tallest bar
+    ax.legend(loc="upper left")

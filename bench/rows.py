@@ -16,7 +16,7 @@ class Row:
     floor: Series | None = None
     budget: float | None = None  # met when ratio <= budget
     extra: dict = field(default_factory=dict)  # detail kept in the JSON only
-    budget_on_figure: bool = False  # the budget bounds pyctr's own figure (a count), not the ratio
+    budget_on_figure: bool = False  # the budget bounds pyctr's own figure (a count, MiB), not the ratio
 
     @property
     def met(self) -> bool | None:

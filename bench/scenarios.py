@@ -1,13 +1,17 @@
 """The seven scenarios. Each returns rows of the results table; none raises for a contender that
 cannot run (its cells say "failed: …" instead), so one broken piece never hides the others."""
 
+import statistics
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from bench import conformance as oci_conformance
 from bench import procs
-from bench.measure import (CommandFailed, Contender, Series, interleave, pair_ratio, run,
-                           single_ratio, timed)
+from bench.measure import (CommandFailed, Contender, Series, interleave, pair_ratio, removal_timeout,
+                           run, single_ratio, timed)
 from bench.peers import PODMAN_IMAGE, Podman, PyctrOci, Runc, floor_argv, python_floor_argv
 from bench.pyctr_cli import Pyctr
 from bench.rows import Row
@@ -52,7 +56,7 @@ def start_no_network(ctx: Context) -> list[Row]:
     py_floor = s["python floor"]
     return [
         Row("start-none-runc", scenario, "run --rm /bin/true vs runc", s["pyctr"], s["runc"],
-            pair_ratio(s["pyctr"], s["runc"]), s["floor"], budget=1.0),
+            pair_ratio(s["pyctr"], s["runc"]), s["floor"], budget=1.3),
         Row("start-none-podman", scenario, "run --rm /bin/true vs podman", s["pyctr"], s["podman"],
             pair_ratio(s["pyctr"], s["podman"]), s["floor"]),
         # What Python itself costs: pyctr against the least a Python start can do, and that
@@ -112,7 +116,7 @@ def start_bridge(ctx: Context) -> list[Row]:
     ], ctx.runs)
     return [
         Row("start-bridge-podman", scenario, "bridge: pyctr vs podman (netavark)", s["pyctr bridge"],
-            s["podman bridge"], pair_ratio(s["pyctr bridge"], s["podman bridge"]), budget=0.5),
+            s["podman bridge"], pair_ratio(s["pyctr bridge"], s["podman bridge"]), budget=0.3),
         Row("start-routed-bridge", scenario, "pyctr routed vs pyctr bridge", s["pyctr routed"],
             s["pyctr bridge"], pair_ratio(s["pyctr routed"], s["pyctr bridge"])),
     ]
@@ -166,109 +170,180 @@ def exec_(ctx: Context) -> list[Row]:
                 budget=1.0)]
 
 
-# -- 5. density: N detached containers --------------------------------------------------------
+# -- 5. density: up to N detached containers --------------------------------------------------
+
+MEMORY_BUDGET_MIB = 1.0  # PSS per detached container, at the largest N
+GROWTH_BUDGET = 1.1  # a start at the largest N against one at the smallest
+SETTLE = 0.5  # seconds between the N-th start and the memory measurement
+
+
+@dataclass
+class _Tool:
+    """One side of the density scenario: how it starts, lists and removes containers, and
+    which host processes of its own hold memory for them."""
+
+    name: str
+    holder: str  # what the memory figure counts: everything pyctr keeps, podman's conmons
+    error: str | None
+    env: dict
+    start: list[str]
+    ps: list[str]
+    remove: Callable[[list[str]], list[str]]
+    own_pids: Callable[[], list[int]]
+
+
+@dataclass
+class _Ramp:
+    """What one tool's ramp from 0 to N running containers measured."""
+
+    starts: Series  # every start, in order: start number i had i-1 running
+    memory: dict[int, dict]  # at each N of the list: procs.memory of the tool's processes
+    ps: dict[int, Series]  # at each N of the list: the time of its `ps`
+    removal: Series | None = None  # one `rm -f` of them all
+
 
 def density(ctx: Context) -> list[Row]:
-    rows, starts = [], {}
-    for n in ctx.density:
-        batch_rows, starts[n] = _density_batch(ctx, n)
-        rows += batch_rows
-    rows += _growth_rows(ctx, starts)
+    """Each tool alone in turn, pyctr then podman, starts `sleep` containers one by one up to
+    the largest N; at each N of the list it measures the memory its processes hold and the
+    time of its `ps`; then one `rm -f` removes them all. One tool at a time, so that a start
+    at N pays for the tool's own N containers only (podman's overlay mounts in the host's
+    mount table, for one, would slow every mount namespace another tool makes)."""
+    marks = sorted(set(ctx.density))
+    ramps = {tool.name: _ramp(tool, marks, ctx.runs) for tool in (_pyctr_side(ctx), _podman_side(ctx))}
+    return _density_rows(ramps, marks)
+
+
+def _pyctr_side(ctx: Context) -> _Tool:
+    p = ctx.pyctr
+    return _Tool("pyctr", "pyctr", p.error, p.env, p.cmd("run", "-d", "--network", "none", "alpine", *SLEEP),
+                 p.cmd("ps"), lambda ids: p.cmd("rm", "-f", *ids), p.own_pids)
+
+
+def _podman_side(ctx: Context) -> _Tool:
+    p = ctx.podman
+    return _Tool("podman", "conmon", ctx.podman_error, p.env,
+                 p.cmd("run", "-d", "--network", "none", PODMAN_IMAGE, *SLEEP), p.cmd("ps"),
+                 lambda ids: p.cmd("rm", "-f", "-t", "0", *ids), p.conmon_pids)
+
+
+def _ramp(tool: _Tool, marks: list[int], runs: int) -> _Ramp:
+    top = marks[-1]
+    ramp = _Ramp(Series(tool.name, error=tool.error), {}, {})
+    if tool.error:
+        ramp.removal = Series(tool.name, error=tool.error)
+        return ramp
+    ids: list[str] = []
+    t0 = time.monotonic()
+    every = max(10, top // 10)  # a progress line every 10%
+    try:
+        for i in range(1, top + 1):
+            try:
+                ms, p = timed(tool.start, tool.env)
+            except CommandFailed as e:
+                ramp.starts.error = f"failed at #{i}: {e}"
+                break
+            if not p.stdout.split():
+                ramp.starts.error = f"failed at #{i}: no container ID printed"
+                break
+            ids.append(p.stdout.split()[-1])
+            ramp.starts.samples.append(ms)
+            if i % every == 0:
+                recent = statistics.median(ramp.starts.samples[-every:])
+                _progress(f"{tool.name} {i}/{top} running, last {every} starts {recent:.0f} ms median, "
+                          f"{time.monotonic() - t0:.0f}s")
+            if i in marks:
+                time.sleep(SETTLE)
+                ramp.memory[i] = mem = procs.memory(tool.own_pids(), tool.holder)
+                name = f"{tool.name} ps"
+                ramp.ps[i] = ps = interleave([Contender(name, lambda _: tool.ps, tool.env)], runs)[name]
+                names = ", ".join(f"{count} {name}" for name, count in mem["names"].items())
+                _progress(f"{tool.name} at N={i}: {mem['processes']} processes ({names or 'none'}), "
+                          f"{sum(mem['pss_kib']) / 1024 / i:.2f} MiB PSS per container; "
+                          + (f"ps {ps.median:.0f} ms" if ps.ok else f"ps {ps.error}"))
+    finally:
+        ramp.removal = _remove_all(tool, ids)
+        _progress(f"{tool.name}: {len(ids)} removed, {time.monotonic() - t0:.0f}s in all")
+    return ramp
+
+
+def _progress(text: str) -> None:
+    print(f"bench: density: {text}", file=sys.stderr, flush=True)
+
+
+def _remove_all(tool: _Tool, ids: list[str]) -> Series:
+    s = Series(tool.name)
+    if not ids:
+        s.error = "failed: nothing was started"
+        return s
+    try:
+        s.samples.append(timed(tool.remove(ids), tool.env, removal_timeout(len(ids)))[0])
+    except CommandFailed as e:
+        s.error = f"failed: {e}"
+    return s
+
+
+def _density_rows(ramps: dict[str, _Ramp], marks: list[int]) -> list[Row]:
+    """Per N: a start with N-k..N-1 running (the last k starts before N, where k is the smallest
+    N, so that the smallest N's row is its whole batch), memory per container and the time of
+    `ps`. Then the removal of all, every start, and the growth: a start at the largest N
+    against one at the smallest."""
+    k, top = marks[0], marks[-1]
+    py, pod = ramps["pyctr"], ramps["podman"]
+    rows = []
+    for n in marks:
+        scenario = f"density N={n}"
+        a, b = _starts_before(py, n, k), _starts_before(pod, n, k)
+        rows.append(Row(f"density-{n}-start", scenario, f"time per start, {n - k}–{n - 1} running", a, b,
+                        single_ratio(a, b)))
+        for kind in ("pss", "rss"):
+            rows.append(_memory_row(ramps, n, kind, budgeted=n == top))
+        a, b = _at(py, py.ps, n, "pyctr ps"), _at(pod, pod.ps, n, "podman ps")
+        rows.append(Row(f"density-{n}-ps", scenario, "pyctr ps vs podman ps", a, b, single_ratio(a, b)))
+    scenario = f"density N={top}"
+    rows.append(Row(f"density-{top}-remove", scenario, f"remove all {top} (rm -f, one call)", py.removal,
+                    pod.removal, single_ratio(py.removal, pod.removal)))
+    rows.append(Row("density-starts", scenario, f"every start, 1 to {top}", py.starts, pod.starts,
+                    single_ratio(py.starts, pod.starts)))
+    if len(marks) > 1:
+        for tool, ramp in ramps.items():
+            late = _starts_before(ramp, top, k, f"{tool}, {top - k}–{top - 1} running")
+            early = _starts_before(ramp, k, k, f"{tool}, 0–{k - 1} running")
+            rows.append(Row(f"density-growth-{tool}", "density growth", f"{tool}: start at N={top} vs N={k}",
+                            late, early, single_ratio(late, early),
+                            budget=GROWTH_BUDGET if tool == "pyctr" else None))
     return rows
 
 
-def _density_batch(ctx: Context, n: int) -> tuple[list[Row], dict[str, Series]]:
-    """Start n `sleep` containers with each tool, alternating start by start, so that container
-    number i of either tool starts with i-1 of each already running."""
-    scenario = f"density N={n}"
-    ids = {"pyctr": [], "podman": []}
-    starts = {"pyctr": Series("pyctr", error=ctx.pyctr.error),
-              "podman": Series("podman", error=ctx.podman_error)}
-    argv = {"pyctr": ctx.pyctr.cmd("run", "-d", "--network", "none", "alpine", *SLEEP),
-            "podman": ctx.podman.cmd("run", "-d", "--network", "none", PODMAN_IMAGE, *SLEEP)}
-    env = {"pyctr": ctx.pyctr.env, "podman": ctx.podman.env}
-    try:
-        for i in range(n):
-            for tool in (("pyctr", "podman") if i % 2 == 0 else ("podman", "pyctr")):
-                if starts[tool].error:
-                    continue
-                try:
-                    ms, p = timed(argv[tool], env[tool])
-                except CommandFailed as e:
-                    starts[tool].error = f"failed at #{i + 1}: {e}"
-                    continue
-                starts[tool].samples.append(ms)
-                ids[tool].append(p.stdout.strip().splitlines()[-1])
-        # Every process of the tool alive now: the scenarios before this one removed their
-        # containers, so these serve this batch alone (a shared reaper counts too).
-        mem = {"pyctr": _memory(ctx.pyctr.own_pids(), "pyctr"),
-               "podman": _memory(ctx.podman.conmon_pids(), "conmon")}
-    finally:
-        removal = _remove_batch(ctx, ids)
-    return [
-        Row(f"density-{n}-start", scenario, "time per start", starts["pyctr"], starts["podman"],
-            pair_ratio(starts["pyctr"], starts["podman"])),
-        _memory_row(n, scenario, "pss", mem, starts),
-        _memory_row(n, scenario, "rss", mem, starts),
-        Row(f"density-{n}-remove", scenario, f"remove all {n} (rm -f, one call)", removal["pyctr"],
-            removal["podman"], single_ratio(removal["pyctr"], removal["podman"])),
-    ], starts
+def _starts_before(ramp: _Ramp, n: int, k: int, name: str | None = None) -> Series:
+    """Starts number n-k+1..n of the ramp: those with n-k..n-1 containers running."""
+    s = ramp.starts
+    if len(s.samples) < n:
+        return Series(name or s.name, error=s.error or "failed: not reached")
+    return Series(name or s.name, samples=s.samples[n - k:n])
 
 
-def _memory(pids: list[int], what: str) -> dict:
-    per_process = [m for m in map(procs.memory_kib, sorted(pids)) if m]
-    return {"what": what, "processes": len(per_process),
-            "pss_kib": [m[0] for m in per_process], "rss_kib": [m[1] for m in per_process]}
+def _at(ramp: _Ramp, figures: dict[int, Series], n: int, name: str) -> Series:
+    return figures.get(n) or Series(name, error=ramp.starts.error or "failed: not reached")
 
 
-def _memory_row(n: int, scenario: str, kind: str, mem: dict, starts: dict[str, Series]) -> Row:
-    """Memory held per running container: the sum over the tool's own processes, divided by N."""
+def _memory_row(ramps: dict[str, _Ramp], n: int, kind: str, budgeted: bool) -> Row:
+    """Memory held per running container: the sum over the tool's own processes, divided by N.
+    The budget is absolute (MiB of PSS), at the largest N, where a fixed cost shared by all
+    containers weighs least; the ratio to podman's conmon is shown beside it."""
     def per_container(tool: str, name: str) -> Series:
-        m = mem[tool]
-        if starts[tool].error:
-            return Series(name, "MiB", error=starts[tool].error)
+        ramp = ramps[tool]
+        m = ramp.memory.get(n)
+        if m is None:
+            return Series(name, "MiB", error=ramp.starts.error or "failed: not reached")
         if not m[f"{kind}_kib"]:
             return Series(name, "MiB", error=f"failed: no {m['what']} processes found")
         return Series(name, "MiB", [sum(m[f"{kind}_kib"]) / 1024 / n])
 
     a, b = per_container("pyctr", "pyctr"), per_container("podman", "conmon")
-    budget = 1.0 if kind == "pss" else None
-    return Row(f"density-{n}-mem-{kind}", scenario, f"memory per container ({kind.upper()})", a, b,
-               single_ratio(a, b), budget=budget,
-               extra={"pyctr": mem["pyctr"], "podman": mem["podman"]} if kind == "pss" else {})
-
-
-def _remove_batch(ctx: Context, ids: dict[str, list[str]]) -> dict[str, Series]:
-    argv = {"pyctr": ctx.pyctr.cmd("rm", "-f", *ids["pyctr"]),
-            "podman": ctx.podman.cmd("rm", "-f", "-t", "0", *ids["podman"])}
-    env = {"pyctr": ctx.pyctr.env, "podman": ctx.podman.env}
-    out = {}
-    for tool in ("pyctr", "podman"):
-        s = out[tool] = Series(tool)
-        if not ids[tool]:
-            s.error = "failed: nothing was started"
-            continue
-        try:
-            s.samples.append(timed(argv[tool], env[tool])[0])
-        except CommandFailed as e:
-            s.error = f"failed: {e}"
-    return out
-
-
-def _growth_rows(ctx: Context, starts: dict[int, dict[str, Series]]) -> list[Row]:
-    """The last k starts of the largest batch (hi-k..hi-1 already running) against the whole
-    smallest batch of k: flat means no step of `run` scans every container."""
-    lo, hi = min(ctx.density), max(ctx.density)
-    k = lo
-    rows = []
-    for tool in ("pyctr", "podman"):
-        first, last = starts[lo][tool], starts[hi][tool]
-        late = Series(f"{tool} last {k} of N={hi}", error=last.error, samples=last.samples[-k:])
-        early = Series(f"{tool} N={lo}", error=first.error, samples=list(first.samples))
-        rows.append(Row(f"density-growth-{tool}", "density growth",
-                        f"{tool}: start at N={hi} vs N={lo}", late, early, single_ratio(late, early),
-                        budget=1.2 if tool == "pyctr" else None))
-    return rows
+    budget = MEMORY_BUDGET_MIB if budgeted and kind == "pss" else None
+    extra = {tool: ramps[tool].memory.get(n) for tool in ramps} if kind == "pss" else {}
+    return Row(f"density-{n}-mem-{kind}", f"density N={n}", f"memory per container ({kind.upper()})", a, b,
+               single_ratio(a, b), budget=budget, budget_on_figure=True, extra=extra)
 
 
 # -- 6. CLI overhead ----------------------------------------------------------------------------
@@ -295,7 +370,7 @@ def cli(ctx: Context) -> list[Row]:
         Row("cli-version", scenario, "pyctr --version vs python -c pass", s["pyctr --version"], py,
             pair_ratio(s["pyctr --version"], py), budget=2.0),
         Row("cli-ps", scenario, f"pyctr ps ({ctx.ps_containers} running) vs python -c pass",
-            s["pyctr ps"], py, pair_ratio(s["pyctr ps"], py)),
+            s["pyctr ps"], py, pair_ratio(s["pyctr ps"], py), budget=2.0),
     ]
 
 

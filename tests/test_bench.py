@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # the bench is a folder of the repository, not installed
 
+from bench import procs  # noqa: E402
 from bench.sandbox import NETNS_DIR, NetnsDirState, mount_points, release_netns_dir  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the bench needs root")
@@ -49,7 +51,7 @@ def test_quick_bench_prints_the_table_and_writes_every_run(tmp_path):
 
     # The table: a header and one row per figure, every scenario present.
     assert "| scenario | figure | pyctr median" in p.stdout
-    for scenario in ("start, no network", "OCI runtime", "start, network", "exec", "density N=3",
+    for scenario in ("start, no network", "OCI runtime", "start, network", "exec", "density N=10",
                      "density growth", "CLI overhead"):
         assert f"| {scenario}" in p.stdout, scenario
 
@@ -59,8 +61,19 @@ def test_quick_bench_prints_the_table_and_writes_every_run(tmp_path):
     assert doc["quick"] is True and doc["machine"]["nproc"] >= 1
     keys = {r["key"] for r in doc["rows"]}
     assert {"start-none-runc", "oci-run-runc", "oci-podman-runc", "start-bridge-podman", "exec-podman",
-            "density-3-start", "density-growth-pyctr", "cli-version", "start-none-python-floor",
+            "density-10-start", "density-10-ps", "density-10-remove", "density-starts",
+            "density-growth-pyctr", "cli-version", "start-none-python-floor",
             "start-none-python-floor-runc"} <= keys
+    # Every row is in the table for the README too, with its budget and whether it was met.
+    readme = p.stdout.split("For the project README")[1]
+    for r in doc["rows"]:
+        assert f"| {r['scenario']}: {r['title']} |" in readme, r["title"]
+    # Memory per container has an absolute budget (MiB of PSS) at the largest N, and counts
+    # every process pyctr keeps: at least one per container.
+    memory = next(r for r in doc["rows"] if r["key"] == "density-10-mem-pss")
+    assert memory["budget"] == 1.0 and memory["budget_on_figure"] and memory["met"] is not None
+    assert "| ≤ 1 MiB |" in readme
+    assert memory["extra"]["pyctr"]["processes"] >= 10, memory["extra"]["pyctr"]
     # The Python floor is the bench's own script: it has no excuse to fail.
     python_floor = next(r for r in doc["rows"] if r["key"] == "start-none-python-floor")["peer"]
     assert python_floor["error"] is None and len(python_floor["samples"]) == 3
@@ -80,6 +93,53 @@ def test_quick_bench_prints_the_table_and_writes_every_run(tmp_path):
     assert _netns() - netns_before == set()
     assert _workdirs() - workdirs_before == set()
     assert _netns_dir_state() == netns_dir_before
+
+
+# -- finding a tool's processes: by environment, command line and descent ----------------------
+
+
+def _spawn(argv: list[str], env: dict, started: list[int]) -> int:
+    """Start argv from a shell that exits at once (so that its parent is no longer ours) and
+    return its PID."""
+    p = subprocess.run(["sh", "-c", '"$@" >/dev/null 2>&1 & echo $!', "sh", *argv], env=env,
+                       capture_output=True, text=True, check=True)
+    started.append(int(p.stdout))
+    return started[-1]
+
+
+def _child(pid: int, started: list[int]) -> int:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        if kids:
+            started.append(int(kids[0]))
+            return started[-1]
+        time.sleep(0.02)
+    raise AssertionError(f"{pid} started no child")
+
+
+def test_a_tools_processes_are_found_whatever_their_names_and_parents(tmp_path):
+    state = str(tmp_path / "state")
+    ours = dict(os.environ, BENCH_TEST_STATE=state)
+    clean = {"PATH": os.environ["PATH"]}
+    started: list[int] = []
+    try:
+        orphan = _spawn(["sleep", "60"], ours, started)  # its parent exited: adopted elsewhere
+        forker = _spawn(["sh", "-c", "env -i sleep 60 & wait"], ours, started)
+        fork_with_clean_env = _child(forker, started)
+        named = _spawn(["sh", "-c", f"sleep 60 & wait # {state}/"], clean, started)
+        named_child = _child(named, started)
+        other = _spawn(["sleep", "60"], dict(ours, BENCH_TEST_STATE=state + "-other"), started)
+        unshare = _spawn(["unshare", "--pid", "--fork", "sleep", "60"], ours, started)
+        in_a_container = _child(unshare, started)  # in a PID namespace of its own
+
+        found = procs.tool_pids("BENCH_TEST_STATE", state, (f"{state}/",))
+
+        assert {orphan, forker, fork_with_clean_env, named, named_child, unshare} <= set(found)
+        assert other not in found and in_a_container not in found
+        assert os.getpid() not in found
+    finally:
+        procs.kill(started)
 
 
 # -- the namespace folder: `ip netns add` makes it and may bind-mount it on itself -------------
