@@ -464,7 +464,7 @@ def _abandon(monitor_pid: int) -> None:
     try:
         os.waitpid(monitor_pid, 0)
     except ChildProcessError:
-        monitor.wait_for_exit_of(monitor_pid)
+        monitor.wait_briefly_for_exit(monitor_pid, 10)
 
 
 # --- after the container exits ------------------------------------------------------------

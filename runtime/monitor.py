@@ -35,21 +35,6 @@ def pidfd(pid: int) -> int | None:
         return None
 
 
-def wait_for_exit_of(pid: int) -> None:
-    """Wait until `pid`, which need not be our child, has exited."""
-    fd = pidfd(pid)
-    if fd is None:
-        while records.process_start_time(pid) is not None:
-            time.sleep(0.02)
-        return
-    try:
-        import select
-
-        select.select([fd], [], [])
-    finally:
-        os.close(fd)
-
-
 def wait_for(pid: int) -> int:
     while True:
         try:
