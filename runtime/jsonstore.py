@@ -8,11 +8,19 @@ import os
 
 
 def read_json(path: "Path", default=None):
+    """The document at path, or default if there is none. Read with os.read, in four system
+    calls where open() makes seven or nine: `pyctr ps` reads two for every container."""
     try:
-        with open(path, "rb", buffering=0) as f:  # unbuffered: the whole file in one read
-            return json.load(f)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return default
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return json.loads(b"".join(chunks))
 
 
 def write_json(path: "Path", data, durable: bool = False) -> None:
