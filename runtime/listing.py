@@ -1,7 +1,8 @@
 """Handlers of the commands that only read containers: ps, inspect, info, logs, stats, top.
 
-They import neither lifecycle nor anything under it (the engine, cgroups, ctypes, pathlib),
-so that `pyctr ps` and `pyctr inspect` start about as fast as Python itself.
+None imports lifecycle or what it brings (the engine, ctypes, pathlib), and ps, inspect and logs
+import nothing beyond the records and humanize (tests/test_cli.py checks), so that they start
+about as fast as Python itself; info, stats and top import cgroups when they run.
 """
 
 import json
