@@ -8,7 +8,6 @@ as exited and can still be removed.
 
 import os
 import time
-from pathlib import Path
 
 from pyctr.runtime import jsonstore
 from pyctr.runtime.errors import ConflictError, NotFoundError, PyctrError
@@ -20,20 +19,33 @@ _ADJECTIVES = ("brave", "calm", "eager", "fond", "gentle", "happy", "jolly", "ke
 _NOUNS = ("bardeen", "curie", "darwin", "euler", "fermi", "gauss", "hopper", "kepler", "lovelace",
           "meitner", "noether", "pascal", "ritchie", "shannon", "thompson", "turing", "wozniak")
 
-
-from pyctr.runtime.reaper import now_rfc3339  # noqa: E402,F401  (the reaper cannot import us)
+_boot_id: str | None = None
 
 
 def boot_id() -> str:
-    with open("/proc/sys/kernel/random/boot_id") as f:
-        return f.read().strip()
+    global _boot_id
+    if _boot_id is None:  # read once: `ps` asks for every container, and it is fixed until a reboot
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            _boot_id = f.read().strip()
+    return _boot_id
+
+
+def now_rfc3339() -> str:
+    from pyctr.runtime import reaper  # the reaper has it, as it cannot import us
+
+    return reaper.now_rfc3339()
 
 
 def process_start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat; with the PID it names one process, even after PID reuse."""
+    """Field 22 of /proc/PID/stat; with the PID it names one process, even after PID reuse.
+    Read with os.read, in three system calls where open() makes seven: `ps` reads one for
+    every running container."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, 4096)  # the whole line (a few hundred bytes) in one read
+        finally:
+            os.close(fd)
     except OSError:
         return None
     fields = data[data.rindex(b")") + 2:].split()
@@ -60,30 +72,40 @@ class Container:
     def name(self) -> str:
         return self.config["Name"]
 
+    # The places are Paths for the commands that build on them; the read-only commands (ps,
+    # inspect, logs) use the strings of file() and log_file, so they need not import pathlib.
     @property
-    def dir(self) -> Path:
+    def dir(self) -> "Path":
         return settings().containers_dir / self.id
 
     @property
-    def state_path(self) -> Path:
+    def state_path(self) -> "Path":
         return settings().container_state_dir / f"{self.id}.json"
 
     @property
-    def lock_path(self) -> Path:
+    def lock_path(self) -> "Path":
         return settings().locks_dir / f"{self.id}.lock"
 
     @property
-    def log_path(self) -> Path:
+    def log_path(self) -> "Path":
         return self.dir / f"{self.id}-json.log"
 
     @property
-    def explain_log_path(self) -> Path:
+    def explain_log_path(self) -> "Path":
         """Where a detached container's monitor writes its --explain lines (its stderr is /dev/null)."""
         return self.dir / "explain.log"
 
     @property
-    def staging_dir(self) -> Path:
+    def staging_dir(self) -> "Path":
         return self.dir / "staging"
+
+    def file(self, *names: str) -> str:
+        """A path in the container's folder, as a string."""
+        return os.path.join(_record_dir(self.id), *names)
+
+    @property
+    def log_file(self) -> str:
+        return self.file(f"{self.id}-json.log")
 
     def make_dirs(self) -> None:
         """The container's folder, 0700 whatever the umask: its layer may hold setuid files, which
@@ -192,16 +214,16 @@ class Container:
                 "FinishedAt": s.get("FinishedAt", "0001-01-01T00:00:00Z"),
             },
             "Image": c["ImageID"],
-            "LogPath": str(self.log_path),
-            "ExplainLog": str(self.explain_log_path),
+            "LogPath": self.log_file,
+            "ExplainLog": self.file("explain.log"),
             "Name": "/" + self.name,
             "Driver": "overlay",
             "HostConfig": c["HostConfig"],
             "Config": c["Config"],
             "NetworkSettings": c.get("NetworkSettings") or empty_network_settings(),
             "GraphDriver": {"Name": "overlay", "Data": {
-                "LowerDir": c["Rootfs"], "UpperDir": str(self.dir / "upper"),
-                "WorkDir": str(self.dir / "work"), "MergedDir": str(self.dir / "merged")}},
+                "LowerDir": c["Rootfs"], "UpperDir": self.file("upper"),
+                "WorkDir": self.file("work"), "MergedDir": self.file("merged")}},
         }
 
 
@@ -224,15 +246,23 @@ def empty_network_settings() -> dict:
             "Networks": {}}
 
 
+def _containers_dir() -> str:
+    return os.path.join(settings().root_dir, "containers")
+
+
+def _record_dir(container_id: str) -> str:
+    return os.path.join(_containers_dir(), container_id)
+
+
 def _load_state(c: Container) -> dict:
-    state = jsonstore.read_json(c.state_path)
+    state = jsonstore.read_json(os.path.join(settings().state_dir, "containers", f"{c.id}.json"))
     if state is None:
-        state = jsonstore.read_json(c.dir / "state.json", {"Status": "created"})
+        state = jsonstore.read_json(c.file("state.json"), {"Status": "created"})
     return state
 
 
 def load(container_id: str) -> Container:
-    config = jsonstore.read_json(settings().containers_dir / container_id / "config.json")
+    config = jsonstore.read_json(os.path.join(_record_dir(container_id), "config.json"))
     if config is None:
         raise NotFoundError(f"No such container: {container_id}")
     c = Container(config, {})
@@ -242,19 +272,23 @@ def load(container_id: str) -> Container:
 
 def all_ids() -> list[str]:
     try:
-        return [e.name for e in os.scandir(settings().containers_dir)
-                if e.is_dir() and (Path(e.path) / "config.json").exists()]
+        return [e.name for e in os.scandir(_containers_dir())
+                if e.is_dir() and os.path.exists(os.path.join(e.path, "config.json"))]
     except FileNotFoundError:
         return []
 
 
 def list_all() -> list[Container]:
     result = []
-    for cid in all_ids():
+    try:
+        entries = list(os.scandir(_containers_dir()))
+    except FileNotFoundError:
+        entries = []
+    for entry in entries:
         try:
-            result.append(load(cid).refresh())
-        except (NotFoundError, ValueError):
-            continue  # removed while we listed, or half-written by a crashed create
+            result.append(load(entry.name).refresh())
+        except (NotFoundError, NotADirectoryError, ValueError):
+            continue  # not a container's folder, removed while we listed, or half-written by a crashed create
     result.sort(key=lambda c: c.config["Created"], reverse=True)
     return result
 
@@ -266,7 +300,8 @@ def find(ref: str) -> Container:
     name = ref.lstrip("/")  # Docker shows names as /NAME
     if _valid_name(name):
         try:
-            return load((settings().root / "names" / name).read_text().strip()).refresh()
+            with open(os.path.join(settings().root_dir, "names", name)) as f:
+                return load(f.read().strip()).refresh()
         except (FileNotFoundError, NotADirectoryError, NotFoundError):
             pass
     ids = all_ids()

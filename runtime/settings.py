@@ -8,7 +8,6 @@ enter them: overlay and bind mounts do not walk these paths again as the contain
 
 import os
 import stat
-from pathlib import Path
 
 PRIVATE = 0o700
 ROOT_DIRS = ("containers", "images", "networks", "names")
@@ -18,53 +17,71 @@ DEFAULT_ROOT = "/var/lib/pyctr"
 DEFAULT_STATE = "/run/pyctr"
 
 
-def make_private(path: Path) -> None:
+def make_private(path: "str | os.PathLike") -> None:
     """mkdir -p PATH with mode 0700, and chmod: the umask may have taken bits off, or an older
     pyctr made it 0755."""
-    path.mkdir(mode=PRIVATE, parents=True, exist_ok=True)
+    os.makedirs(path, mode=PRIVATE, exist_ok=True)
     os.chmod(path, PRIVATE)
 
 
-class Settings:
-    __slots__ = ("root", "state")
+def _path(text: str) -> "Path":
+    from pathlib import Path  # here, not at the top: see Settings
 
-    def __init__(self, root: Path, state: Path):
-        self.root = root  # images, container layers, configs, logs, network configs
-        self.state = state  # runtime state: pids, locks
+    return Path(text)
+
+
+class Settings:
+    """The two places as strings, and as Paths for the commands that build paths. The read-only
+    commands (ps, inspect, logs) use the strings: importing pathlib would cost `pyctr ps` a
+    tenth of its time."""
+
+    __slots__ = ("root_dir", "state_dir")
+
+    def __init__(self, root_dir: str, state_dir: str):
+        self.root_dir = root_dir  # images, container layers, configs, logs, network configs
+        self.state_dir = state_dir  # runtime state: pids, locks
 
     @property
-    def images_dir(self) -> Path:
+    def root(self) -> "Path":
+        return _path(self.root_dir)
+
+    @property
+    def state(self) -> "Path":
+        return _path(self.state_dir)
+
+    @property
+    def images_dir(self) -> "Path":
         return self.root / "images"
 
     @property
-    def containers_dir(self) -> Path:
+    def containers_dir(self) -> "Path":
         return self.root / "containers"
 
     @property
-    def networks_dir(self) -> Path:
+    def networks_dir(self) -> "Path":
         return self.root / "networks"
 
     @property
-    def container_state_dir(self) -> Path:
+    def container_state_dir(self) -> "Path":
         return self.state / "containers"
 
     @property
-    def locks_dir(self) -> Path:
+    def locks_dir(self) -> "Path":
         return self.state / "locks"
 
     def secure(self) -> None:
         """Make (or fix, in a store of an older pyctr) the root, the state and their folders 0700.
         Once done, this costs one stat each."""
-        for top, subdirs in ((self.root, ROOT_DIRS), (self.state, STATE_DIRS)):
+        for top, subdirs in ((self.root_dir, ROOT_DIRS), (self.state_dir, STATE_DIRS)):
             try:
                 if stat.S_IMODE(os.stat(top).st_mode) == PRIVATE:
                     continue
             except FileNotFoundError:
                 pass
-            for path in (top, *(top / sub for sub in subdirs)):
+            for path in (top, *(os.path.join(top, sub) for sub in subdirs)):
                 make_private(path)
-            if top == self.root:
-                for entry in os.scandir(self.containers_dir):
+            if top == self.root_dir:
+                for entry in os.scandir(os.path.join(top, "containers")):
                     if entry.is_dir(follow_symlinks=False):
                         os.chmod(entry.path, PRIVATE)
 
@@ -75,12 +92,12 @@ _current: Settings | None = None
 def configure(root: str | None = None, state: str | None = None) -> Settings:
     global _current
     _current = Settings(
-        root=Path(root or os.environ.get("PYCTR_ROOT") or DEFAULT_ROOT),
-        state=Path(state or os.environ.get("PYCTR_STATE") or DEFAULT_STATE),
+        root_dir=root or os.environ.get("PYCTR_ROOT") or DEFAULT_ROOT,
+        state_dir=state or os.environ.get("PYCTR_STATE") or DEFAULT_STATE,
     )
     # Processes pyctr starts (the monitor, hooks) see the same places.
-    os.environ["PYCTR_ROOT"] = str(_current.root)
-    os.environ["PYCTR_STATE"] = str(_current.state)
+    os.environ["PYCTR_ROOT"] = _current.root_dir
+    os.environ["PYCTR_STATE"] = _current.state_dir
     try:
         _current.secure()
     except PermissionError:

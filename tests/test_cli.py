@@ -1,0 +1,240 @@
+"""The command line's quick path (cli.quick_parse) against argparse (cli_parser), the modules the
+read-only commands import, and the arithmetic that replaced time.strptime in humanize."""
+
+import argparse
+import calendar
+import contextlib
+import io
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pyctr.runtime import cli, cli_parser, humanize, settings
+from pyctr.runtime import container as records
+
+NONE = ("--network", "none")
+
+
+# --- the quick path parses as argparse does --------------------------------------------------
+def declared_flags(parser: argparse.ArgumentParser) -> dict:
+    """What a parser declares, in the terms of cli.Flags (help, --version and subcommands aside)."""
+    found = {"switches": {}, "values": {}, "defaults": {}, "choices": {}, "positionals": []}
+    for action in parser._actions:
+        if isinstance(action, (argparse._HelpAction, cli_parser.VersionAction, argparse._SubParsersAction)):
+            continue
+        if not action.option_strings:
+            found["positionals"].append((action.dest, action.nargs))
+            continue
+        assert type(action) in (argparse._StoreTrueAction, argparse._StoreAction), action
+        kind = "switches" if isinstance(action, argparse._StoreTrueAction) else "values"
+        found[kind].update(dict.fromkeys(action.option_strings, action.dest))
+        found["defaults"][action.dest] = action.default
+        if action.choices is not None:
+            found["choices"][action.dest] = tuple(action.choices)
+    return found
+
+
+def subparser(name: str) -> argparse.ArgumentParser:
+    parser = cli_parser.build_parser(name)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[name]
+
+
+@pytest.mark.parametrize("name", sorted(cli.QUICK_COMMANDS))
+def test_the_quick_flags_are_the_declared_ones(name):
+    quick, declared = cli.QUICK_COMMANDS[name], declared_flags(subparser(name))
+    assert quick.switches == declared["switches"]
+    assert quick.values == declared["values"]
+    assert quick.defaults == declared["defaults"]
+    assert quick.choices == declared["choices"]
+    positionals = [(quick.positional, "+" if quick.many else None)] if quick.positional else []
+    assert positionals == declared["positionals"]
+    assert quick.handler == subparser(name)._defaults["handler"]
+
+
+def test_the_quick_global_flags_are_the_declared_ones(monkeypatch):
+    monkeypatch.delenv("PYCTR_LOG_LEVEL", raising=False)
+    declared = declared_flags(cli_parser.build_parser(""))
+    assert cli.GLOBAL_FLAGS.switches == declared["switches"]
+    assert cli.GLOBAL_FLAGS.values == declared["values"]
+    assert {**cli.GLOBAL_FLAGS.defaults, "log_level": "warning"} == declared["defaults"]
+    assert cli.GLOBAL_FLAGS.choices == declared["choices"]
+
+
+def argparse_outcome(argv: list[str]) -> tuple:
+    """("args", vars) or ("exit", code, stdout) of argparse on argv."""
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            return ("args", vars(cli_parser.parse(argv)))
+    except SystemExit as e:
+        return ("exit", e.code, out.getvalue())
+
+
+def check_agrees(argv: list[str]) -> bool:
+    """If the quick path takes argv, argparse gives the same; returns whether it took it."""
+    quick = cli.quick_parse(argv)
+    if quick is None:
+        return False
+    if getattr(quick, "version", False):
+        assert argparse_outcome(argv) == ("exit", 0, f"pyctr {cli.VERSION}\n"), argv
+    else:
+        assert argparse_outcome(argv) == ("args", vars(quick)), argv
+    return True
+
+
+@pytest.mark.parametrize("argv", [
+    ["--version"], ["--explain", "--version", "bogus"],
+    ["ps"], ["ps", "-a"], ["ps", "-aq"], ["ps", "-qa", "--no-trunc"], ["ps", "--all", "--quiet"],
+    ["ps", "--format", "json"], ["ps", "--format=json", "-a"],
+    ["--root", "/r", "--state=/s", "--log-level", "debug", "--explain", "ps", "-a"], ["--root", "ps", "ps"],
+    ["inspect", "c1"], ["inspect", "c1", "c2"], ["inspect", "-f", "{{.Id}}", "c1", "c2"],
+    ["inspect", "c1", "c2", "--format", "{{json .State}}"], ["inspect", "--format=", "c1"], ["inspect", ""],
+    ["logs", "c1"], ["logs", "-f", "c1"], ["logs", "-ft", "--tail", "5", "c1"], ["logs", "c1", "--tail=all", "-t"],
+])
+def test_the_quick_path_takes_the_plain_forms_as_argparse_does(argv, monkeypatch):
+    monkeypatch.delenv("PYCTR_LOG_LEVEL", raising=False)
+    assert check_agrees(argv)
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["-h"], ["ps", "--help"], ["ps", "-h"], ["ps", "--al"], ["ps", "--format", "xml"], ["ps", "--format"],
+    ["ps", "extra"], ["ps", "--"], ["ps", "-ax"], ["ps", "--all=1"], ["--log-level", "loud", "ps"],
+    ["--root", "--version"], ["--bogus", "--version"], ["ps", "--root", "/r"], ["container", "ls"],
+    ["inspect"], ["inspect", "-f", "x"], ["inspect", "c1", "-f", "x", "c2"], ["inspect", "-fx", "c1"],
+    ["inspect", "-"], ["logs", "c1", "c2"], ["logs", "--tail", "-1", "c1"], ["run", "alpine"],
+])
+def test_the_quick_path_leaves_the_rest_to_argparse(argv, monkeypatch):
+    monkeypatch.delenv("PYCTR_LOG_LEVEL", raising=False)
+    assert cli.quick_parse(argv) is None
+
+
+def test_both_parsers_agree_on_random_command_lines(monkeypatch):
+    monkeypatch.setenv("PYCTR_LOG_LEVEL", "info")  # the default comes from here in both
+    words = ["ps", "inspect", "logs", "c1", "c2", "json", "table", "xml", "5", "-1", "", "-", "--",
+             "-a", "-q", "-aq", "-qa", "-ax", "--all", "--al", "--quiet", "--no-trunc", "--format",
+             "--format=json", "--format=xml", "-f", "-t", "-ft", "-fx", "--follow", "--tail", "--tail=3",
+             "--timestamps", "--root", "/r", "--root=/x", "--state", "--explain", "--log-level", "debug",
+             "--version", "-h", "--help"]
+    rng = random.Random(13)
+    taken = 0
+    for _ in range(4000):
+        argv = [rng.choice(words) for _ in range(rng.randint(0, 6))]
+        if rng.random() < 0.7:  # most of them with a command first, as people write them
+            argv.insert(rng.randint(0, min(2, len(argv))), rng.choice(["ps", "inspect", "logs"]))
+        taken += check_agrees(argv)
+    assert taken > 200  # the quick path took enough of them for this to mean something
+
+
+def test_bad_flags_still_get_argparse_one_line_and_125(run_pyctr):
+    for args in (["ps", "--format", "xml"], ["ps", "extra"], ["inspect"], ["logs", "c1", "c2"]):
+        result = run_pyctr(*args)
+        assert result.returncode == 125, (args, result)
+        assert result.stderr.startswith("Error: pyctr") and result.stderr.count("\n") == 1, result.stderr
+
+
+# --- the read-only commands import little --------------------------------------------------------
+# What a command may import beyond the interpreter and re and json (the `pyctr` script itself
+# imports re; json reads the records). Anything more (argparse, pathlib, lifecycle and the engine,
+# ctypes, fcntl, datetime...) is start-up time that every `pyctr ps` pays.
+LISTING_MODULES = {"pyctr", "pyctr.runtime", "pyctr.runtime.cli", "pyctr.runtime.hosttools",
+                   "pyctr.runtime.settings", "pyctr.runtime.listing", "pyctr.runtime.container",
+                   "pyctr.runtime.errors", "pyctr.runtime.jsonstore", "pyctr.runtime.humanize"}
+VERSION_MODULES = {"pyctr", "pyctr.runtime", "pyctr.runtime.cli", "pyctr.runtime.hosttools"}
+
+PROBE = """
+import os, sys
+{preload}
+before = set(sys.modules)
+from pyctr.runtime import cli
+sys.stdout = open(os.devnull, "w")
+code = cli.main(sys.argv[1:])
+sys.stderr.write(" ".join(sorted(set(sys.modules) - before)) + " " + str(code))
+"""
+
+
+def modules_imported_by(env: dict, args: list[str], preload: str) -> set[str]:
+    """The modules that `pyctr ARGS` imports, beyond those `preload` imports first."""
+    out = subprocess.run([sys.executable, "-c", PROBE.format(preload=preload), *args], env=env,
+                         capture_output=True, text=True, timeout=60)
+    *modules, code = out.stderr.split()
+    assert code == "0", out.stderr
+    return set(modules)
+
+
+def test_version_ps_inspect_and_logs_import_only_what_they_use(run_pyctr, pyctr_env):
+    running = run_pyctr("run", "-d", *NONE, "alpine", "sh", "-c", "echo hi; sleep 60").stdout.strip()
+    exited = run_pyctr("run", *NONE, "alpine", "true")
+    assert running and exited.returncode == 0
+    for _ in range(100):  # until the running one's output is in its log
+        if run_pyctr("logs", running).stdout == "hi\n":
+            break
+        time.sleep(0.05)
+
+    assert modules_imported_by(pyctr_env, ["--version"], "import re") == VERSION_MODULES
+    for args in (["ps"], ["ps", "-a"], ["ps", "-a", "--format", "json"], ["inspect", running],
+                 ["logs", "--tail", "1", running]):
+        assert modules_imported_by(pyctr_env, args, "import re, json") == LISTING_MODULES, args
+    # The probe can fail: the commands that change containers import the engine.
+    assert "pyctr.runtime.lifecycle" in modules_imported_by(pyctr_env, ["stop", "-t", "0", running],
+                                                            "import re, json")
+
+
+# --- humanize ------------------------------------------------------------------------------------
+def test_rfc3339_stamps_read_as_calendar_timegm_reads_them():
+    rng = random.Random(3339)
+    for t in [0, 951782400, 951868800, 4107542400] + [rng.randint(0, 2**33) for _ in range(20000)]:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t))
+        assert humanize.parse_rfc3339(stamp + "Z") == t == calendar.timegm(time.gmtime(t)), stamp
+        assert humanize.parse_rfc3339(stamp + ".250000000Z") == t + 0.25
+        assert humanize.parse_rfc3339(stamp + ".5+00:00") == t + 0.5
+    assert humanize.parse_rfc3339("") == humanize.parse_rfc3339("0001-01-01T00:00:00Z") == 0.0
+
+
+@pytest.mark.parametrize("stamp", ["yesterday", "2026/11/26 12:00:00", "2026-13-01T00:00:00Z",
+                                   "2026-11-26T12-00-00Z"])
+def test_a_malformed_stamp_is_a_value_error(stamp):
+    with pytest.raises(ValueError):
+        humanize.parse_rfc3339(stamp)
+
+
+def test_ps_shows_up_and_created_times_in_docker_words(run_pyctr):
+    run_pyctr("run", "-d", *NONE, "--name", "upnow", "alpine", "sleep", "60")
+    [row] = json.loads(run_pyctr("ps", "--format", "json").stdout)
+    assert row["Names"] == ["upnow"]
+    assert re.fullmatch(r"Up (Less than a second|\d+ seconds?)", row["Status"]), row
+    header, line = run_pyctr("ps").stdout.splitlines()
+    created = line[header.index("CREATED"):header.index("STATUS")].strip()
+    assert re.fullmatch(r"(Less than a second|\d+ seconds?) ago", created), line
+
+
+# --- records read without pathlib --------------------------------------------------------------
+def test_the_string_places_are_the_path_places(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYCTR_ROOT", "")
+    monkeypatch.setenv("PYCTR_STATE", "")
+    monkeypatch.setattr(settings, "_current", None)
+    settings.configure(f"{tmp_path}/root/", f"{tmp_path}//state")  # spelled as people may
+    c = records.Container({"Id": "abc123"}, {})
+    assert c.log_file == str(c.log_path) and c.file("explain.log") == str(c.explain_log_path)
+    assert c.file("upper") == str(c.dir / "upper")
+    assert settings.current().root == tmp_path / "root"
+    assert oct(os.stat(tmp_path / "state" / "locks").st_mode & 0o777) == "0o700"
+
+
+def test_ps_passes_over_what_is_not_a_container(run_pyctr, pyctr_env):
+    containers = Path(pyctr_env["PYCTR_ROOT"]) / "containers"
+    run_pyctr("create", *NONE, "--name", "real", "alpine", "true")
+    (containers / "stray-file").write_text("{}")
+    (containers / "empty-folder").mkdir()
+    (containers / "half-written").mkdir()
+    (containers / "half-written" / "config.json").write_text('{"Id": ')
+    listed = run_pyctr("ps", "-a", "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert [row["Names"] for row in json.loads(listed.stdout)] == [["real"]]
