@@ -234,11 +234,24 @@ def _host_monitor_for(c: Container) -> None:
     """A detached container's output and exit are collected by the host monitor: if it was
     killed, start another, which adopts the container from its keeper (once per command)."""
     global _host_monitor_checked
-    if not _host_monitor_checked and c.monitor_alive():
-        _host_monitor_checked = True
-        from pyctr.runtime import hostmonitor
+    if _host_monitor_checked or not c.monitor_alive():
+        return
+    _host_monitor_checked = True
+    # The host monitor writes "PID START_TIME" into its lock file: read here without importing
+    # it (and fcntl), as `ps` would pay for that.
+    try:
+        fd = os.open(os.path.join(settings().state_dir, "monitor.lock"), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            pid, _, started = os.read(fd, 64).decode().partition(" ")
+        finally:
+            os.close(fd)
+        if pid and process_start_time(int(pid)) == int(started):
+            return
+    except (OSError, ValueError):
+        pass
+    from pyctr.runtime import hostmonitor
 
-        hostmonitor.ensure_running(settings().state)
+    hostmonitor.ensure_running(settings().state_dir)
 
 
 def empty_network_settings() -> dict:

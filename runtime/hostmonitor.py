@@ -221,6 +221,11 @@ class HostMonitor:
                     if time.monotonic() > deadline:
                         return False
                     time.sleep(0.01)
+        from pyctr.runtime import container as records
+
+        # Who holds it, for container.refresh to check without taking the lock.
+        os.ftruncate(self.lock_fd, 0)
+        os.pwrite(self.lock_fd, f"{os.getpid()} {records.process_start_time(os.getpid())}".encode(), 0)
         try:
             os.unlink(self.path)  # a killed one's
         except FileNotFoundError:
