@@ -103,12 +103,13 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
             userns.write_mappings(stage1, spec.linux.uid_mappings, spec.linux.gid_mappings)
             os.write(parent_w, b"mapped\n")
             line = messages.next()
-        _waitpid(stage1)
         if not line.startswith("pid "):
+            _waitpid(stage1)
             raise _failure(line)
         pid = int(line[4:])
         undo.append(lambda: _kill_and_wait(pid))
         cgroup.add(pid)
+        _waitpid(stage1)  # it has exited meanwhile: PID 1, its orphan, is the nearest subreaper's now
         sd.save(pid=pid, pidStartTime=_start_time(pid))
         if spec.linux.new_namespace("user") and spec.linux.new_namespace("mount"):
             from pyctr.runtime import userns_root
