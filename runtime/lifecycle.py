@@ -457,14 +457,16 @@ def delete_oci_container(c: Container) -> None:
         group.remove()
 
 
-def remove_files(c: Container) -> None:
+def remove_files(c: Container, oci_deleted: bool = False) -> None:
     """Forget the container: network (with its lease), cgroup, layers, logs, state and name.
-    Idempotent, and complete even when nothing was released at exit (a SIGKILLed monitor)."""
+    Idempotent, and complete even when nothing was released at exit (a SIGKILLed monitor).
+    `oci_deleted`: the caller (its monitor) has just deleted the OCI state and the cgroup."""
     if uses_network_driver(c):
         from pyctr.network import api
 
         api.release(c.config)  # also removes what disconnect() would
-    delete_oci_container(c)
+    if not oci_deleted:
+        delete_oci_container(c)
     explain.step("rm", "-rf", c.dir)
     _remove_tree(c.dir)
     release_id_mappings(c)

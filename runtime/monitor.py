@@ -75,7 +75,7 @@ def finish(c: records.Container, status: int) -> int:
     if c.state.get("RemovalInProgress"):
         pass  # `rm -f` removes it all, and prints its steps
     elif auto_remove:
-        lifecycle.remove_files(c)
+        lifecycle.remove_files(c, oci_deleted=True)
     else:
         lifecycle.release_network(c)
     return code
