@@ -217,7 +217,7 @@ def _store_lock():
 def _records() -> list[tuple[Path, dict]]:
     """(folder, record) of every image: images/NAME/LABEL/image.json, skipping work in progress."""
     found = []
-    for record_path in sorted(_images_dir().glob(f"*/*/{RECORD}")):
+    for record_path in _record_paths():
         folder = record_path.parent
         if folder.name.startswith(".") or folder.parent.name.startswith(("_", ".")):
             continue
@@ -226,6 +226,27 @@ def _records() -> list[tuple[Path, dict]]:
             record.setdefault("RepoTags", [])
             found.append((folder, record))
     return found
+
+
+def _record_paths() -> list[Path]:
+    """What sorted(images.glob("*/*/image.json")) lists, by two os.scandir: pathlib's glob costs
+    every `run` ~1 ms more."""
+    paths = []
+    for name in _visible_folders(_images_dir()):
+        for label in _visible_folders(name):
+            record_path = os.path.join(label, RECORD)
+            if os.path.exists(record_path):
+                paths.append(Path(record_path))
+    return sorted(paths)
+
+
+def _visible_folders(folder) -> list[str]:
+    """The folders in `folder` that a glob's * matches: not hidden."""
+    try:
+        with os.scandir(folder) as entries:
+            return [e.path for e in entries if not e.name.startswith(".") and e.is_dir()]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def _has_name(record: dict, name: str) -> bool:

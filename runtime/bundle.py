@@ -47,7 +47,7 @@ def write(c: Container) -> dict:
         explain.comment("the container as an OCI runtime spec, which pyctr's core makes it from (as runc would)")
         explain.step("mkdir", "-p", target.parent)
         explain.shell(f"cat > {target} <<'EOF'\n{json.dumps(config, indent=2)}\nEOF")
-    jsonstore.write_json(target, config)
+    jsonstore.write_json(target, config, compact=True)  # --explain shows it indented
     return config
 
 

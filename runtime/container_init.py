@@ -85,9 +85,8 @@ def stage1(ctx: InitContext) -> None:
     try:
         # What pyctr's caller left open must not reach the container (runc's CVE-2024-21626).
         syscalls.close_fds_except(ctx.kept_fds())
-        # Now, while the host's files are ours to read: past the user namespace or pivot_root,
-        # the host's Python library may be out of reach.
-        _import_what_later_steps_need(ctx.spec)
+        if _loses_host_files_in_stage1(ctx.spec):
+            _import_what_later_steps_need(ctx.spec)
         # The fifo's folder, held from here on: past pivot_root (or a chroot without /proc) the
         # fifo is opened relative to it. The folder is 0711 and the fifo 0622, so a user
         # namespace's root may do so too, while the state root above stays 0700.
@@ -119,10 +118,22 @@ def stage1(ctx: InitContext) -> None:
         pid = os.fork()
         if pid == 0:
             stage2(ctx)
-        ctx.send(f"pid {pid}")
+        try:
+            ctx.send(f"pid {pid}")
+        except BrokenPipeError:
+            os._exit(1)  # the parent gave up meanwhile, and says why; PID 1 ends when its channel closes
         os._exit(0)
     except BaseException as e:
         _report(ctx, e)
+
+
+def _loses_host_files_in_stage1(spec) -> bool:
+    """Past a user namespace (host root's 0700 folders close) or a mount namespace joined by
+    path, the host's Python library may be out of reach: stage 1 then imports what the later
+    steps need before it enters them. Else stage 2 does, while its parent joins it to its cgroup
+    (on cgroup v1, an RCU grace period long)."""
+    return spec.linux.namespace("user") is not None or any(
+        ns.type == "mount" and ns.path for ns in spec.linux.namespaces)
 
 
 def _before_user_namespace(ctx: InitContext) -> None:
@@ -191,7 +202,14 @@ def stage2(ctx: InitContext) -> None:
     try:
         import json
 
+        # Until exec we hold host paths (the state folder): no process of the container (an exec
+        # into a created container) may read our memory or fds through /proc (runc CVE-2016-9962).
+        import prctl
+
+        prctl.set_dumpable(False)
         spec = ctx.spec
+        if not _loses_host_files_in_stage1(spec):
+            _import_what_later_steps_need(spec)
         state: dict = {}
         userns_root = None
 
@@ -214,16 +232,13 @@ def stage2(ctx: InitContext) -> None:
                 syscalls.unshare(syscalls.CLONE_NEWCGROUP)
 
         # The root needs neither the cgroup (slow to join on v1) nor the createRuntime hooks until
-        # a cgroup mount or the createContainer hooks: build it while the parent does those. Under
+        # a cgroup mount or pivot_root (which the spec puts after those hooks and the createContainer
+        # ones): build it while the parent does those, and without hooks, finish it too. Under
         # --explain, or with a user namespace (the parent's helper mounts the root), in order.
         if explain.enabled or spec.linux.new_namespace("user"):
             wait_for_go()
+        hooks_before_pivot = bool(spec.hooks.create_runtime or spec.hooks.create_container)
         explain.side(explain.CONTAINER)
-        # Until exec we hold host paths (the state folder): no process of the container (an exec
-        # into a created container) may read our memory or fds through /proc (runc CVE-2016-9962).
-        import prctl
-
-        prctl.set_dumpable(False)
         state_folder = ctx.state_folder
 
         def create_container_hooks():
@@ -240,7 +255,8 @@ def stage2(ctx: InitContext) -> None:
             if userns_root is not None:
                 userns_root.use_sources(spec)
                 staging, mounted_root = userns_root.staging, userns_root.root
-            rootfs.mount_root(spec, staging, create_container_hooks, ctx.no_pivot,
+            before_pivot = create_container_hooks if hooks_before_pivot else None
+            rootfs.mount_root(spec, staging, before_pivot, ctx.no_pivot,
                               in_user_namespace=spec.linux.namespace("user") is not None,
                               before_cgroup_mount=wait_for_go, mounted_root=mounted_root)
             if userns_root is not None:
@@ -265,6 +281,7 @@ def stage2(ctx: InitContext) -> None:
 
             rootfs.finish_root(spec)
 
+        wait_for_go()  # before the capabilities go: the cgroup namespace needs CAP_SYS_ADMIN
         prepared = None
         if spec.process is not None:
             from pyctr.runtime import process, spec as specs
@@ -274,7 +291,6 @@ def stage2(ctx: InitContext) -> None:
                                        docker_user=spec.annotations.get(specs.USER_ANNOTATION))
         ctx.send("created")
         os.close(ctx.to_parent)
-        # Blocks until `start` opens the other end.
         # Blocks until `start` opens the other end.
         fifo_write = os.open(os.path.basename(ctx.fifo_path), os.O_WRONLY | os.O_CLOEXEC, dir_fd=state_folder)
         os.close(state_folder)

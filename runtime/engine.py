@@ -52,7 +52,6 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
     child_r = parent_w = None
     messages = None
     try:
-        ocistate.write_private_json(sd.config_path, spec.raw)
         sd.record = {"ociVersion": spec.oci_version or "1.1.0", "id": container_id, "bundle": spec.bundle,
                      "rootfs": spec.root.path, "annotations": spec.annotations, "creating": True,
                      "created": _now(), "owner": "root", "cgroupsPath": spec.linux.cgroups_path}
@@ -60,9 +59,15 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
         cgroup = cgroups.for_spec(container_id, spec.linux.cgroups_path)
         resources = limits if limits is not None else with_default_devices(spec)
         cgroup.refuse_what_cannot_apply(resources)
-        cgroup.create(resources)
-        undo.append(cgroup.remove)
-        sd.save(cgroupsPath=cgroup.path_spec)  # where later commands, from anywhere, find it
+
+        def make_cgroup_and_keep_spec() -> None:
+            """What PID 1 needs only once it exists, and later commands need: its cgroup, and the spec."""
+            cgroup.create(resources)
+            undo.append(cgroup.remove)
+            if cgroup.path_spec != sd.record["cgroupsPath"]:
+                sd.save(cgroupsPath=cgroup.path_spec)  # where later commands, from anywhere, find it
+            ocistate.write_private_json(sd.config_path, spec.raw)
+
         explain.step("mkfifo", "-m", "622", sd.fifo_path)
         os.mkfifo(sd.fifo_path, 0o622)
         os.chmod(sd.fifo_path, 0o622)  # whatever the umask: a user namespace's root opens it too
@@ -75,6 +80,10 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
         from_parent, parent_w = _channel_to_init()
         ctx = container_init.InitContext(spec, str(sd.fifo_path), str(sd.dir / "staging"), to_parent, from_parent,
                                          console_fd, stdio, preserve_fds, no_pivot, new_keyring, program)
+        # Stage 1 makes the namespaces and PID 1 while we make the cgroup (on two CPUs, at the
+        # same time); under --explain, one after the other, so that the steps print in order.
+        if explain.enabled:
+            make_cgroup_and_keep_spec()
         stage1 = os.fork()
         if stage1 == 0:
             os.close(child_r)
@@ -84,6 +93,8 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
             os.close(fd)
         if console_socket is not None and console_fd is not None:
             os.close(console_fd)
+        if not explain.enabled:
+            make_cgroup_and_keep_spec()
         messages = _Messages(child_r)
         line = messages.next()
         if line == "userns":
@@ -92,12 +103,13 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
             userns.write_mappings(stage1, spec.linux.uid_mappings, spec.linux.gid_mappings)
             os.write(parent_w, b"mapped\n")
             line = messages.next()
-        _waitpid(stage1)
         if not line.startswith("pid "):
+            _waitpid(stage1)
             raise _failure(line)
         pid = int(line[4:])
         undo.append(lambda: _kill_and_wait(pid))
         cgroup.add(pid)
+        _waitpid(stage1)  # it has exited meanwhile: PID 1, its orphan, is the nearest subreaper's now
         sd.save(pid=pid, pidStartTime=_start_time(pid))
         if spec.linux.new_namespace("user") and spec.linux.new_namespace("mount"):
             from pyctr.runtime import userns_root
@@ -205,10 +217,9 @@ def connect_console(path: str) -> int:
 def _channel_to_init() -> tuple[int, int]:
     """The parent's messages to the init: a socket rather than a pipe, so that descriptors can
     go with them (runtime/userns_root.py)."""
-    import socket
+    from pyctr.runtime import syscalls
 
-    init_end, parent_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    return init_end.detach(), parent_end.detach()
+    return syscalls.unix_socketpair()
 
 
 def _failure(line: str) -> PyctrError:

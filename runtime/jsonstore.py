@@ -23,10 +23,12 @@ def read_json(path: "Path", default=None):
     return json.loads(b"".join(chunks))
 
 
-def write_json(path: "Path", data, durable: bool = False) -> None:
+def write_json(path: "Path", data, durable: bool = False, compact: bool = False) -> None:
     """Write to a temporary file in the same directory, then rename over the target, so a
     reader sees the old document or the new one, never half of one. `durable` adds an fsync,
-    for documents that must survive a power cut rather than a crash of pyctr."""
+    for documents that must survive a power cut rather than a crash of pyctr. `compact`: one
+    line, for documents only programs read (json's C encoder writes it; indented, its Python
+    one does, ~5x slower: 0.5 ms for a 20 KB spec)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         f = open(tmp, "w")
@@ -34,7 +36,7 @@ def write_json(path: "Path", data, durable: bool = False) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         f = open(tmp, "w")
     with f:
-        json.dump(data, f, indent=2, sort_keys=False)
+        f.write(json.dumps(data, indent=None if compact else 2))
         f.write("\n")
         if durable:
             f.flush()

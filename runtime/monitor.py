@@ -56,14 +56,16 @@ def finish(c: records.Container, status: int) -> int:
     if not c.state.get("RemovalInProgress"):
         # Before the exit is recorded: once `wait` returns, nothing of ours changes the state folder.
         lifecycle.delete_oci_container(c)
-    c.update_state(persist=True, Status="exited", Running=False, Pid=0, ExitCode=code,
+    auto_remove = c.config["HostConfig"].get("AutoRemove")
+    # The copy under --root is for after a reboot: a --rm container's goes right away.
+    c.update_state(persist=not auto_remove, Status="exited", Running=False, Pid=0, ExitCode=code,
                    FinishedAt=records.now_rfc3339(), OOMKilled=oom_killed)
     if c.state.get("RemovalInProgress"):
         pass  # `rm -f` removes it all, and prints its steps
-    elif c.config["HostConfig"].get("AutoRemove"):
-        lifecycle.remove_files(c)
+    elif auto_remove:
+        lifecycle.remove_files(c, oci_deleted=True)
     else:
-        lifecycle.release_runtime_resources(c)
+        lifecycle.release_network(c)
     return code
 
 

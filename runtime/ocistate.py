@@ -97,9 +97,10 @@ def all_ids(root: str) -> list[str]:
 
 
 def write_private_json(path: Path, data) -> None:
-    """0600 whatever the umask: the folder is searchable (see make), its files are root's alone."""
+    """0600 whatever the umask: the folder is searchable (see make), its files are root's alone.
+    Compact, as runc's: only programs read them."""
     old = os.umask(0o077)
     try:
-        jsonstore.write_json(path, data)
+        jsonstore.write_json(path, data, compact=True)
     finally:
         os.umask(old)

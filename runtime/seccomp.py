@@ -9,9 +9,10 @@ Each step is usable alone (an OCI runtime starts at to_program with its config.j
                                    Program.load(), the last step before execve
 
 libseccomp takes ~50 ms to import, build and compile Docker's profile for three arches (x86_64,
-x86, x32), so programs are cached under the state folder by the hash of their linux.seccomp and
-libseccomp's version: a start then reads ~10 KB and makes one seccomp(2) call, as runc does after
-its own compilation. The binding (pyseccomp) is imported only on a cache miss.
+x86, x32), so programs are cached under the state folder, each beside the linux.seccomp and the
+libseccomp version it was compiled from: a start then reads ~20 KB and makes one seccomp(2)
+call, as runc does after its own compilation. The binding (pyseccomp) is imported only on a
+cache miss.
 """
 
 import json
@@ -328,24 +329,30 @@ def pyctr_cache() -> Path:
 
 def to_program(linux_seccomp: dict, label: str = "a seccomp profile", cache: Path | None = None) -> Program:
     """Compile linux.seccomp, or find it compiled in `cache` (a folder; None: compile, keep
-    nothing, as pyctr-oci does, which has no store of its own beside its state): the key covers
-    the whole model (which already holds the arches, caps and kernel it was resolved for) and
-    libseccomp's version."""
+    nothing, as pyctr-oci does, which has no store of its own beside its state).
+
+    A cached program is used only when the source it was compiled from, kept at the head of its
+    file, is this one exactly: the whole model (which already holds the arches, caps and kernel it
+    was resolved for) and libseccomp's version. The file is named by a CRC of that source, so a
+    collision only costs a compilation; no cryptographic hash is needed (hashlib costs a start
+    ~4 ms to load OpenSSL)."""
     if cache is None:
         return Program(Filter(linux_seccomp).export(), linux_seccomp, label)
-    import hashlib
+    import zlib
 
-    text = json.dumps(linux_seccomp, sort_keys=True, separators=(",", ":"))
-    key = hashlib.sha256(f"{_libseccomp_version()}\n{text}".encode()).hexdigest()
-    path = cache / f"{key[:32]}.bpf"
+    source = f"{_libseccomp_version()}\n{json.dumps(linux_seccomp, sort_keys=True, separators=(',', ':'))}\n"
+    head = source.encode()
+    path = cache / f"{zlib.crc32(head):08x}-{len(head)}.bpf"
     try:
         with open(path, "rb") as f:
-            return Program(f.read(), linux_seccomp, label)
+            data = f.read()
+        if data.startswith(head):
+            return Program(data[len(head):], linux_seccomp, label)
     except (FileNotFoundError, ProfileError):
         pass
     bpf = Filter(linux_seccomp).export()
     try:
-        _write_atomically(path, bpf)
+        _write_atomically(path, head + bpf)
     except OSError:
         pass  # a read-only state folder: compile again next time
     return Program(bpf, linux_seccomp, label)

@@ -239,9 +239,12 @@ class CgroupV1:
         files, seen = [], set()
         for controller in self._present():
             procs = self.path(controller) / "cgroup.procs"
-            real = os.path.realpath(procs)
-            if real not in seen and procs.exists():
-                seen.add(real)
+            try:
+                found = os.stat(procs)
+            except FileNotFoundError:
+                continue
+            if (found.st_dev, found.st_ino) not in seen:  # one file, whichever name leads to it
+                seen.add((found.st_dev, found.st_ino))
                 files.append(procs)
         return files
 
