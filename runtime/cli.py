@@ -1,9 +1,10 @@
 """The `pyctr` command line: Docker's subcommands, flags and exit codes.
 
 argparse declares the whole command line (cli_parser.py). It is not imported for the commands
-people run most often to look around: `pyctr --version`, and the plain forms of `ps`, `inspect`
-and `logs` are read by the quick path below, as argparse would read them. argparse, with the
-gettext and locale it imports, would be a tenth of `pyctr ps`.
+people run most often: `pyctr --version`, and the plain forms of `ps`, `inspect`, `logs`, `run`,
+`create`, `start` and `exec` are read by the quick path below, as argparse would read them.
+argparse, with the gettext and locale it imports, would be a tenth of `pyctr ps` and of
+`pyctr run --rm alpine true`.
 """
 
 import os
@@ -21,27 +22,56 @@ def print_version() -> None:
 
 # --- the quick path ----------------------------------------------------------------------------
 class Flags:
-    """A parser's flags as cli_parser declares them, for the quick path: switches (store_true)
-    and flags that take a value, by dest; their defaults and allowed values; and the command's
-    positional argument (one, or `many`: one or more)."""
+    """A parser's flags as cli_parser declares them, for the quick path: switches (store_true),
+    flags that take a value and flags that collect their values (append), by dest; their
+    defaults, allowed values and the dests read as int; and the command's positional argument
+    (one, or `many`: one or more), followed by `rest` (argparse.REMAINDER) if it has one."""
 
     def __init__(self, switches: dict[str, tuple[str, ...]] | None = None,
-                 values: dict[str, tuple[str, ...]] | None = None, defaults: dict | None = None,
-                 choices: dict[str, tuple[str, ...]] | None = None, handler: str = "",
-                 positional: str | None = None, many: bool = False):
-        switches, values = switches or {}, values or {}
+                 values: dict[str, tuple[str, ...]] | None = None,
+                 lists: dict[str, tuple[str, ...]] | None = None, defaults: dict | None = None,
+                 choices: dict[str, tuple[str, ...]] | None = None, integers: tuple[str, ...] = (),
+                 handler: str = "", positional: str | None = None, many: bool = False,
+                 rest: str | None = None):
+        switches, values, lists = switches or {}, values or {}, lists or {}
         self.switches = {flag: dest for dest, flags in switches.items() for flag in flags}
-        self.values = {flag: dest for dest, flags in values.items() for flag in flags}
-        self.defaults = {**dict.fromkeys(switches, False), **dict.fromkeys(values), **(defaults or {})}
+        self.values = {flag: dest for dest, flags in {**values, **lists}.items() for flag in flags}
+        self.lists = tuple(lists)
+        self.defaults = {**dict.fromkeys(switches, False), **dict.fromkeys(values),
+                         **{dest: [] for dest in lists}, **(defaults or {})}
         self.choices = choices or {}
+        self.integers = integers
         self.handler = handler
         self.positional = positional
         self.many = many
+        self.rest = rest
+        # argparse reads every "--x" of a command line as a flag, the command's included, and
+        # stops at an abbreviation of two flags: the quick path leaves all abbreviations to it.
+        self.long_flags = tuple(flag for flag in [*self.switches, *self.values] if flag.startswith("--"))
 
 
 GLOBAL_FLAGS = Flags(switches={"explain": ("--explain",)},
                      values={"root": ("--root",), "state": ("--state",), "log_level": ("--log-level",)},
                      choices={"log_level": LOG_LEVELS})
+
+
+def _container_config_flags(**more) -> dict:
+    """The flags of `run` and `create` (cli_parser.add_container_config_flags)."""
+    return dict(
+        switches={"interactive": ("-i", "--interactive"), "tty": ("-t", "--tty"),
+                  "read_only": ("--read-only",), "privileged": ("--privileged",), "rm": ("--rm",),
+                  **more},
+        values={"name": ("--name",), "workdir": ("-w", "--workdir"), "user": ("-u", "--user"),
+                "hostname": ("-h", "--hostname"), "memory": ("-m", "--memory"), "cpus": ("--cpus",),
+                "cpu_shares": ("--cpu-shares",), "pids_limit": ("--pids-limit",),
+                "network": ("--network", "--net"), "ip": ("--ip",), "userns": ("--userns",),
+                "userns_remap": ("--userns-remap",)},
+        lists={"env": ("-e", "--env"), "env_file": ("--env-file",), "volume": ("-v", "--volume"),
+               "cap_add": ("--cap-add",), "cap_drop": ("--cap-drop",),
+               "security_opt": ("--security-opt",), "publish": ("-p", "--publish")},
+        defaults={"network": "bridge"}, integers=("cpu_shares", "pids_limit"),
+        positional="image", rest="command")
+
 
 # tests/test_cli.py checks these against cli_parser's declarations, and both parsers on many argvs.
 QUICK_COMMANDS = {
@@ -53,6 +83,16 @@ QUICK_COMMANDS = {
     "logs": Flags(switches={"follow": ("-f", "--follow"), "timestamps": ("-t", "--timestamps")},
                   values={"tail": ("--tail",)}, defaults={"tail": "all"},
                   handler="pyctr.runtime.listing:cmd_logs", positional="container"),
+    "run": Flags(**_container_config_flags(detach=("-d", "--detach")),
+                 handler="pyctr.runtime.commands:cmd_run"),
+    "create": Flags(**_container_config_flags(), handler="pyctr.runtime.commands:cmd_create"),
+    "start": Flags(switches={"attach": ("-a", "--attach"), "interactive": ("-i", "--interactive")},
+                   handler="pyctr.runtime.commands:cmd_start", positional="containers", many=True),
+    "exec": Flags(switches={"detach": ("-d", "--detach"), "interactive": ("-i", "--interactive"),
+                            "tty": ("-t", "--tty"), "privileged": ("--privileged",)},
+                  values={"workdir": ("-w", "--workdir"), "user": ("-u", "--user")},
+                  lists={"env": ("-e", "--env")},
+                  handler="pyctr.runtime.commands:cmd_exec", positional="container", rest="command"),
 }
 
 
@@ -72,6 +112,7 @@ def quick_parse(argv: list[str]) -> SimpleNamespace | None:
         return None
     command = QUICK_COMMANDS[argv[i]]
     args.update(command.defaults, command_name=argv[i], handler=command.handler)
+    args.update({dest: [] for dest in command.lists})  # a new list each time, as argparse's copy
     positionals: list[str] = []
     flags_after_positionals = False
     i += 1
@@ -83,6 +124,13 @@ def quick_parse(argv: list[str]) -> SimpleNamespace | None:
                 return None
         elif command.positional is None or flags_after_positionals or (positionals and not command.many):
             return None  # argparse: "unrecognized arguments"
+        elif command.rest is not None:  # the image (or container), then the command, flags and all
+            rest = argv[i + 1:]
+            if any(_abbreviates(command, token) for token in rest):
+                return None
+            positionals.append(argv[i])
+            args[command.rest] = rest
+            break
         else:
             positionals.append(argv[i])
             i += 1
@@ -91,6 +139,13 @@ def quick_parse(argv: list[str]) -> SimpleNamespace | None:
             return None  # argparse: "the following arguments are required"
         args[command.positional] = positionals if command.many else positionals[0]
     return SimpleNamespace(**args)
+
+
+def _abbreviates(flags: Flags, token: str) -> bool:
+    """Whether argparse could take token for an abbreviation of a flag (or "--", which ends the
+    flags): for two flags, argparse stops with "ambiguous option", even in a container's command."""
+    name = token.partition("=")[0]
+    return token.startswith("--") and any(flag.startswith(name) and flag != name for flag in flags.long_flags)
 
 
 def _read_flag(flags: Flags, argv: list[str], i: int, args: dict) -> int | None:
@@ -109,7 +164,14 @@ def _read_flag(flags: Flags, argv: list[str], i: int, args: dict) -> int | None:
         dest = flags.values[name]
         if dest in flags.choices and value not in flags.choices[dest]:
             return None
-        args[dest] = value
+        if dest in flags.integers:
+            if not (value.isascii() and value.isdigit()):
+                return None  # int() also reads " 7", "+7" and "7_0": argparse judges those
+            value = int(value)
+        if dest in flags.lists:
+            args[dest].append(value)
+        else:
+            args[dest] = value
         return i + 1
     if not token.startswith("--") and len(token) > 2 and all(f"-{c}" in flags.switches for c in token[1:]):
         for c in token[1:]:  # short switches together, as in -aq

@@ -25,19 +25,26 @@ NONE = ("--network", "none")
 # --- the quick path parses as argparse does --------------------------------------------------
 def declared_flags(parser: argparse.ArgumentParser) -> dict:
     """What a parser declares, in the terms of cli.Flags (help, --version and subcommands aside)."""
-    found = {"switches": {}, "values": {}, "defaults": {}, "choices": {}, "positionals": []}
+    found = {"switches": {}, "values": {}, "lists": [], "defaults": {}, "choices": {}, "integers": [],
+             "positionals": []}
     for action in parser._actions:
         if isinstance(action, (argparse._HelpAction, cli_parser.VersionAction, argparse._SubParsersAction)):
             continue
         if not action.option_strings:
             found["positionals"].append((action.dest, action.nargs))
             continue
-        assert type(action) in (argparse._StoreTrueAction, argparse._StoreAction), action
+        assert type(action) in (argparse._StoreTrueAction, argparse._StoreAction, argparse._AppendAction), action
         kind = "switches" if isinstance(action, argparse._StoreTrueAction) else "values"
         found[kind].update(dict.fromkeys(action.option_strings, action.dest))
+        if isinstance(action, argparse._AppendAction):
+            assert action.nargs is None and action.const is None, action  # one value each time
+            found["lists"].append(action.dest)
         found["defaults"][action.dest] = action.default
         if action.choices is not None:
             found["choices"][action.dest] = tuple(action.choices)
+        if action.type is not None:
+            assert action.type is int, action
+            found["integers"].append(action.dest)
     return found
 
 
@@ -52,9 +59,13 @@ def test_the_quick_flags_are_the_declared_ones(name):
     quick, declared = cli.QUICK_COMMANDS[name], declared_flags(subparser(name))
     assert quick.switches == declared["switches"]
     assert quick.values == declared["values"]
+    assert sorted(quick.lists) == sorted(declared["lists"])
     assert quick.defaults == declared["defaults"]
     assert quick.choices == declared["choices"]
+    assert sorted(quick.integers) == sorted(declared["integers"])
     positionals = [(quick.positional, "+" if quick.many else None)] if quick.positional else []
+    if quick.rest:
+        positionals.append((quick.rest, argparse.REMAINDER))
     assert positionals == declared["positionals"]
     assert quick.handler == subparser(name)._defaults["handler"]
 
@@ -98,6 +109,13 @@ def check_agrees(argv: list[str]) -> bool:
     ["inspect", "c1"], ["inspect", "c1", "c2"], ["inspect", "-f", "{{.Id}}", "c1", "c2"],
     ["inspect", "c1", "c2", "--format", "{{json .State}}"], ["inspect", "--format=", "c1"], ["inspect", ""],
     ["logs", "c1"], ["logs", "-f", "c1"], ["logs", "-ft", "--tail", "5", "c1"], ["logs", "c1", "--tail=all", "-t"],
+    ["run", "alpine"], ["run", "--rm", "--network", "none", "alpine", "/bin/true"], ["run", "-dit", "alpine"],
+    ["run", "-e", "A=1", "--env=B", "-e", "", "-v", "/a:/b:ro", "-p", "80:80", "-p", "81:81", "alpine", "sh"],
+    ["run", "--cpu-shares", "512", "--pids-limit=007", "--net", "host", "-h", "box", "--name", "n", "i"],
+    ["run", "alpine", "ls", "-la", "--name", "x", "--bogus", "-h", "-1", "-", "", "--help"],
+    ["--log-level", "info", "create", "--read-only", "-m", "32m", "--cap-drop", "ALL", "alpine", "true"],
+    ["start", "c1"], ["start", "-ai", "c1"], ["start", "c1", "c2", "--attach"],
+    ["exec", "c1", "ls"], ["exec", "-it", "-e", "A=1", "--user=0", "-w", "/", "c1", "sh", "-c", "echo -n"],
 ])
 def test_the_quick_path_takes_the_plain_forms_as_argparse_does(argv, monkeypatch):
     monkeypatch.delenv("PYCTR_LOG_LEVEL", raising=False)
@@ -109,7 +127,12 @@ def test_the_quick_path_takes_the_plain_forms_as_argparse_does(argv, monkeypatch
     ["ps", "extra"], ["ps", "--"], ["ps", "-ax"], ["ps", "--all=1"], ["--log-level", "loud", "ps"],
     ["--root", "--version"], ["--bogus", "--version"], ["ps", "--root", "/r"], ["container", "ls"],
     ["inspect"], ["inspect", "-f", "x"], ["inspect", "c1", "-f", "x", "c2"], ["inspect", "-fx", "c1"],
-    ["inspect", "-"], ["logs", "c1", "c2"], ["logs", "--tail", "-1", "c1"], ["run", "alpine"],
+    ["inspect", "-"], ["logs", "c1", "c2"], ["logs", "--tail", "-1", "c1"],
+    ["run"], ["run", "--help"], ["run", "-h", "alpine"], ["run", "--priv", "alpine"], ["run", "-eA=1", "alpine"],
+    ["run", "--pids-limit", "-1", "alpine"], ["run", "--cpu-shares", " 5", "alpine"], ["run", "--cpu-shares=x", "i"],
+    ["run", "--rm=1", "alpine"], ["run", "--", "alpine"], ["run", "alpine", "--", "ls"], ["run", "-", "ls"],
+    ["run", "alpine", "ls", "--cap"], ["run", "alpine", "ls", "--ne=1"], ["run", "-ih", "x", "alpine"],
+    ["exec", "-h", "c1"], ["exec"], ["start"], ["start", "-h", "c1"], ["start", "c1", "-a", "c2"],
 ])
 def test_the_quick_path_leaves_the_rest_to_argparse(argv, monkeypatch):
     monkeypatch.delenv("PYCTR_LOG_LEVEL", raising=False)
@@ -131,6 +154,24 @@ def test_both_parsers_agree_on_random_command_lines(monkeypatch):
             argv.insert(rng.randint(0, min(2, len(argv))), rng.choice(["ps", "inspect", "logs"]))
         taken += check_agrees(argv)
     assert taken > 200  # the quick path took enough of them for this to mean something
+
+
+def test_both_parsers_agree_on_random_container_command_lines(monkeypatch):
+    monkeypatch.delenv("PYCTR_LOG_LEVEL", raising=False)
+    words = ["alpine", "c1", "c2", "ls", "-la", "sh", "-c", "", "-", "--", "-1", "5", "0x5", " 5", "+5", "none",
+             "-d", "-i", "-t", "-it", "-dit", "-ia", "-ih", "-a", "--attach", "--rm", "--rm=1", "--priv",
+             "--privileged", "--name", "--name=n", "-e", "-eA", "--env", "--env=A=1", "--env-file", "-v",
+             "--volume", "-p", "--cap", "--cap-add", "--cap-drop", "--cpu", "--cpus", "--cpu-shares",
+             "--cpu-shares=7", "--pids-limit", "--network", "--net", "--ne", "--ip", "-h", "--hostname",
+             "-w", "--workdir=/", "-u", "-m", "--memory", "--userns", "--userns-remap", "--read-only",
+             "--security-opt", "--help", "--bogus", "--root", "/r", "--version"]
+    rng = random.Random(2013)
+    taken = 0
+    for _ in range(6000):
+        argv = [rng.choice(words) for _ in range(rng.randint(0, 7))]
+        argv.insert(rng.randint(0, min(1, len(argv))), rng.choice(["run", "create", "start", "exec"]))
+        taken += check_agrees(argv)
+    assert taken > 300  # the quick path took enough of them for this to mean something
 
 
 def test_bad_flags_still_get_argparse_one_line_and_125(run_pyctr):
@@ -185,6 +226,9 @@ def test_version_ps_inspect_and_logs_import_only_what_they_use(run_pyctr, pyctr_
     # The probe can fail: the commands that change containers import the engine.
     assert "pyctr.runtime.lifecycle" in modules_imported_by(pyctr_env, ["stop", "-t", "0", running],
                                                             "import re, json")
+    # run reads its command line by the quick path too.
+    ran = modules_imported_by(pyctr_env, ["run", "--rm", *NONE, "alpine", "true"], "import re, json")
+    assert "pyctr.runtime.lifecycle" in ran and "argparse" not in ran
 
 
 # --- humanize ------------------------------------------------------------------------------------
