@@ -199,7 +199,7 @@ class HostMonitor:
         self.state_dir = state_dir
         self.path = os.path.join(state_dir, SOCKET_NAME)
         self.selector = selectors.DefaultSelector()  # epoll: a thousand containers are 3000 fds
-        self.keepers: dict[int, dict] = {}  # keepers still creating: pid -> their request
+        self.keepers: dict[int, tuple[dict, int]] = {}  # keepers still creating: pid -> (request, report fd)
         self.watched: dict[str, Watched] = {}
         self.helpers: set[int] = set()  # forks recording an exit
         self.last_request = time.monotonic()
@@ -299,7 +299,7 @@ class HostMonitor:
             if keeper is None:
                 os.close(report_r)
                 return
-            self.keepers[keeper] = request
+            self.keepers[keeper] = (request, report_r)
             self.selector.register(report_r, self.READ, lambda fd: self.keeper_reported(fd, keeper))
             conn.send(f"pid {keeper}".encode())
 
@@ -310,13 +310,15 @@ class HostMonitor:
             report += chunk
         self.selector.unregister(fd)
         os.close(fd)
-        request = self.keepers.pop(keeper, None)
+        request, _ = self.keepers.pop(keeper, (None, None))
         if report and request is not None:
             self.adopt(Watched(request["container"], keeper, int(report), request["log"],
                                {k: request[k] for k in ("root", "state", "explain")}), request["tty"])
 
     def watched_fds(self) -> list[int]:
-        return [fd for w in self.watched.values() for fd in (*w.streams, *([w.pidfd] if w.pidfd is not None else []))]
+        """What a fork of ours must close: the descriptors of every container we watch or wait for."""
+        return [*(fd for _, fd in self.keepers.values()),
+                *(fd for w in self.watched.values() for fd in (*w.streams, *([w.pidfd] if w.pidfd is not None else [])))]
 
     # -- adoption: from a keeper this process forked, or one a killed host monitor left
     def adopt(self, w: Watched, tty: bool) -> None:
