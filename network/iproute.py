@@ -137,7 +137,7 @@ def _spawn(argv: list[str], pid: int | None, file_actions: list) -> int:
 
 
 def _posix_spawn(argv: list[str], file_actions: list) -> int:
-    # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across exec: give
-    # the tool their defaults back, as subprocess does.
-    return os.posix_spawn(argv[0], argv, os.environ, file_actions=file_actions,
+    # The C locale: run() reads ip's messages. Python ignores SIGPIPE and SIGXFSZ, and an
+    # ignored signal stays ignored across exec: give the tool their defaults back, as subprocess does.
+    return os.posix_spawn(argv[0], argv, {**os.environ, "LC_ALL": "C"}, file_actions=file_actions,
                           setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
