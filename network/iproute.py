@@ -96,18 +96,26 @@ def _ip(args: list[str], script: str = "", pid: int | None = None) -> tuple[int,
     """Run `ip ARGS` with `script` on its stdin, in the netns of process `pid` when given:
     (exit code, what it printed on stdout and stderr, in one). posix_spawn rather than
     subprocess, whose import alone (threading, selectors, locale) costs 4 ms of every start."""
+    argv = [hosttools.tool("ip"), *args]
     stdin_r, stdin_w = os.pipe()
     output_r, output_w = os.pipe()
     try:
-        child = _spawn([hosttools.tool("ip"), *args], pid, file_actions=[
-            (os.POSIX_SPAWN_DUP2, stdin_r, 0), (os.POSIX_SPAWN_DUP2, output_w, 1),
-            (os.POSIX_SPAWN_DUP2, output_w, 2)])
+        child = _spawn(argv, pid, file_actions=[(os.POSIX_SPAWN_DUP2, stdin_r, 0),
+                                                (os.POSIX_SPAWN_DUP2, output_w, 1),
+                                                (os.POSIX_SPAWN_DUP2, output_w, 2)])
+    except BaseException:
+        os.close(stdin_w)
+        os.close(output_r)
+        raise
     finally:
         os.close(stdin_r)
         os.close(output_w)
     # The script, a few lines, fits in the pipe: written whole before the output is read.
-    with open(stdin_w, "w") as stdin:
-        stdin.write(script)
+    try:
+        with open(stdin_w, "w") as stdin:
+            stdin.write(script)
+    except BrokenPipeError:
+        pass  # ip stopped reading: what it printed says why
     with open(output_r) as output:
         printed = output.read()
     _, status = os.waitpid(child, 0)
