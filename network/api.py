@@ -1,5 +1,5 @@
 """What the runtime asks of the network side. The runtime imports this module only for
-containers on a real network (not `none` or `host`), so pyroute2 stays off other paths.
+containers on a real network (not `none` or `host`), so the network code stays off other paths.
 
 The container dict is the record of pyctr.runtime.container (Docker-shaped keys):
   container["Id"], container["Name"], container["Config"]["Hostname"],
@@ -10,8 +10,9 @@ The container dict is the record of pyctr.runtime.container (Docker-shaped keys)
 """
 
 import ipaddress
+import os
 
-from pyctr.network import ipam, networks, ports
+from pyctr.network import iproute, ipam, networks, ports
 from pyctr.network.driver import Endpoint, get_driver
 from pyctr.runtime.errors import PyctrError
 
@@ -75,8 +76,7 @@ def disconnect(container: dict) -> None:
     name = _network_mode(container)
     if name in networks.BUILTIN_NETWORKS or not networks.exists(name):
         return
-    net = networks.load(name)
-    get_driver(net.driver).detach(net, container["Id"], _mappings(container))
+    _detach(networks.load(name), container)
 
 
 def release(container: dict) -> None:
@@ -86,8 +86,22 @@ def release(container: dict) -> None:
         return
     net = networks.load(name)
     # `rm -f` after a SIGKILLed pyctr may come without a disconnect(): leave nothing behind.
-    get_driver(net.driver).detach(net, container["Id"], _mappings(container))
+    _detach(net, container)
     ipam.release(net, container["Id"])
+
+
+def _detach(net: networks.Network, container: dict) -> None:
+    """The driver's detach(), once the kernel has had its moment: when PID 1 has exited, the
+    kernel destroys the container's netns, and the veth pair with it, within a few ms. Deleting
+    the host end meanwhile (`ip link del`) would wait for that teardown and an RCU grace period
+    besides: about 15 ms of every `run --rm`. If the host end is still there after the wait (the
+    netns outlives PID 1 when another process holds it), detach() deletes it."""
+    settings = container.get("NetworkSettings") or {}
+    host_end = ((settings.get("Networks") or {}).get(net.name) or {}).get("HostInterface")
+    sandbox = settings.get("SandboxKey")  # /proc/PID/ns/net of PID 1, gone with PID 1
+    if host_end and sandbox and not os.path.exists(sandbox):
+        iproute.wait_until_gone(host_end, timeout=0.05)
+    get_driver(net.driver).detach(net, container["Id"], _mappings(container))
 
 
 def _mappings(container: dict) -> list:

@@ -7,13 +7,11 @@
     container:  eth0 IP/PREFIX, default via GATEWAY
 """
 
-import errno
 import ipaddress
 
-from pyctr.network import netlink, networks, nft, sysctl, veth
+from pyctr.network import iproute, networks, nft, sysctl, veth
 from pyctr.network.driver import Endpoint, NetworkDriver, PortMapping
 from pyctr.network.ports import check_free
-from pyctr.runtime import explain
 from pyctr.runtime.errors import ConflictError, PyctrError
 
 
@@ -27,7 +25,7 @@ class BridgeDriver(NetworkDriver):
         for other in networks.all_networks():
             if other.bridge == net.bridge and other.name != net.name:
                 raise ConflictError(f"bridge {net.bridge} is already used by network {other.name}")
-        if netlink.link_exists(net.bridge):
+        if iproute.link_exists(net.bridge):
             raise ConflictError(f"bridge name {net.bridge} is in use by an existing interface")
         gateway = ipaddress.IPv4Address(net.gateway)
         subnet = net.network
@@ -35,54 +33,40 @@ class BridgeDriver(NetworkDriver):
             raise PyctrError(f"gateway {gateway} is not a host address of {subnet}")
 
     def is_ready(self, net: networks.Network) -> bool:
-        return netlink.link_exists(net.bridge)
+        return iproute.link_exists(net.bridge)
 
     def create(self, net: networks.Network) -> None:
         prefixlen = net.network.prefixlen
-        with netlink.host() as ipr:
-            index = netlink.link_index(ipr, net.bridge)
-            if index is None:
-                explain.step("ip", "link", "add", net.bridge, "type", "bridge")
-                try:
-                    ipr.link("add", ifname=net.bridge, kind="bridge")
-                except netlink.netlink_error() as e:
-                    if e.code != errno.EEXIST:
-                        raise
-                index = netlink.link_index(ipr, net.bridge)
-            elif _kind(ipr, index) != "bridge":
-                raise ConflictError(f"bridge name {net.bridge} is in use by a non-bridge interface")
-            held = {(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(index=index)}
-            if (net.gateway, prefixlen) not in held:
-                explain.step("ip", "addr", "add", f"{net.gateway}/{prefixlen}", "dev", net.bridge)
-                ipr.addr("add", index=index, address=net.gateway, prefixlen=prefixlen)
-            explain.step("ip", "link", "set", net.bridge, "up")
-            ipr.link("set", index=index, state="up")
+        link = iproute.link(net.bridge)
+        commands = []
+        if link is None:
+            commands.append(["link", "add", net.bridge, "type", "bridge"])
+        elif _kind(link) != "bridge":
+            raise ConflictError(f"bridge name {net.bridge} is in use by a non-bridge interface")
+        held = {(a.get("local"), a.get("prefixlen")) for a in (link or {}).get("addr_info", [])}
+        if (net.gateway, prefixlen) not in held:
+            commands.append(["addr", "add", f"{net.gateway}/{prefixlen}", "dev", net.bridge])
+        commands.append(["link", "set", net.bridge, "up"])
+        iproute.run(commands)
         sysctl.write("net.ipv4.ip_forward", 1)
         nft.replace_rules(nft.network_owner(net.name), _network_rules(net))
 
     def remove(self, net: networks.Network) -> None:
         nft.delete_rules(nft.network_owner(net.name))
-        if netlink.link_exists(net.bridge):
-            explain.step("ip", "link", "del", net.bridge)
-            with netlink.host() as ipr:
-                index = netlink.link_index(ipr, net.bridge)
-                if index is not None and _kind(ipr, index) == "bridge":
-                    ipr.link("del", index=index)
+        link = iproute.link(net.bridge)
+        if link is not None and _kind(link) == "bridge":
+            iproute.run([["link", "del", net.bridge]], missing_ok=True)
 
     def attach(self, net: networks.Network, container_id: str, pid: int,
                address: ipaddress.IPv4Address, ports: list[PortMapping]) -> Endpoint:
         host_name = veth.host_interface(container_id)
         mac = veth.mac_address(address)
         prefixlen = net.network.prefixlen
-        default_route = {"dst": "0.0.0.0/0", "gateway": net.gateway,
-                         "text": f"default via {net.gateway}"}
         try:
-            with netlink.sockets(pid) as (ipr, cipr):
-                host_index = veth.create_pair(ipr, host_name, pid, mac)
-                explain.step("ip", "link", "set", host_name, "master", net.bridge, "up")
-                ipr.link("set", index=host_index, master=netlink.link_index(ipr, net.bridge),
-                         state="up")
-                veth.configure_container_side(cipr, pid, address, prefixlen, [default_route])
+            veth.delete_host_end(host_name)  # of a previous run, if the kernel still tears down its netns
+            iproute.run([veth.add_pair(host_name, pid, mac),
+                         ["link", "set", host_name, "master", net.bridge, "up"]])
+            veth.configure_container_side(pid, address, prefixlen, [f"default via {net.gateway}"])
             if ports:
                 owner = nft.container_owner(container_id)
                 nft.replace_rules(owner, _port_rules(net, address, ports),
@@ -100,9 +84,8 @@ class BridgeDriver(NetworkDriver):
             nft.delete_rules(nft.container_owner(container_id))
 
 
-def _kind(ipr, index: int) -> str | None:
-    info = ipr.get_links(index)[0].get("IFLA_LINKINFO")
-    return info.get("IFLA_INFO_KIND") if info else None
+def _kind(link: dict) -> str | None:
+    return (link.get("linkinfo") or {}).get("info_kind")
 
 
 def _network_rules(net: networks.Network) -> list[nft.Rule]:

@@ -1,17 +1,14 @@
-"""The IPv4 routes of the netns pyctr runs in, read from /proc/net/route (no pyroute2 needed),
+"""The IPv4 routes of the netns pyctr runs in, read from /proc/net/route (no process needed),
 to refuse a subnet that would collide with one of them."""
 
 import ipaddress
-import socket
-import struct
-from dataclasses import dataclass
+from collections import namedtuple
 
 
-@dataclass(frozen=True)
-class HostRoute:
-    network: ipaddress.IPv4Network
-    device: str  # "*" for blackhole and unreachable routes
-    gateway: ipaddress.IPv4Address | None
+class HostRoute(namedtuple("HostRoute", "network device gateway")):
+    """An IPv4Network, the device ("*" for blackhole and unreachable routes), and the gateway
+    IPv4Address or None. (A named tuple: see driver.PortMapping.)"""
+    __slots__ = ()
 
     def __str__(self) -> str:
         """As `ip route` would print it."""
@@ -23,7 +20,7 @@ class HostRoute:
 
 def _address(hex_le: str) -> ipaddress.IPv4Address:
     # /proc/net/route prints addresses as host-endian (little-endian here) hex.
-    return ipaddress.IPv4Address(socket.inet_ntoa(struct.pack("<I", int(hex_le, 16))))
+    return ipaddress.IPv4Address(int(hex_le, 16).to_bytes(4, "little"))
 
 
 def routes(path: str = "/proc/net/route") -> list[HostRoute]:

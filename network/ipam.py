@@ -8,7 +8,6 @@ with its container until the container is removed, so a restart keeps its addres
 """
 
 import ipaddress
-from contextlib import contextmanager
 from pathlib import Path
 
 from pyctr.network import networks
@@ -20,11 +19,10 @@ def _paths(net: networks.Network) -> tuple[Path, Path]:
     return net.dir / "ipam.json", net.dir / "ipam.lock"
 
 
-@contextmanager
-def _allocations(net: networks.Network):
+def _updating(net: networks.Network) -> jsonstore.updating:
+    """``with _updating(net) as doc:`` changes doc["allocations"] under the network's lock."""
     path, lock = _paths(net)
-    with jsonstore.updating(path, lock, {"subnet": net.subnet, "allocations": {}}) as doc:
-        yield doc["allocations"]
+    return jsonstore.updating(path, lock, {"subnet": net.subnet, "allocations": {}})
 
 
 def reserved(net: networks.Network) -> set[ipaddress.IPv4Address]:
@@ -49,7 +47,8 @@ def allocate(net: networks.Network, container_id: str,
     """The container's address on `net`: the one it already holds, `requested`, or the lowest free."""
     if requested is not None:
         check_requested(net, requested)
-    with _allocations(net) as allocations:
+    with _updating(net) as doc:
+        allocations = doc["allocations"]
         held = [ip for ip, owner in allocations.items() if owner == container_id]
         if requested is None and held:
             return ipaddress.IPv4Address(held[0])
@@ -77,7 +76,8 @@ def release(net: networks.Network, container_id: str) -> None:
     path, _ = _paths(net)
     if not path.exists():
         return
-    with _allocations(net) as allocations:
+    with _updating(net) as doc:
+        allocations = doc["allocations"]
         for ip in [ip for ip, owner in allocations.items() if owner == container_id]:
             del allocations[ip]
 

@@ -12,8 +12,7 @@ the `isolation` chain keeps bridge networks closed whatever other tables accept.
 """
 
 import json
-import subprocess
-from dataclasses import dataclass
+from collections import namedtuple
 
 from pyctr.runtime import explain, hosttools, jsonstore, settings
 from pyctr.runtime.errors import PyctrError
@@ -33,10 +32,10 @@ CHAINS = {
 }
 
 
-@dataclass(frozen=True)
-class Rule:
-    chain: str
-    statement: str  # nft syntax without the comment, e.g. 'ip saddr 172.17.0.0/16 masquerade'
+class Rule(namedtuple("Rule", "chain statement")):
+    """A rule of the chain `chain` (a name of CHAINS); `statement` is nft syntax without the
+    comment, e.g. 'ip saddr 172.17.0.0/16 masquerade'. (A named tuple: see driver.PortMapping.)"""
+    __slots__ = ()
 
 
 def network_owner(name: str) -> str:
@@ -121,6 +120,8 @@ def _delete(rule: dict) -> str:
 
 def _list_table() -> list[dict] | None:
     """The rules of pyctr's table as nft's JSON objects, or None when there is no table."""
+    import subprocess  # here, as in iproute: a container without published ports never runs nft
+
     result = subprocess.run([hosttools.tool("nft"), "-j", "list", "table", FAMILY, TABLE],
                             capture_output=True, text=True)
     if result.returncode != 0:
@@ -134,6 +135,8 @@ def _list_table() -> list[dict] | None:
 def _apply(lines: list[str]) -> None:
     script = "\n".join(lines) + "\n"
     explain.shell("nft -f - <<'EOF'\n" + script + "EOF")
+    import subprocess
+
     try:
         result = subprocess.run([hosttools.tool("nft"), "-f", "-"], input=script, capture_output=True, text=True)
     except FileNotFoundError:

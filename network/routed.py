@@ -7,12 +7,10 @@
                 (the host end answers ARP for 169.254.1.1 through proxy_arp)
 """
 
-import errno
 import ipaddress
 
-from pyctr.network import hostroutes, netlink, networks, nft, sysctl, veth
+from pyctr.network import hostroutes, iproute, networks, nft, sysctl, veth
 from pyctr.network.driver import Endpoint, NetworkDriver, PortMapping
-from pyctr.runtime import explain
 from pyctr.runtime.errors import PyctrError
 
 LINK_LOCAL_GATEWAY = "169.254.1.1"
@@ -46,21 +44,15 @@ class RoutedDriver(NetworkDriver):
         return net.subnet in blackholes and all((r.destination, r.via) in via for r in net.routes)
 
     def create(self, net: networks.Network) -> None:
-        with netlink.host() as ipr:
-            explain.step("ip", "route", "replace", "blackhole", net.subnet)
-            ipr.route("replace", dst=net.subnet, type="blackhole", proto=veth.PROTO_BOOT)
-            for route in net.routes:
-                _replace_route(ipr, route)
+        iproute.run([["route", "replace", "blackhole", net.subnet],
+                     *(_replace(route) for route in net.routes)])
         sysctl.write("net.ipv4.ip_forward", 1)
         nft.replace_rules(nft.network_owner(net.name), _network_rules(net))
 
     def remove(self, net: networks.Network) -> None:
         nft.delete_rules(nft.network_owner(net.name))
-        with netlink.host() as ipr:
-            for route in net.routes:
-                _delete_route(ipr, route)
-            explain.step("ip", "route", "del", "blackhole", net.subnet)
-            _ignore_missing(ipr.route, "del", dst=net.subnet, type="blackhole")
+        iproute.run([*(_delete(route) for route in net.routes),
+                     ["route", "del", "blackhole", net.subnet]], missing_ok=True)
 
     def attach(self, net: networks.Network, container_id: str, pid: int,
                address: ipaddress.IPv4Address, ports: list[PortMapping]) -> Endpoint:
@@ -68,29 +60,23 @@ class RoutedDriver(NetworkDriver):
             raise PyctrError(f"network {net.name} is routed: publish ports on a bridge network")
         host_name = veth.host_interface(container_id)
         mac = veth.mac_address(address)
-        container_routes = [
-            {"dst": f"{LINK_LOCAL_GATEWAY}/32", "scope": veth.SCOPE_LINK,
-             "text": f"{LINK_LOCAL_GATEWAY} dev eth0 scope link"},
-            {"dst": "0.0.0.0/0", "gateway": LINK_LOCAL_GATEWAY,
-             "text": f"default via {LINK_LOCAL_GATEWAY} dev eth0"},
-        ]
+        container_routes = [f"{LINK_LOCAL_GATEWAY} dev eth0 scope link",
+                            f"default via {LINK_LOCAL_GATEWAY} dev eth0"]
         try:
-            with netlink.sockets(pid) as (ipr, cipr):
-                host_index = veth.create_pair(ipr, host_name, pid, mac)
-                for section, name, value in HOST_VETH_SYSCTLS:
-                    sysctl.write(sysctl.interface_key(section, host_name, name), value)
-                explain.step("ip", "link", "set", host_name, "up")
-                ipr.link("set", index=host_index, state="up")
-                explain.step("ip", "route", "replace", f"{address}/32", "dev", host_name, "scope", "link")
-                ipr.route("replace", dst=f"{address}/32", oif=host_index, scope=veth.SCOPE_LINK,
-                          proto=veth.PROTO_BOOT)
-                veth.configure_container_side(cipr, pid, address, 32, container_routes)
+            veth.delete_host_end(host_name)  # of a previous run, if the kernel still tears down its netns
+            # `replace`: a leftover /32 of an earlier run must not fail the start.
+            iproute.run([veth.add_pair(host_name, pid, mac), ["link", "set", host_name, "up"],
+                         ["route", "replace", f"{address}/32", "dev", host_name, "scope", "link"]])
+            # Before eth0 has an address, so before any packet of the container's.
+            for section, name, value in HOST_VETH_SYSCTLS:
+                sysctl.write(sysctl.interface_key(section, host_name, name), value)
+            veth.configure_container_side(pid, address, 32, container_routes)
         except BaseException:
             self.detach(net, container_id, ports)
             raise
         return Endpoint(interface=veth.CONTAINER_INTERFACE, host_interface=host_name, mac=mac,
                         address=address, prefixlen=32, gateway=LINK_LOCAL_GATEWAY,
-                        routes=[r["text"] for r in container_routes])
+                        routes=container_routes)
 
     def detach(self, net: networks.Network, container_id: str, ports: list[PortMapping]) -> None:
         # The host route IP/32 dev vethXXXX goes with the link.
@@ -98,35 +84,19 @@ class RoutedDriver(NetworkDriver):
 
 
 def add_route(net: networks.Network, route: networks.Route) -> None:
-    with netlink.host() as ipr:
-        _replace_route(ipr, route)
+    iproute.run([_replace(route)])
 
 
 def delete_route(net: networks.Network, route: networks.Route) -> None:
-    with netlink.host() as ipr:
-        _delete_route(ipr, route)
+    iproute.run([_delete(route)], missing_ok=True)
 
 
-def _replace_route(ipr, route: networks.Route) -> None:
-    explain.step("ip", "route", "replace", route.destination, "via", route.via)
-    try:
-        ipr.route("replace", dst=route.destination, gateway=route.via, proto=veth.PROTO_BOOT)
-    except netlink.netlink_error() as e:
-        raise PyctrError(f"ip route replace {route.destination} via {route.via}: "
-                         f"{errno.errorcode.get(e.code, e.code)} ({e})") from None
+def _replace(route: networks.Route) -> list[str]:
+    return ["route", "replace", route.destination, "via", route.via]
 
 
-def _delete_route(ipr, route: networks.Route) -> None:
-    explain.step("ip", "route", "del", route.destination, "via", route.via)
-    _ignore_missing(ipr.route, "del", dst=route.destination, gateway=route.via)
-
-
-def _ignore_missing(call, *args, **kwargs) -> None:
-    try:
-        call(*args, **kwargs)
-    except netlink.netlink_error() as e:
-        if e.code not in (errno.ESRCH, errno.ENOENT, errno.ENODEV):
-            raise
+def _delete(route: networks.Route) -> list[str]:
+    return ["route", "del", route.destination, "via", route.via]
 
 
 def _network_rules(net: networks.Network) -> list[nft.Rule]:

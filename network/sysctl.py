@@ -1,5 +1,5 @@
-"""Kernel parameters under /proc/sys (pyroute2 has no sysctl API, and procps' `sysctl` is not
-on a minimal Debian).
+"""Kernel parameters under /proc/sys, written as files (procps' `sysctl` is not on a minimal
+Debian, and a write costs no process).
 
 /proc/sys/net shows the netns of the process that opens it, so these writes change the node's
 namespace pyctr runs in, never another one.

@@ -484,6 +484,27 @@ def test_rm_f_cleans_up_after_sigkilled_pyctr_and_monitor(cluster):
     assert node.pyctr("ps", "-aq").stdout.strip() == ""
 
 
+def test_run_rm_leaves_no_veth_even_when_another_process_holds_the_containers_netns(cluster):
+    node = cluster.node2
+    # The usual case: the kernel takes the pair with the container's netns, and pyctr waits for it.
+    lines = node.pyctr("--explain", "run", "--rm", "alpine", "true").stderr.splitlines()
+    host = next(l.split()[3] for l in lines if l.startswith("ip link add veth"))
+    assert node.run("ip", "link", "show", host, check=False).returncode != 0
+    # A process that holds the netns keeps the pair alive past PID 1: pyctr deletes it itself.
+    run = node.pyctr_spawn("run", "--rm", "--name", "held", "alpine", "sleep", "2")
+    pid = eventually(lambda: node.pyctr("inspect", "-f", "{{.State.Pid}}", "held", check=False).stdout.strip()
+                     not in ("", "0") and node.inspect("held", "{{.State.Pid}}"), timeout=30)
+    host = "veth" + node.inspect("held", "{{.Id}}")[:8]
+    holder = node.sandbox.spawn(["nsenter", f"--net=/proc/{pid}/ns/net", "sleep", "60"])
+    eventually(lambda: "eth0" in node.run("nsenter", f"--net=/proc/{holder.pid}/ns/net", "ip", "-o", "link",
+                                          check=False).stdout)
+    assert read_output(run)[0] == 0
+    assert node.run("ip", "link", "show", host, check=False).returncode != 0
+    assert "eth0" not in node.run("nsenter", f"--net=/proc/{holder.pid}/ns/net", "ip", "-o", "link").stdout
+    holder.kill()
+    holder.wait()
+
+
 # --- bad input ------------------------------------------------------------------------------
 def test_bad_input_gives_one_clear_line_and_exit_125(routed):
     n1 = routed.node1
