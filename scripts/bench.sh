@@ -22,6 +22,9 @@ if ! .venv/bin/python -c "import matplotlib" 2>/dev/null; then
     # Strict, as setup.sh installs it: the default editable mode's import hook costs every start.
     .venv/bin/python -m pip install -q --disable-pip-version-check \
         --config-settings editable_mode=strict -e ".[bench]"
+    # That reinstall left pyctr without bytecode: compiled again, else every start of the bench
+    # would compile it (where PYTHONDONTWRITEBYTECODE is set) and the rows would measure that.
+    ./scripts/setup.sh
 fi
 
 exec .venv/bin/python -m bench "$@"
