@@ -31,8 +31,8 @@ import signal
 import sys
 import time
 
-# json, selectors and socket are imported where used: container.refresh imports this module
-# on the way of `pyctr ps`, for ensure_running alone.
+# json, selectors and socket are imported where used: a command that finds the host monitor
+# gone (container.refresh) imports this module for ensure_running alone.
 
 SOCKET_NAME = "monitor.sock"
 LOCK_NAME = "monitor.lock"

@@ -9,25 +9,11 @@ import signal
 import time
 from pathlib import Path
 
-NONE = ("--network", "none")
-
-
-def run_ok(run_pyctr, *args, **kw):
-    result = run_pyctr(*args, **kw)
-    assert result.returncode == 0, f"pyctr {' '.join(map(str, args))}: {result.returncode}\n{result.stderr}"
-    return result
+from test_runtime import NONE, run_ok, wait_until
 
 
 def state_of(run_pyctr, ref) -> dict:
     return json.loads(run_ok(run_pyctr, "inspect", ref).stdout)[0]["State"]
-
-
-def wait_until(condition, what: str, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"waited {timeout:g}s for {what}"
-        time.sleep(0.05)
-    return result
 
 
 def stat_fields(pid: int) -> list[str] | None:
