@@ -2,7 +2,7 @@
 and Docker's exit code 125 for bad input.
 
 Handlers are named as "module:function" strings and imported only when their command
-runs, so `pyctr --version` and `pyctr ps` never pay for pyroute2, requests or yaml. cli.py
+runs, so `pyctr --version` and `pyctr ps` never pay for requests or yaml. cli.py
 imports this module only for what its quick path leaves to argparse.
 """
 
