@@ -85,6 +85,9 @@ def test_each_container_is_kept_by_a_small_sleep_and_all_are_watched_by_one_host
         assert pss_kib(keeper) < 512, f"the keeper of {cid[:12]} holds {pss_kib(keeper)} KiB"
         monitors.add(parent_of(keeper))
     assert len(monitors) == 1 and monitors == set(host_monitors(pyctr_env))
+    # Only root reaches the socket that starts containers.
+    socket_mode = os.stat(Path(pyctr_env["PYCTR_STATE"]) / "monitor.sock").st_mode & 0o777
+    assert socket_mode == 0o600 and os.stat(pyctr_env["PYCTR_STATE"]).st_mode & 0o777 == 0o700
     run_ok(run_pyctr, "rm", "-f", *ids)
     # It leaves once it watches nothing: no process of pyctr's stays behind.
     wait_until(lambda: not processes_with(pyctr_env), "the host monitor to leave", timeout=10)
