@@ -95,10 +95,6 @@ class Container:
         """Where a detached container's monitor writes its --explain lines (its stderr is /dev/null)."""
         return self.dir / "explain.log"
 
-    @property
-    def staging_dir(self) -> "Path":
-        return self.dir / "staging"
-
     def file(self, *names: str) -> str:
         """A path in the container's folder, as a string."""
         return os.path.join(_record_dir(self.id), *names)
@@ -123,7 +119,7 @@ class Container:
         os.chown(upper, image_root.st_uid, image_root.st_gid)
         explain.step("chmod", f"{image_root.st_mode & 0o7777:o}", upper)
         os.chmod(upper, image_root.st_mode & 0o7777)
-        subs = ("work", "merged", "staging")
+        subs = ("work", "merged")
         explain.step("mkdir", "-p", "-m", "700", *(self.dir / sub for sub in subs))
         for sub in subs:
             make_private(self.dir / sub)

@@ -59,7 +59,7 @@ def fork_keeper(c, stdio: list[int], monitor_ends: list[int], ready_w: int, go_r
     paths = settings.current()
     request = json.dumps({"container": c.id, "root": str(paths.root), "state": str(paths.state),
                           "explain": explain.enabled, "umask": _current_umask(), "tty": c.config["Config"]["Tty"],
-                          "log": str(c.log_path), "stdio": len(stdio)}).encode()
+                          "log": c.log_file, "stdio": len(stdio)}).encode()
     # The CLI's own stdio too: the keeper's --explain lines and errors during create go there.
     fds = [0, 1, 2, ready_w, go_r, *stdio, *monitor_ends]
     last_error = None
@@ -358,7 +358,7 @@ class HostMonitor:
                 continue
             keeper = c.state.get("MonitorPid")
             if c.running and c.state.get("Keeper") and c.monitor_alive() and _keeps(keeper, c.id):
-                w = Watched(c.id, keeper, c.pid, str(c.log_path),
+                w = Watched(c.id, keeper, c.pid, c.log_file,
                             {"root": os.environ["PYCTR_ROOT"], "state": self.state_dir, "explain": False})
                 try:
                     self.adopt(w, c.config["Config"]["Tty"])

@@ -365,7 +365,7 @@ def _monitor(c, oci_root, ready_w, go_r, stdio, monitor_ends, parent_only) -> No
         if not c.config["Config"]["Tty"]:  # with a pty, the CLI proxies it
             from pyctr.runtime import reaper
 
-            reaper.capture(str(c.log_path), {monitor_ends[0]: "stdout", monitor_ends[1]: "stderr"},
+            reaper.capture(c.log_file, {monitor_ends[0]: "stdout", monitor_ends[1]: "stderr"},
                            tee={monitor_ends[0]: 1, monitor_ends[1]: 2})
         status = monitor.wait_for(pid)
         code = monitor.finish(records.load(c.id), status)
