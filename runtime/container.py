@@ -31,7 +31,7 @@ def boot_id() -> str:
 
 
 def now_rfc3339() -> str:
-    from pyctr.runtime import reaper  # the reaper has it, as it cannot import us
+    from pyctr.runtime import reaper  # one clock for the log entries and the records
 
     return reaper.now_rfc3339()
 

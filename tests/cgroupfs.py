@@ -59,3 +59,14 @@ def limit_controllers() -> set[str]:
 
 needs_limits = pytest.mark.skipif(limit_controllers() != {"memory", "cpu", "pids"},
                                   reason="the cgroup hierarchy here lacks memory, cpu or pids: pyctr refuses limits")
+
+
+def kill_and_remove(groups: list) -> None:
+    """A test's cgroup backends, newest first: every process in them killed, then each removed
+    (one that will not go shows in the caller's check for leftovers)."""
+    for group in reversed(groups):
+        group.kill()
+        try:
+            group.remove()
+        except OSError:
+            pass

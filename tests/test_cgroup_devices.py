@@ -118,12 +118,7 @@ def groups(monkeypatch):
     try:
         yield make
     finally:
-        for group in reversed(made):
-            group.kill()
-            try:
-                group.remove()
-            except OSError:
-                pass
+        cgroupfs.kill_and_remove(made)
         left = [m.path for m in cgroupfs.mounts() for _ in Path(m.path).glob(f"{name}*")]
         assert not left, f"cgroups left behind in {left}"
 

@@ -336,12 +336,7 @@ def oci_groups():
     try:
         yield make
     finally:
-        for group in reversed(made):
-            group.kill()
-            try:
-                group.remove()
-            except OSError:
-                pass
+        cgroupfs.kill_and_remove(made)
         for folder in sorted(CGROUP.glob(f"*/**/{name}*"), key=lambda p: -len(p.parts)) + \
                 sorted(CGROUP.glob(f"*/{name}*"), key=lambda p: -len(p.parts)):
             for leftover in sorted(folder.glob("**/"), key=lambda p: -len(p.parts)):

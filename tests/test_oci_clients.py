@@ -9,12 +9,12 @@ client offline.
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from ociclients import IMAGE, ClientSandbox, Containerd, Docker, Podman, image_archive, runtime_under_test
+from test_runtime import wait_until
 
 # PID 1 that stops with 7 on SIGTERM (a shell as PID 1 ignores signals it does not trap).
 SERVICE = ["sh", "-c", 'trap "exit 7" TERM; sleep 1000 & wait']
@@ -94,30 +94,31 @@ def _state(runtime: Path, container: str, root, enter) -> subprocess.CompletedPr
     return subprocess.run(argv, capture_output=True, text=True, timeout=30)
 
 
-def wait_until(condition, what: str, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"waited {timeout:g}s for {what}"
-        time.sleep(0.05)
-    return result
-
-
 def cap_eff(status: str) -> int:
     return next(int(line.split()[1], 16) for line in status.splitlines() if line.startswith("CapEff:"))
 
 
-# -- podman -----------------------------------------------------------------------------------
+# -- podman and docker -----------------------------------------------------------------------
 
 
-def test_podman_run_prints_and_removes(podman):
-    result = podman(*podman.run_args("--rm", IMAGE, "echo", "hi"))
+@pytest.fixture(params=["podman", "docker"])
+def docker_like(request):
+    """podman or docker: their `run` speaks one command line."""
+    return request.getfixturevalue(request.param)
+
+
+def test_run_prints_and_removes(docker_like):
+    result = docker_like(*docker_like.run_args("--rm", IMAGE, "echo", "hi"))
     assert result.stdout == "hi\n"
-    assert podman("ps", "-aq").stdout == ""
+    assert docker_like("ps", "-aq").stdout == ""
 
 
-def test_podman_passes_the_exit_code_through(podman):
-    result = podman(*podman.run_args("--rm", IMAGE, "sh", "-c", "exit 3"), check=False)
+def test_run_passes_the_exit_code_through(docker_like):
+    result = docker_like(*docker_like.run_args("--rm", IMAGE, "sh", "-c", "exit 3"), check=False)
     assert result.returncode == 3, result.stderr
+
+
+# -- podman ------------------------------------------------------------------------------------
 
 
 def test_podman_detached_exec_stop_rm(podman, runtime):
@@ -222,17 +223,6 @@ def test_ctr_detached_exec_kill_delete(containerd, runtime):
 
 
 # -- docker ------------------------------------------------------------------------------------
-
-
-def test_docker_run_prints_and_removes(docker):
-    result = docker(*docker.run_args("--rm", IMAGE, "echo", "hi"))
-    assert result.stdout == "hi\n"
-    assert docker("ps", "-aq").stdout == ""
-
-
-def test_docker_passes_the_exit_code_through(docker):
-    result = docker(*docker.run_args("--rm", IMAGE, "sh", "-c", "exit 3"), check=False)
-    assert result.returncode == 3, result.stderr
 
 
 def test_docker_detached_exec_stop_rm(docker, runtime):
