@@ -140,3 +140,16 @@ def test_sigkill_of_a_keeper_keeps_the_container_and_its_exit_code(run_pyctr, py
     assert state_of(run_pyctr, cid)["Error"] == ""
     assert run_ok(run_pyctr, "logs", cid).stdout == "hi\n"
     run_ok(run_pyctr, "rm", cid)
+
+
+def test_a_pid_1_named_like_a_stat_line_still_gets_its_own_exit_code(run_pyctr, pyctr_env):
+    # The attacker: PID 1 renames itself so that /proc/PID/stat, read by the first ")", would show
+    # a zombie with other fields; the host monitor reads the status from the zombie's stat.
+    fake = "x) Z 1 1 1 1 1"
+    cid = run_ok(run_pyctr, "run", "-d", *NONE, "alpine", "sh", "-c",
+                 f"echo -n '{fake}' > /proc/self/comm; cat /proc/1/comm; sleep 0.3; exit 42").stdout.strip()
+    assert run_ok(run_pyctr, "wait", cid).stdout.strip() == "42"
+    assert run_ok(run_pyctr, "logs", cid).stdout == fake + "\n"  # the rename took
+    state = state_of(run_pyctr, cid)
+    assert (state["Status"], state["ExitCode"], state["Error"]) == ("exited", 42, "")
+    run_ok(run_pyctr, "rm", cid)
