@@ -460,7 +460,10 @@ def test_ps(oci, running):
 
 
 def test_pause_resume(oci):
-    oci.config(["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /counter; sleep 0.02; done"])
+    # Written aside, then renamed: a pause between `>`'s truncation and the write would leave
+    # the counter empty for as long as the container is frozen.
+    oci.config(["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /counter.new; mv /counter.new /counter; "
+                            "sleep 0.02; done"])
     container_id = oci.create()
     oci("start", container_id, check=True)
     counter = oci.rootfs / "counter"
