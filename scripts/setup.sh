@@ -36,7 +36,11 @@ dev_packages="procps iputils-ping mount"
 #                 podman, containerd and docker.io depend on a runtime anyway
 # Left out: podman's recommends (buildah; fuse-overlayfs, slirp4netns and uidmap are for rootless
 # podman; catatonit only for --init and pods) and docker.io's (apparmor, cgroupfs-mount, git...).
-client_packages="podman containerd docker.io runc"
+# The registry tests (tests/test_registry*.py) run a private registry and build images offline:
+#   docker-registry  the distribution registry v2, started by the tests on loopback (its own
+#                    service is kept from starting, as dockerd's is)
+#   skopeo umoci     build OCI images from the Alpine minirootfs and push them (skopeo copy)
+client_packages="podman containerd docker.io runc docker-registry skopeo umoci"
 packages="$runtime_packages"
 [ "${1:-}" = "--dev" ] && packages="$packages $dev_packages"
 scripts/apt-install-missing.sh --no-install-recommends $packages
@@ -57,6 +61,7 @@ if [ "${1:-}" = "--dev" ]; then
     installed() { dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null | grep -qx installed; }
     installed docker.io || new_units="$new_units docker.service docker.socket"
     installed containerd || new_units="$new_units containerd.service"
+    installed docker-registry || new_units="$new_units docker-registry.service"
     scripts/apt-install-missing.sh --no-install-recommends $client_packages
     if [ -n "$own_policy" ]; then
         rm -f "$policy"
@@ -91,7 +96,7 @@ flock 9
 # so the stamp covers the list of modules (and data files) as well as pyproject.toml.
 wanted="$(cat pyproject.toml; find runtime images network -name '*.py' -o -name '*.json' | sort)"
 stamp=.venv/.pyctr-installed
-have_test_tools() { .venv/bin/python -c "import pytest, pexpect" 2>/dev/null; }
+have_test_tools() { .venv/bin/python -c "import pytest, pexpect, jwt" 2>/dev/null; }
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ] || { [ -n "$extras" ] && ! have_test_tools; }; then
     echo "setup: installing pyctr$extras into .venv" >&2
     rm -rf build/__editable__.pyctr-*
