@@ -138,33 +138,35 @@ def cmd_image_inspect(args) -> int:
 
 
 def cmd_load(args) -> int:
-    from pyctr.images import store
+    from pyctr.images import oci_layout, store
 
-    source = args.input or "-"
-    for content in read_archive(source):
-        store.install_content(content)
-        if not args.quiet:
-            for repo_tag in content.repo_tags:
-                print(f"Loaded image: {repo_tag}")
-            if not content.repo_tags:
-                print(f"Loaded image ID: {content.image_id}")
+    with oci_layout.opened(args.input or "-") as archive:
+        try:
+            for content in read_archive(archive):
+                store.install_content(content)
+                if not args.quiet:
+                    for repo_tag in content.repo_tags:
+                        print(f"Loaded image: {repo_tag}", flush=True)
+                    if not content.repo_tags:
+                        print(f"Loaded image ID: {content.image_id}", flush=True)
+        except BaseException:
+            store.drop_unused_blobs(archive.written)  # what this load brought, unless an image has it
+            raise
     return 0
 
 
-def read_archive(source: str) -> list:
-    """The images in an image archive (FILE, or "-" for stdin), as oci.ImageContent with every
-    blob in the blob store: dispatched on what the tar holds (index.json and oci-layout: an OCI
-    image layout, images/oci_layout.py)."""
+def read_archive(archive) -> list:
+    """The images of an image archive (oci_layout.Archive), as oci.ImageContent with every blob
+    copied into the blob store (their digests in archive.written): by what the tar holds
+    (index.json and oci-layout: an OCI image layout)."""
     from pyctr.images import oci_layout
+    from pyctr.runtime.errors import PyctrError
 
-    with oci_layout.opened(source) as archive:
-        names = archive.top_names()
-        if "oci-layout" in names and "index.json" in names:
-            return oci_layout.read(archive)
-        from pyctr.runtime.errors import PyctrError
-
-        raise PyctrError(f"{'stdin' if source == '-' else source}: not an image archive pyctr can load "
-                         "(an OCI image layout has index.json and oci-layout at its top)")
+    names = archive.top_names()
+    if "oci-layout" in names and "index.json" in names:
+        return oci_layout.read(archive)
+    raise PyctrError(f"{archive.label}: not an image archive pyctr can load "
+                     "(an OCI image layout has index.json and oci-layout at its top)")
 
 
 def cmd_rmi(args) -> int:

@@ -33,6 +33,7 @@ class Archive:
     def __init__(self, tar: tarfile.TarFile, label: str):
         self.tar = tar
         self.label = label
+        self.written: list[str] = []  # digests of the blobs copied into the blob store
         self._members = {}
         for member in tar.getmembers():
             name = os.path.normpath(member.name.lstrip("/")).removeprefix("./")
@@ -209,6 +210,7 @@ def _copy_blob(archive: Archive, descriptor: dict, small: bool = False) -> bytes
             raise PyctrError(f"{archive.label}: blob {digest} does not match its digest "
                              f"(its content is sha256:{sha256.hexdigest()})")
         os.rename(part, target)
+        archive.written.append(digest)
     finally:
         part.unlink(missing_ok=True)
     return target.read_bytes() if small else None

@@ -306,6 +306,17 @@ def prune_images(all_unused: bool = False) -> tuple[list[str], int]:
     return lines, freed
 
 
+def drop_unused_blobs(digests: list[str]) -> None:
+    """Remove these blobs unless an image holds them: what a failed load or pull brought."""
+    from pyctr.images import oci
+
+    with _store_lock():
+        kept = {b for f, r in _records() if is_layered(f) for b in r.get("Blobs", [])}
+        for digest in digests:
+            if digest not in kept:
+                oci.blob_path(digest).unlink(missing_ok=True)
+
+
 def inspect_image(ref: str) -> dict | None:
     """`docker image inspect`'s keys for a local image, or None."""
     located = _locate(ref)
@@ -352,8 +363,7 @@ def _records() -> list[tuple[Path, dict]]:
     """(folder, record) of every image: images/NAME/LABEL/image.json and the layered images'
     images/_images/HEX/image.json, skipping work in progress."""
     found = []
-    layered = [Path(folder, RECORD) for folder in _visible_folders(_images_dir() / LAYERED)]
-    for record_path in _record_paths() + [p for p in layered if os.path.exists(p)]:
+    for record_path in _record_paths():
         folder = record_path.parent
         if folder.name.startswith(".") or folder.parent.name.startswith(".") \
                 or folder.parent.name.startswith("_") and folder.parent.name != LAYERED:
