@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_MIRROR, remove_all_containers
+from conftest import SHARED_MIRROR, needs_userns, remove_all_containers
 from imagebuild import ALPINE_TARBALL, OciLayout, layer_member, zstd_copy
+from test_userns_run import etc_root  # noqa: F401 -- the fixture: a pool of subordinate ids
 
 pytestmark = [
     pytest.mark.skipif(os.uname().machine != "x86_64", reason="the local mirror holds x86_64 releases only"),
@@ -426,3 +427,34 @@ def test_image_prune_dangling_then_all_unused(run_pyctr, layered_env, images, tm
     base_diff, second_diff = layout.config(TWO)["rootfs"]["diff_ids"]
     assert layer_folders(layered_env) == [base_diff[7:]]
     assert layout.manifest(TWO)["layers"][1]["digest"][7:] not in blobs(layered_env)
+
+
+# -- user namespaces ----------------------------------------------------------------------------
+
+
+@needs_userns
+@pytest.mark.parametrize("idmapped", [True, False], ids=["idmapped", "chowned-copies"])
+def test_layers_in_a_user_namespace(run_pyctr, layered_env, images, etc_root, idmapped):
+    env = dict(layered_env, PYCTR_ETC_ROOT=str(etc_root))
+    if not idmapped:
+        env["PYCTR_USERNS_NO_IDMAP"] = "1"
+    load(run_pyctr, env, images["all"])
+    ran = run_in(run_pyctr, env, "--userns=auto", TWO, "sh", "-c",
+                 "cat /proc/self/uid_map; test ! -e /etc/motd && ls -A /etc/apk; stat -c %u:%g /etc/passwd")
+    assert ran.returncode == 0, ran.stderr
+    map_line, apk, owner = ran.stdout.splitlines()
+    assert (apk, owner) == ("fresh", "0:0")
+    host = int(map_line.split()[1])
+    layers = images_dir(env) / "_layers"
+    copies = sorted(p.relative_to(layers) for p in layers.glob(f"*/diff-{host}.{host}"))
+    if idmapped:
+        assert copies == []
+        return
+    # One shifted copy per layer, beside it, whiteouts and opaque folder kept.
+    assert len(copies) == 2
+    second = layers / images["layout"].config(TWO)["rootfs"]["diff_ids"][1][7:] / f"diff-{host}.{host}"
+    whiteout = os.lstat(second / "etc/motd")
+    assert stat.S_ISCHR(whiteout.st_mode) and whiteout.st_rdev == 0 and whiteout.st_uid == host
+    assert os.getxattr(second / "etc/apk", OPAQUE) == b"y"
+    assert run_pyctr("rmi", TWO, env=env).returncode == 0
+    assert not second.parent.exists()  # rmi removed the layer with its copy
