@@ -78,7 +78,7 @@ def cmd_images(args) -> int:
     images = store.list_images()
     if args.reference:
         name, tag = store.split_tag(args.reference)
-        name, tag_given = store.familiar_name(name), store._has_tag(args.reference)
+        name, tag_given = store.familiar_name(name), store.has_tag(args.reference)
         images = [i for i in images
                   if any(store.split_tag(t)[0] == name and (not tag_given or store.split_tag(t)[1] == tag)
                          for t in i["RepoTags"])]

@@ -198,7 +198,9 @@ def _copy_blob(archive: Archive, descriptor: dict, small: bool = False) -> bytes
         raise PyctrError(f"{archive.label}: blob {digest} has {member.size} bytes, its descriptor says {size}")
     if small and member.size > MAX_JSON:
         raise PyctrError(f"{archive.label}: {digest} is too large for JSON ({member.size} bytes)")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    from pyctr.runtime import settings
+
+    settings.make_private(target.parent)
     part = target.with_name(f".{hex_digest}.{os.getpid()}.part")
     sha256 = hashlib.sha256()
     try:

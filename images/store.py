@@ -92,19 +92,22 @@ def normalize_ref(ref: str) -> tuple[str, str]:
 
 
 def find_image(ref: str) -> dict | None:
-    """The record of a local image by NAME[:TAG] or by (a prefix of) its ID, with "Rootfs"; or None."""
+    """The record of a local image by NAME[:TAG] (Docker's familiar or full name), NAME@DIGEST
+    or (a prefix of) its ID, with "LayerDirs" (see _public); or None."""
     located = _locate(ref)
     return _public(*located[:2]) if located else None
 
 
 def ensure_image(ref: str, pull: bool = True) -> dict:
-    """The record of image `ref`, with "Rootfs": the absolute path of its read-only rootfs.
+    """The record of image `ref`, with "LayerDirs": the absolute paths of its read-only layers.
 
     A local lookup when the image is here; otherwise a pull (progress on stderr), as `docker run` does.
     """
     image = find_image(ref)
     if image is not None:
         return image
+    if "/" in ref or "@" in ref:  # a registry's image: not here
+        raise NotFoundError(f"No such image: {ref if '@' in ref else familiar_ref(ref)}")
     name, tag = normalize_ref(ref)
     if not pull or name not in PULLABLE:
         raise NotFoundError(f"No such image: {name}:{tag}")
@@ -269,7 +272,7 @@ def remove_image(ref: str, force: bool = False) -> list[str]:
     with _store_lock():
         located = _locate(ref)
         if located is None:
-            shown = ref if _has_tag(ref) or "@" in ref or re.fullmatch(_ID_PREFIX, ref) else f"{ref}:latest"
+            shown = ref if has_tag(ref) or "@" in ref or re.fullmatch(_ID_PREFIX, ref) else f"{ref}:latest"
             raise NotFoundError(f"No such image: {shown}")
         folder, record, repo_tag = located
         if repo_tag and len(record["RepoTags"]) > 1:
@@ -412,7 +415,7 @@ def _locate(ref: str) -> tuple[Path, dict, str | None] | None:
     (NAME@sha256:...), or None."""
     records = _records()
     # The common case first, with no parsing: the ref is one of the tags.
-    repo_tag = ref if _has_tag(ref) else f"{ref}:latest"
+    repo_tag = ref if has_tag(ref) else f"{ref}:latest"
     for folder, record in records:
         if repo_tag in record["RepoTags"]:
             return folder, record, repo_tag
@@ -441,14 +444,14 @@ def _locate(ref: str) -> tuple[Path, dict, str | None] | None:
     return None
 
 
-def _has_tag(ref: str) -> bool:
+def has_tag(ref: str) -> bool:
     """Whether NAME[:TAG] has its TAG: a colon after the last slash (not a registry's port)."""
     return ":" in ref.rpartition("/")[2]
 
 
 def split_tag(repo_tag: str) -> tuple[str, str]:
     """"localhost:5000/app:1" -> ("localhost:5000/app", "1"); no tag is "latest"."""
-    if not _has_tag(repo_tag):
+    if not has_tag(repo_tag):
         return repo_tag, "latest"
     name, _, tag = repo_tag.rpartition(":")
     return name, tag

@@ -235,15 +235,16 @@ def test_not_an_image_archive(run_pyctr, layered_env, tmp_path):
 
 def test_entrypoint_cmd_env_workdir_user_and_their_overrides(run_pyctr, layered_env, images):
     load(run_pyctr, layered_env, images["all"])
-    show = "echo $GREETING $PATH $(pwd) $(id -u)"
+    show = "echo $GREETING $PATH $(pwd) $(stat -c %a:%u .) $(id -u)"
     cases = [
         ([CONFIGURED], "ep default cmd\n"),  # Entrypoint + the image's Cmd
         ([CONFIGURED, "a", "b"], "ep a b\n"),  # Entrypoint + the arguments
         (["--entrypoint", "/bin/echo", CONFIGURED], "\n"),  # --entrypoint drops the image's Cmd
         (["--entrypoint", "", CONFIGURED, "echo", "x"], "x\n"),  # "" clears it
-        (["--entrypoint", "/bin/sh", CONFIGURED, "-c", show], "hello /usr/bin:/bin /srv/app 65534\n"),
+        # The WorkingDir, missing in the image, is made as Docker makes it: root's, 0755.
+        (["--entrypoint", "/bin/sh", CONFIGURED, "-c", show], "hello /usr/bin:/bin /srv/app 755:0 65534\n"),
         (["-e", "GREETING=bye", "-w", "/tmp", "-u", "0", "--entrypoint", "/bin/sh", CONFIGURED, "-c", show],
-         "bye /usr/bin:/bin /tmp 0\n"),
+         "bye /usr/bin:/bin /tmp 1777:0 0\n"),
     ]
     for args, expected in cases:
         ran = run_in(run_pyctr, layered_env, *args)
