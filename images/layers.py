@@ -115,21 +115,17 @@ def unpack_layer(blob: Path, target: Path, source: str) -> tuple[str, dict | Non
     target.mkdir()
     try:
         with open(blob, "rb") as raw:
-            stream = _HashingReader(_decompressed(raw, source))
-            with tarfile.open(fileobj=stream, mode="r|") as tar:
+            stream = _HashingReader(_decompressed(raw))
+            with tarfile.open(fileobj=stream, mode="r|") as tar:  # one pass, in archive order
                 applier = _LayerApplier(str(target), source)
                 tar.extractall(target, members=applier.members(tar), numeric_owner=True,
                                **unpack.trust_checked_members())
             stream.drain()  # the tar's end: its zero blocks count in the diff_id
-    except unpack.UnsafeArchiveError:
+    except BaseException as e:
         shutil.rmtree(target, ignore_errors=True)
-        raise
-    except (tarfile.TarError, EOFError, OSError, ValueError) as e:
-        shutil.rmtree(target, ignore_errors=True)
-        raise PyctrError(f"cannot unpack {source}: {_describe(e)}") from e
-    except BaseException:
-        shutil.rmtree(target, ignore_errors=True)
-        raise
+        if isinstance(e, (tarfile.TarError, EOFError, OSError, ValueError)):
+            raise PyctrError(f"cannot unpack {source}: {_describe(e)}") from e
+        raise  # UnsafeArchiveError (which names the entry), KeyboardInterrupt...
     return "sha256:" + stream.sha256.hexdigest(), applier.root_dir
 
 
@@ -175,7 +171,7 @@ class _LayerApplier:
         os.lchown(target, member.uid, member.gid)
 
 
-def _decompressed(raw, source: str):
+def _decompressed(raw):
     """A reader of the layer's tar, whatever its compression (told by its first bytes, as
     Docker does: media types lie more often than magic numbers)."""
     magic = raw.read(4)
@@ -206,7 +202,7 @@ def uncompressed_digest(archive: Path) -> str:
 
             stream = _HashingReader(bz2.BZ2File(raw))
         else:
-            stream = _HashingReader(_decompressed(raw, str(archive)))
+            stream = _HashingReader(_decompressed(raw))
         stream.drain()
     return "sha256:" + stream.sha256.hexdigest()
 

@@ -164,7 +164,7 @@ def _content(archive: Archive, manifest_digest: str, manifest: dict) -> oci.Imag
             raise PyctrError(f"{archive.label}: manifest {manifest_digest} lists a layer that is not an object")
         layer = oci.Layer(str(descriptor.get("digest", "")), str(descriptor.get("mediaType", "")),
                           int(descriptor.get("size") or 0))
-        layer.compression  # noqa: B018 -- refuses a layer type pyctr cannot unpack, before copying it
+        _ = layer.compression  # PyctrError for a layer type pyctr cannot unpack, before copying it
         _copy_blob(archive, descriptor)
         found.append(layer)
     return oci.ImageContent(config=config, layers=found, manifest_digest=manifest_digest,

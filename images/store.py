@@ -203,6 +203,8 @@ def install_content(content) -> dict:
 
     On a failure nothing of this image is kept: no record, and no layer that it alone unpacked.
     """
+    import shutil
+
     from pyctr.images import layers, oci
 
     image_id = content.image_id
@@ -214,15 +216,13 @@ def install_content(content) -> dict:
             parent = _images_dir() / LAYERED
             settings.make_private(parent)
             for stale in parent.glob(".*.tmp-*"):  # left by an install that was killed
-                import shutil
-
                 shutil.rmtree(stale, ignore_errors=True)
             _keep_config_blob(content)
             unpacked = []
             try:
                 sizes, root_dir = [], None
                 for layer, diff_id in zip(content.layers, diff_ids):
-                    layer.compression  # noqa: B018 -- refuses a media type pyctr cannot unpack
+                    _ = layer.compression  # PyctrError for a media type pyctr cannot unpack
                     blob = oci.blob_path(layer.digest)
                     if not blob.is_file():
                         raise PyctrError(f"layer {layer.digest} of image {image_id[7:19]} is not in the "
@@ -241,8 +241,6 @@ def install_content(content) -> dict:
                 explain.step("mv", work, folder)
                 os.rename(work, folder)
             except BaseException:
-                import shutil
-
                 shutil.rmtree(parent / f".{image_id[7:]}.tmp-{os.getpid()}", ignore_errors=True)
                 in_use = _layers_in_use()
                 for diff_id in unpacked:

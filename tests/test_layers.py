@@ -220,6 +220,20 @@ def test_a_layer_whose_diff_id_does_not_match_keeps_nothing(run_pyctr, layered_e
     assert records(layered_env) == [] and layer_folders(layered_env) == [] and blobs(layered_env) == []
 
 
+def test_a_changed_blob_in_the_archive_keeps_nothing(run_pyctr, layered_env, images, tmp_path):
+    copy = OciLayout(tmp_path / "copy")
+    subprocess.run(["cp", "-a", f"{images['layout'].folder}/.", str(copy.folder)], check=True)
+    second = copy.blob(copy.manifest(TWO)["layers"][1]["digest"])
+    data = bytearray(second.read_bytes())
+    data[-1] ^= 0xFF  # same size, other bytes
+    second.write_bytes(bytes(data))
+    loaded = run_pyctr("load", "-i", copy.tar(tmp_path / "changed.tar", only=[TWO]), env=layered_env)
+    assert loaded.returncode == 125
+    assert "does not match its digest" in loaded.stderr and loaded.stderr.count("\n") == 1
+    # The blobs copied before it (the manifest, the config, the base layer) went too.
+    assert records(layered_env) == [] and layer_folders(layered_env) == [] and blobs(layered_env) == []
+
+
 def test_not_an_image_archive(run_pyctr, layered_env, tmp_path):
     junk = tmp_path / "junk.tar"
     with tarfile.open(junk, "w") as tar:
