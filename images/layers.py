@@ -16,8 +16,13 @@ links, no device nodes). The OCI image spec's whiteouts become overlayfs's:
     DIR/.wh..wh..opq  "DIR hides everything below it": the xattr trusted.overlay.opaque=y on DIR
 
 A whiteout applies only to the layers below: a NAME that this layer itself holds stays.
+
+Extended attributes in the tar (PAX SCHILY.xattr.*) are kept for security.capability (file
+capabilities, as Docker keeps them: ping's cap_net_raw) and user.*; never trusted.* (overlayfs's
+own, such as the opaque mark, come only from whiteouts) nor security labels.
 """
 
+import errno
 import hashlib
 import os
 import shutil
@@ -31,6 +36,7 @@ from pyctr.runtime.errors import PyctrError
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
+PAX_XATTR = "SCHILY.xattr."
 RECORD = "layer.json"
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -150,6 +156,22 @@ class _LayerApplier:
             if member.isdir() and not [p for p in member.name.split("/") if p not in ("", ".")]:
                 self.root_dir = {"Uid": member.uid, "Gid": member.gid, "Mode": member.mode & 0o7777}
             yield checked
+            self._xattrs(checked)  # tarfile asks for the next member once this one is written
+
+    def _xattrs(self, member: tarfile.TarInfo) -> None:
+        if not (member.isreg() or member.isdir()):
+            return
+        for key, value in member.pax_headers.items():
+            name = key[len(PAX_XATTR):]
+            if not key.startswith(PAX_XATTR) or name != "security.capability" and not name.startswith("user."):
+                continue
+            path = os.path.join(self.rootfs, *self.checker.safe_parts(member.name))
+            explain.step("setfattr", "-n", name, path)
+            try:  # tarfile keeps binary values as surrogate escapes
+                os.setxattr(path, name, value.encode("utf-8", "surrogateescape"), follow_symlinks=False)
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
 
     def _whiteout(self, member: tarfile.TarInfo, base: str) -> None:
         parts = self.checker.safe_parts(member.name)

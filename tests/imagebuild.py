@@ -32,10 +32,13 @@ def run(*argv) -> str:
 
 
 def layer_member(name: str, kind=tarfile.REGTYPE, data: bytes = b"", linkname: str = "",
-                 mode: int = 0o644, uid: int = 0, gid: int = 0) -> tuple[tarfile.TarInfo, bytes]:
+                 mode: int = 0o644, uid: int = 0, gid: int = 0,
+                 xattrs: dict[str, bytes] | None = None) -> tuple[tarfile.TarInfo, bytes]:
     info = tarfile.TarInfo(name)
     info.type, info.linkname, info.mode, info.uid, info.gid = kind, linkname, mode, uid, gid
     info.size = len(data) if kind == tarfile.REGTYPE else 0
+    # As GNU tar --xattrs writes them; tarfile keeps binary values as surrogate escapes.
+    info.pax_headers = {f"SCHILY.xattr.{k}": v.decode("utf-8", "surrogateescape") for k, v in (xattrs or {}).items()}
     return info, data
 
 

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import stat
+import struct
 import subprocess
 import sys
 import tarfile
@@ -27,6 +28,7 @@ pytestmark = [
 BASE, TWO, CONFIGURED, ZSTD, BAD_DIFF_ID = ("pyctr-test/base:1", "pyctr-test/two:1", "localhost:5000/team/app:1",
                                              "pyctr-test/zstd:1", "pyctr-test/bad-diff-id:1")
 OPAQUE = "trusted.overlay.opaque"
+NET_RAW_CAP = struct.pack("<5I", 0x02000001, 1 << 13, 0, 0, 0)  # VFS_CAP_REVISION_2, effective: cap_net_raw
 
 # Layers that try to write outside their folder, or hold what a layer must not: today's hostile
 # tarballs (tests/test_images.py), and whiteouts that try the same.
@@ -72,6 +74,9 @@ def images(tmp_path_factory) -> dict:
         layer_member("srv/", tarfile.DIRTYPE, mode=0o755),
         layer_member("srv/keep", data=b"kept\n"),
         layer_member("srv/.wh.keep"),
+        # A file capability is kept; overlayfs's own xattrs never come from a tar.
+        layer_member("srv/capped", data=b"#!/bin/sh\n", mode=0o755, xattrs={"security.capability": NET_RAW_CAP}),
+        layer_member("srv/forged/", tarfile.DIRTYPE, mode=0o755, xattrs={OPAQUE: b"y"}),
     ], work)
     layout.configure(BASE, CONFIGURED, "--config.entrypoint", "/bin/echo", "--config.entrypoint", "ep",
                      "--config.cmd", "default", "--config.cmd", "cmd",
@@ -175,6 +180,8 @@ def test_load_an_oci_layout_and_run_its_layers(run_pyctr, layered_env, images):
         assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(0, 0)
     assert os.getxattr(second / "etc/apk", OPAQUE) == b"y"
     assert (second / "srv/keep").read_text() == "kept\n"
+    assert os.getxattr(second / "srv/capped", "security.capability") == NET_RAW_CAP
+    assert OPAQUE not in os.listxattr(second / "srv/forged")
     assert not any(p.name.startswith(".wh.") for p in second.rglob("*"))
 
 
