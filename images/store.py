@@ -617,8 +617,16 @@ def _image_config(content) -> dict:
                          f"the config {len(diff_ids)} diff_ids")
     for diff_id in diff_ids:
         oci.check_digest(diff_id)
-    if not isinstance(config.get("config") or {}, dict):
+    defaults = config.get("config") or {}
+    if not isinstance(defaults, dict):
         raise PyctrError(f"image {short}: its config's run defaults (config) are not an object")
+    for key in ("Entrypoint", "Cmd", "Env"):
+        value = defaults.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise PyctrError(f"image {short}: config.{key} is not a list of strings")
+    for key in ("WorkingDir", "User"):
+        if not isinstance(defaults.get(key) or "", str):
+            raise PyctrError(f"image {short}: config.{key} is not a string")
     return config
 
 

@@ -27,6 +27,7 @@ pytestmark = [
 
 BASE, TWO, CONFIGURED, ZSTD, BAD_DIFF_ID = ("pyctr-test/base:1", "pyctr-test/two:1", "localhost:5000/team/app:1",
                                              "pyctr-test/zstd:1", "pyctr-test/bad-diff-id:1")
+ROOTED = "pyctr-test/rooted:1"
 OPAQUE = "trusted.overlay.opaque"
 NET_RAW_CAP = struct.pack("<5I", 0x02000001, 1 << 13, 0, 0, 0)  # VFS_CAP_REVISION_2, effective: cap_net_raw
 
@@ -88,8 +89,13 @@ def images(tmp_path_factory) -> dict:
         config["rootfs"]["diff_ids"][1] = "sha256:" + hashlib.sha256(b"another layer").hexdigest()
 
     layout.rewrite_config(TWO, BAD_DIFF_ID, lie)
+    # A layer with a root entry of its own, under one without.
+    layout.add_layer(BASE, "rooted-1", [layer_member("./", tarfile.DIRTYPE, mode=0o750, gid=10),
+                                        layer_member("etc/rooted", data=b"1\n")], work)
+    layout.add_layer("rooted-1", ROOTED, [layer_member("etc/more", data=b"2\n")], work)
     built = {"layout": layout, "all": layout.tar(work / "all.tar", only=[BASE, TWO, CONFIGURED]),
-             "bad": layout.tar(work / "bad.tar", only=[BAD_DIFF_ID])}
+             "bad": layout.tar(work / "bad.tar", only=[BAD_DIFF_ID]),
+             "rooted": layout.tar(work / "rooted.tar", only=[ROOTED])}
     zstd = zstd_copy(layout, TWO, work / "zstd-layout", ZSTD)
     built["zstd_layout"] = zstd
     built["zstd"] = zstd.tar(work / "zstd.tar")
@@ -295,12 +301,18 @@ def test_nothing_to_run_is_dockers_error(run_pyctr, layered_env, images):
 
 def test_the_upper_layer_takes_the_root_of_the_top_most_layer_with_one(run_pyctr, layered_env, images):
     load(run_pyctr, layered_env, images["all"])
-    created = run_pyctr("create", "--network", "none", "--name", "c2", TWO, env=layered_env)
-    assert created.returncode == 0, created.stderr
-    container = json.loads(run_pyctr("inspect", "c2", env=layered_env).stdout)[0]
-    upper = os.stat(container["GraphDriver"]["Data"]["UpperDir"])
-    # The second layer has no "./" entry: the base layer's root (Alpine's 0755 root:root) counts.
-    assert (upper.st_uid, upper.st_gid, stat.S_IMODE(upper.st_mode)) == (0, 0, 0o755)
+    load(run_pyctr, layered_env, images["rooted"])
+    # TWO's second layer has no "./" entry: the base layer's root (Alpine's) counts. ROOTED's
+    # top layer has none either: the root entry of the layer below it counts.
+    for image, expected in ((TWO, (0, 0, 0o755)), (ROOTED, (0, 10, 0o750))):
+        name = image.split("/")[1].replace(":", "-")
+        created = run_pyctr("create", "--network", "none", "--name", name, image, env=layered_env)
+        assert created.returncode == 0, created.stderr
+        container = json.loads(run_pyctr("inspect", name, env=layered_env).stdout)[0]
+        upper = os.stat(container["GraphDriver"]["Data"]["UpperDir"])
+        assert (upper.st_uid, upper.st_gid, stat.S_IMODE(upper.st_mode)) == expected, image
+    ran = run_in(run_pyctr, layered_env, ROOTED, "sh", "-c", "stat -c %a:%g / && cat /etc/rooted /etc/more")
+    assert (ran.returncode, ran.stdout) == (0, "750:10\n1\n2\n"), ran.stderr
 
 
 # -- images, inspect, rmi, prune ---------------------------------------------------------------
