@@ -247,6 +247,26 @@ def test_a_changed_blob_in_the_archive_keeps_nothing(run_pyctr, layered_env, ima
     assert records(layered_env) == [] and layer_folders(layered_env) == [] and blobs(layered_env) == []
 
 
+def test_an_index_in_the_layout_gives_this_machines_image(run_pyctr, layered_env, images, tmp_path):
+    copy = OciLayout(tmp_path / "copy")
+    subprocess.run(["cp", "-a", f"{images['layout'].folder}/.", str(copy.folder)], check=True)
+    two, two_id = copy._descriptor(TWO), copy.manifest(TWO)["config"]["digest"]
+    arm64 = {"mediaType": two["mediaType"], "digest": "sha256:" + "0" * 64, "size": 1,
+             "platform": {"architecture": "arm64", "os": "linux"}}  # its blob is not even there
+    amd64 = {"mediaType": two["mediaType"], "digest": two["digest"], "size": two["size"],
+             "platform": {"architecture": "amd64", "os": "linux"}}
+    nested = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                         "manifests": [arm64, amd64]}).encode()
+    digest = "sha256:" + hashlib.sha256(nested).hexdigest()
+    copy.blob(digest).write_bytes(nested)
+    (copy.folder / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": digest, "size": len(nested),
+        "annotations": {"org.opencontainers.image.ref.name": "pyctr-test/multi:1"}}]}))
+    loaded = load(run_pyctr, layered_env, copy.tar(tmp_path / "multi.tar"))
+    assert loaded.stdout == "Loaded image: pyctr-test/multi:1\n"
+    assert [r["Id"] for r in records(layered_env)] == [two_id]
+
+
 def test_not_an_image_archive(run_pyctr, layered_env, tmp_path):
     junk = tmp_path / "junk.tar"
     with tarfile.open(junk, "w") as tar:
