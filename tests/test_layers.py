@@ -413,6 +413,14 @@ def test_inspect_image_has_dockers_keys(run_pyctr, layered_env, images, local_mi
 
     assert alpine["RootFS"]["Layers"] == ["sha256:" + hashlib.sha256(gzip.decompress(tarball.read_bytes())).hexdigest()]
     assert alpine["Config"]["Cmd"] == ["/bin/sh"]
+    # A record of an older pyctr, without RootFS: computed once from the cached tarball, and saved.
+    record_path = next(images_dir(layered_env).glob("alpine/*/image.json"))
+    record = json.loads(record_path.read_text())
+    del record["RootFS"]
+    record_path.write_text(json.dumps(record))
+    again = json.loads(run_pyctr("inspect", "alpine", env=layered_env).stdout)[0]
+    assert again["RootFS"] == alpine["RootFS"]
+    assert json.loads(record_path.read_text())["RootFS"] == alpine["RootFS"]
     missing = run_pyctr("image", "inspect", "nosuch:1", env=layered_env)
     assert missing.returncode == 125 and missing.stderr == "Error: No such image: nosuch:1\n"
 
