@@ -91,7 +91,7 @@ def ensure_layer(blob: Path, diff_id: str, source: str) -> dict:
 
         record = {"DiffID": diff_id, "Size": unpack.tree_size(work / "diff"), "RootDir": root_dir}
         jsonstore.write_json(work / RECORD, record)
-        if folder.exists():  # a half-made folder of an older pyctr: replaced
+        if folder.exists():  # a folder without its layer.json (damaged): replaced
             shutil.rmtree(folder)
         explain.step("mv", work, folder)
         os.rename(work, folder)
