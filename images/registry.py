@@ -105,7 +105,8 @@ def fetch(ref: Reference, platform: str | None = None, report: Report = _silent,
                 raise PyctrError(f"{ref}: the index entry for {wanted} is a {media_type}, not an image manifest")
         config_desc, layers = _image_manifest(_parse(body, ref), ref)
 
-        client.fetch_blob(config_desc["digest"], config_desc["size"], None, report)
+        if not oci.has_blob(config_desc["digest"]):
+            client.fetch_blob(config_desc["digest"], config_desc["size"], None, report)
         config = oci.blob_path(config_desc["digest"]).read_bytes()
         if platform:
             _check_config_platform(config, wanted, ref)
