@@ -121,10 +121,11 @@ def normalize_registry(text: str) -> str:
     return DEFAULT_REGISTRY if host.lower() in _DOCKER_HUB_ALIASES else host
 
 
-def registry_url(registry: str) -> str:
-    """The base URL of a registry's API (without /v2/)."""
+def registry_url(registry: str, mirror: bool = True) -> str:
+    """The base URL of a registry's API (without /v2/). `mirror`: docker.io may go to the mirror
+    (pulls); a login goes to Docker Hub itself, as Docker's does."""
     if registry == DEFAULT_REGISTRY:
-        mirror = os.environ.get("PYCTR_REGISTRY_MIRROR", "").strip()
+        mirror = os.environ.get("PYCTR_REGISTRY_MIRROR", "").strip() if mirror else ""
         if mirror and not mirror.startswith(("http://", "https://")):
             raise PyctrError(f"PYCTR_REGISTRY_MIRROR must be an http:// or https:// URL, not {mirror!r}")
         return (mirror or DOCKER_HUB_URL).rstrip("/")

@@ -141,7 +141,7 @@ class Client:
         self.repository = repository
         self.transfer = transfer
         self.creds = creds
-        self.base = reference.registry_url(registry)
+        self.base = reference.registry_url(registry, mirror=repository is not None)  # login: Hub itself
         self.http = open_session(transfer)
         self.scheme = None  # "basic" or "bearer" once the ping asked for one
         self.authorization = None
