@@ -60,6 +60,10 @@ def register(sub, command) -> None:
     ip.add_argument("images", nargs="+", metavar="IMAGE")
     ip.set_defaults(handler=f"{_HANDLERS}:cmd_rmi")
 
+    from pyctr.images import auth_commands
+
+    auth_commands.register(sub, command)
+
 
 def cmd_pull(args) -> int:
     from pyctr.images import store
