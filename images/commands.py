@@ -12,8 +12,11 @@ _HANDLERS = "pyctr.images.commands"
 def register(sub, command) -> None:
     """Add the image subcommands. `command(name, "module:function", help)` returns a subparser."""
     p = command("pull", f"{_HANDLERS}:cmd_pull",
-                "pull an image: alpine[:TAG], TAG is latest, edge, 3.20 or 3.20.3")
+                "pull an image: alpine[:TAG] (TAG latest, edge, 3.20 or 3.20.3) from the Alpine "
+                "mirror, any other [REGISTRY/]NAME[:TAG|@DIGEST] from its registry")
     p.add_argument("--mirror", metavar="URL", help="Alpine mirror URL (env PYCTR_ALPINE_MIRROR)")
+    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
+                   help="the image of this platform from a multi-platform index (default: this machine's)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress; print only the image ID")
     p.add_argument("image", metavar="IMAGE")
 
@@ -68,11 +71,15 @@ def register(sub, command) -> None:
 def cmd_pull(args) -> int:
     from pyctr.images import store
 
-    image = store.pull_image(args.image, mirror=args.mirror, quiet=args.quiet)
+    image = store.pull_image(args.image, mirror=args.mirror, quiet=args.quiet, platform=args.platform)
     if args.quiet:
         print(image["Id"])
-    else:
+    elif image.get("Version"):  # the Alpine mirror's
         print(f"Pulled {image['Name']}:{image['Tag']} ({image['Version']}, {image['Id']})")
+    else:  # a registry's: its full reference, as docker pull's last line
+        from pyctr.images import reference
+
+        print(reference.parse(args.image))
     return 0
 
 

@@ -49,8 +49,9 @@ class Reference:
     @property
     def familiar_name(self) -> str:
         """The name as Docker shows it: nginx, team/app, localhost:5000/team/app."""
-        if self.registry == DEFAULT_REGISTRY:
+        if self.registry == DEFAULT_REGISTRY and self.repository != "library/alpine":
             return self.repository.removeprefix("library/")
+        # Docker Hub's alpine keeps its whole name: "alpine" is the Alpine mirror's image.
         return f"{self.registry}/{self.repository}"
 
     @property
@@ -105,11 +106,10 @@ def parse(text: str) -> Reference:
 
 
 def is_alpine_mirror_name(text: str) -> bool:
-    """True for the names the Alpine mirror serves: alpine, alpine:latest, :edge, :3.20, :3.20.3."""
-    from pyctr.images import alpine  # light: its HTTP libraries load only when it downloads
-
-    name, colon, tag = text.partition(":")
-    return name == "alpine" and (not colon or alpine.is_tag(tag))
+    """True for alpine and alpine:TAG: the Alpine mirror's names, as before registries (its tags
+    are latest, edge, 3.20 and 3.20.3; another tag is an error, not a pull from Docker Hub).
+    docker.io/library/alpine[:TAG] and alpine@DIGEST are Docker Hub's image."""
+    return text.partition(":")[0] == "alpine" and "@" not in text
 
 
 def normalize_registry(text: str) -> str:

@@ -51,7 +51,7 @@ _ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "i386
 Report = Callable[[str, str, "int | None", "int | None"], None]
 
 
-def _silent(layer: str, status: str, current: int | None = None, total: int | None = None) -> None:
+def silent(layer: str, status: str, current: int | None = None, total: int | None = None) -> None:
     pass
 
 
@@ -88,7 +88,7 @@ def parse_platform(text: str) -> Platform:
     return Platform(parts[0], architecture, variant)
 
 
-def fetch(ref: Reference, platform: str | None = None, report: Report = _silent,
+def fetch(ref: Reference, platform: str | None = None, report: Report = silent,
           transfer: Transfer | None = None) -> oci.ImageContent:
     """Fetch ref's manifest, config and layers into the blob store, each verified; blobs already
     there are not fetched again. `platform` ("linux/arm64") picks from an index; default: the host's."""
@@ -253,7 +253,7 @@ class Client:
         path = oci.blob_path(digest)
         path.parent.mkdir(parents=True, exist_ok=True)
         part = path.with_name(f".{path.name}.{os.getpid()}.part")
-        note = report if layer else _silent
+        note = report if layer else silent
         try:
             _retrying(self.transfer, f"blob {digest}",
                       lambda: self._download_blob(digest, size, part, lambda n: note(layer, "Downloading", n, size)))

@@ -44,7 +44,6 @@ from pyctr.runtime import explain, jsonstore, settings
 from pyctr.runtime.errors import ConflictError, NotFoundError, PyctrError
 from pyctr.runtime.options import DEFAULT_PATH
 
-PULLABLE = ("alpine",)  # the names `pull` knows how to fetch; any other name comes from `import`
 RECORD = "image.json"
 CACHE = "_cache"  # cannot clash with an image name: those start with a letter or digit
 LAYERED = "_images"  # the records of layered images
@@ -53,9 +52,6 @@ LAYERED = "_images"  # the records of layered images
 _NAME = r"[a-z0-9]+(?:[._-][a-z0-9]+)*"  # Docker's grammar for one path component
 _TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 _ID_PREFIX = r"(?:sha256:)?([0-9a-f]{4,64})"
-# [HOST[:PORT]/]NAME[/NAME...][:TAG], loosely: the registry client parses references for real.
-_DOCKER_REF = (r"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?" + _NAME + r"(?:/" + _NAME + r")*"
-               + r"(?::" + _TAG + r")?")
 
 
 # -- references -------------------------------------------------------------------------------
@@ -80,12 +76,8 @@ def parse_ref(ref: str) -> tuple[str, str]:
 
 
 def normalize_ref(ref: str) -> tuple[str, str]:
-    """(name, tag) of an image pyctr can pull or already has; PyctrError (exit 125) otherwise."""
-    name, tag = parse_ref(ref)
-    if name not in PULLABLE and not any(_has_name(record, name) for _, record in _records()):
-        raise NotFoundError(f"unknown image {name!r}: pyctr pulls {', '.join(PULLABLE)}; "
-                            "other images come from `pyctr import FILE NAME[:TAG]`")
-    return name, tag
+    """(name, tag) of an Alpine mirror name (alpine[:TAG]); PyctrError (exit 125) for a bad tag."""
+    return parse_ref(ref)
 
 
 # -- looking images up (local only, no network) ------------------------------------------------
@@ -98,21 +90,20 @@ def find_image(ref: str) -> dict | None:
     return _public(*located[:2]) if located else None
 
 
-def ensure_image(ref: str, pull: bool = True) -> dict:
+def ensure_image(ref: str, pull: bool = True, platform: str | None = None) -> dict:
     """The record of image `ref`, with "LayerDirs": the absolute paths of its read-only layers.
 
-    A local lookup when the image is here; otherwise a pull (progress on stderr), as `docker run` does.
+    A local lookup when the image is here; otherwise a pull (progress on stderr), as `docker run` does:
+    alpine[:TAG] from the Alpine mirror, any other reference from its registry.
     """
     image = find_image(ref)
     if image is not None:
         return image
-    if "/" in ref or "@" in ref:  # a registry's image: not here
-        raise NotFoundError(f"No such image: {ref if '@' in ref else familiar_ref(ref)}")
-    name, tag = normalize_ref(ref)
-    if not pull or name not in PULLABLE:
-        raise NotFoundError(f"No such image: {name}:{tag}")
-    print(f"Unable to find image '{name}:{tag}' locally", file=sys.stderr)
-    return pull_image(f"{name}:{tag}")
+    shown = _shown_ref(ref)
+    if not pull:
+        raise NotFoundError(f"No such image: {shown}")
+    print(f"Unable to find image '{shown}' locally", file=sys.stderr)
+    return pull_image(ref, platform=platform)
 
 
 def list_images() -> list[dict]:
@@ -134,15 +125,43 @@ def containers_using(image_id: str) -> list[str]:
 # -- changing the store -----------------------------------------------------------------------
 
 
-def pull_image(ref: str, mirror: str | None = None, quiet: bool = False) -> dict:
+def pull_image(ref: str, mirror: str | None = None, quiet: bool = False, platform: str | None = None) -> dict:
+    """Pull `ref`: alpine[:TAG] from the Alpine mirror, any other reference from its registry."""
+    from pyctr.images import reference
+
+    if not reference.is_alpine_mirror_name(ref):
+        if mirror:
+            raise PyctrError("--mirror is the Alpine mirror's; a registry's images come through "
+                             "PYCTR_REGISTRY_MIRROR (docker.io) or their own registry")
+        return _pull_from_registry(reference.parse(ref), platform, quiet)
+    if platform:
+        raise PyctrError(f"--platform is for registry images: the Alpine mirror's {ref} is this "
+                         "machine's architecture (docker.io/library/alpine has others)")
+    return _pull_from_alpine_mirror(ref, mirror, quiet)
+
+
+def _pull_from_registry(ref, platform: str | None, quiet: bool) -> dict:
+    """docker pull: fetch the manifest, config and layers (each verified), unpack, tag."""
+    from pyctr.images import progress, registry
+
+    say = _say(quiet)
+    say(f"{ref.tag or ref.digest}: Pulling from {ref.familiar_name}")
+    report = registry.silent if quiet else progress.PullProgress(sys.stderr)
+    content = registry.fetch(ref, platform, report=report)
+    was_here = _by_id(content.image_id) is not None
+    image = install_content(content, report)
+    say(f"Digest: {content.manifest_digest}")
+    status = "Image is up to date" if was_here else "Downloaded newer image"
+    say(f"Status: {status} for {ref.repo_tag or ref.repo_digest(ref.digest)}")
+    return image
+
+
+def _pull_from_alpine_mirror(ref: str, mirror: str | None, quiet: bool) -> dict:
     """Resolve `ref` on the Alpine mirror, download, verify and unpack it unless it is here, tag it."""
     from pyctr.images import alpine
 
     say = _say(quiet)
     name, tag = normalize_ref(ref)
-    if name not in PULLABLE:
-        raise PyctrError(f"cannot pull {name}: pyctr pulls only {', '.join(PULLABLE)} "
-                         f"({name} was imported)")
     transfer = alpine.Transfer.from_env()
     mirror = alpine.mirror_url(mirror)
     arch = alpine.host_arch()
@@ -195,11 +214,12 @@ def import_image(path: str, ref: str) -> dict:
     return _public(folder, record, name, tag)
 
 
-def install_content(content) -> dict:
+def install_content(content, report=None) -> dict:
     """Install an oci.ImageContent (every blob already in the blob store): unpack the layers that
     are not here yet, checking each one's diff_id against the config, record the image and point
     its tags at it. Idempotent: an image that is here only gains the tags and digests. Returns
-    the image's record, as find_image does.
+    the image's record, as find_image does. `report(layer, status)` hears "Pull complete" or
+    "Already exists" for each layer (docker pull's last word on it).
 
     On a failure nothing of this image is kept: no record, and no layer that it alone unpacked.
     """
@@ -231,6 +251,8 @@ def install_content(content) -> dict:
                     layer_record = layers.ensure_layer(blob, diff_id, f"layer {layer.digest}")
                     if not existed:
                         unpacked.append(diff_id)
+                    if report:
+                        report(layer.digest[7:19], "Already exists" if existed else "Pull complete")
                     sizes.append(layer_record["Size"])
                     root_dir = layer_record.get("RootDir") or root_dir  # the top-most one wins
                 record = _layered_record(content, config, sizes, root_dir)
@@ -417,29 +439,40 @@ def _locate(ref: str) -> tuple[Path, dict, str | None] | None:
     for folder, record in records:
         if repo_tag in record["RepoTags"]:
             return folder, record, repo_tag
-    if "@" in ref:
-        repo_digest = familiar_name(ref.partition("@")[0]) + "@" + ref.partition("@")[2]
-        for folder, record in records:
-            if repo_digest in record.get("RepoDigests", []):
-                return folder, record, None
-        return None
-    familiar = familiar_ref(ref)
-    if familiar != repo_tag:  # docker.io/library/nginx:alpine is nginx:alpine
-        for folder, record in records:
-            if familiar in record["RepoTags"]:
-                return folder, record, familiar
     prefix = re.fullmatch(_ID_PREFIX, ref)
-    if not prefix and "/" not in ref:
-        parse_ref(ref)  # says what is wrong with a name such as "Alpine" or "alpine:stable"
-    elif not prefix and not re.fullmatch(_DOCKER_REF, ref):
-        raise PyctrError(f"invalid reference format: {ref!r}")
     if prefix:
         hits = [(f, r) for f, r in records if r["Id"].removeprefix("sha256:").startswith(prefix.group(1))]
         if len(hits) > 1:
             raise PyctrError(f"{ref!r} matches {len(hits)} images; give more of the ID")
         if hits:
             return hits[0][0], hits[0][1], None
+    from pyctr.images import reference
+
+    if reference.is_alpine_mirror_name(ref):
+        parse_ref(ref)  # says what is wrong with a name such as "alpine:stable"
+        return None
+    parsed = reference.parse(ref)  # says what is wrong with any other reference
+    if parsed.digest:
+        wanted = parsed.repo_digest(parsed.digest)
+        for folder, record in records:
+            if wanted in record.get("RepoDigests", []):
+                return folder, record, None
+        return None
+    if parsed.repo_tag != repo_tag:  # docker.io/library/nginx:alpine is nginx:alpine
+        for folder, record in records:
+            if parsed.repo_tag in record["RepoTags"]:
+                return folder, record, parsed.repo_tag
     return None
+
+
+def _shown_ref(ref: str) -> str:
+    """A reference as Docker's messages show it: alpine:latest, nginx:alpine, app@sha256:..."""
+    from pyctr.images import reference
+
+    if reference.is_alpine_mirror_name(ref):
+        return "{}:{}".format(*parse_ref(ref))
+    parsed = reference.parse(ref)
+    return parsed.repo_tag or parsed.repo_digest(parsed.digest)
 
 
 def has_tag(ref: str) -> bool:
@@ -456,21 +489,22 @@ def split_tag(repo_tag: str) -> tuple[str, str]:
 
 
 def familiar_name(name: str) -> str:
-    """Docker's short form of a repository: docker.io/library/nginx -> nginx,
-    docker.io/team/app -> team/app; other registries' names stay whole."""
-    for registry in ("docker.io/", "index.docker.io/", "registry-1.docker.io/"):
-        if name.startswith(registry):
-            name = name[len(registry):]
-            break
-    if name.startswith("library/") and name.count("/") == 1:
-        name = name[len("library/"):]
-    return name
+    """Docker's short form of a repository: docker.io/library/nginx -> nginx; other registries'
+    names stay whole (reference.py has the rules)."""
+    from pyctr.images import reference
+
+    if reference.is_alpine_mirror_name(name):
+        return name
+    return reference.parse(name).familiar_name
 
 
 def familiar_ref(ref: str) -> str:
-    """NAME[:TAG] in the familiar form RepoTags use, "latest" when no tag is given."""
-    name, tag = split_tag(ref)
-    return f"{familiar_name(name)}:{tag}"
+    """NAME[:TAG] in the familiar form RepoTags use, "latest" when no tag is given: a registry's
+    name, so alpine:3 is docker.io/library/alpine:3 (the mirror's alpine names are its own)."""
+    from pyctr.images import reference
+
+    parsed = reference.parse(ref)
+    return parsed.repo_tag or parsed.repo_digest(parsed.digest)
 
 
 def is_layered(folder: Path) -> bool:

@@ -31,6 +31,8 @@ def add_container_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--entrypoint", metavar="COMMAND",
                    help="replace the image's Entrypoint (and drop its Cmd); \"\" clears it")
     p.add_argument("-u", "--user", help="USER[:GROUP] or UID[:GID]")
+    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
+                   help="pull the image of this platform when it is not here")
     p.add_argument("-h", "--hostname", help="container host name")
     p.add_argument("-v", "--volume", action="append", default=[], metavar="HOST:CONTAINER[:ro]",
                    help="bind mount a volume")

@@ -57,7 +57,7 @@ def create(args) -> Container:
         raise PyctrError(f"-p and --ip need a network; not supported with --network {args.network}")
     userns_config = options.parse_userns(args.userns, args.userns_remap, args.privileged, args.network)
 
-    image = store.ensure_image(args.image)
+    image = store.ensure_image(args.image, platform=args.platform)
     defaults = image.get("Config") or {}  # the image's run defaults
     entrypoint, cmd = run_command(getattr(args, "entrypoint", None), args.command, defaults)
     command = (entrypoint or []) + (cmd or [])

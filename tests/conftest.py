@@ -41,6 +41,7 @@ USERNS_POSSIBLE = subprocess.run(["unshare", "-U", "true"], capture_output=True)
 needs_userns = pytest.mark.skipif(not USERNS_POSSIBLE, reason="this machine cannot create user namespaces "
                                   "(a chroot?): `unshare -U true` fails")
 
+NO_REGISTRY = "http://127.0.0.1:9"  # the discard port: closed on a machine without inetd
 QUICK_PULLS = {"PYCTR_PULL_TIMEOUT": "5", "PYCTR_PULL_RETRIES": "2", "PYCTR_PULL_BACKOFF": "0.05"}
 
 
@@ -71,6 +72,9 @@ def alpine_mirror():
         url = f"{base}/alpine"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PYCTR_ALPINE_MIRROR", url)
+        # Docker Hub's names (busybox, nginx) go to a loopback port where nothing listens, unless
+        # a test gives its own registry: no test reaches Docker Hub by accident.
+        patch.setenv("PYCTR_REGISTRY_MIRROR", NO_REGISTRY)
         yield url
     if server:
         server.shutdown()

@@ -41,7 +41,6 @@ def store(tmp_path, monkeypatch) -> Path:
                         "DOCKER_CONFIG": tmp_path / "docker", "PYCTR_PULL_TIMEOUT": "5",
                         "PYCTR_PULL_RETRIES": "2", "PYCTR_PULL_BACKOFF": "0.05"}.items():
         monkeypatch.setenv(name, str(value))
-    monkeypatch.delenv("PYCTR_REGISTRY_MIRROR", raising=False)
     monkeypatch.setattr(settings, "_current", None)
     settings.configure()
     yield root
@@ -87,7 +86,7 @@ class Events:
     ("nginx", "docker.io", "library/nginx", "latest", None, "nginx:latest"),
     ("nginx:alpine", "docker.io", "library/nginx", "alpine", None, "nginx:alpine"),
     ("team/app", "docker.io", "team/app", "latest", None, "team/app:latest"),
-    ("docker.io/library/alpine", "docker.io", "library/alpine", "latest", None, "alpine:latest"),
+    ("docker.io/library/alpine", "docker.io", "library/alpine", "latest", None, "docker.io/library/alpine:latest"),  # not the mirror's alpine
     ("index.docker.io/library/busybox:1", "docker.io", "library/busybox", "1", None, "busybox:1"),
     ("localhost:5000/team/app:1", "localhost:5000", "team/app", "1", None, "localhost:5000/team/app:1"),
     ("localhost/app", "localhost", "app", "latest", None, "localhost/app:latest"),
@@ -125,7 +124,7 @@ def test_bad_references_are_one_line_errors(text):
 @pytest.mark.parametrize("text, mirror", [
     ("alpine", True), ("alpine:latest", True), ("alpine:edge", True), ("alpine:3.20", True),
     ("alpine:3.20.3", True), ("docker.io/library/alpine", False), ("library/alpine", False),
-    ("alpine@sha256:" + "a" * 64, False), ("alpine:3", False), ("nginx", False),
+    ("alpine@sha256:" + "a" * 64, False), ("alpine:3", True), ("alpine:stable", True), ("nginx", False),
 ])
 def test_alpine_names_stay_the_mirrors(text, mirror):
     assert reference.is_alpine_mirror_name(text) is mirror
