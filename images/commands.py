@@ -32,6 +32,10 @@ def register(sub, command) -> None:
     p.add_argument("file", metavar="FILE")
     p.add_argument("image", metavar="NAME[:TAG]")
 
+    from pyctr.images import archive_commands
+
+    archive_commands.register(sub, command)
+
 
 def cmd_pull(args) -> int:
     from pyctr.images import store
