@@ -138,15 +138,15 @@ def _read_image(archive: "_Archive", staging: "_Staging", entry, number: int, le
     layers = []
     for position, (name, diff_id) in enumerate(zip(layer_names, diff_ids), 1):
         member = archive.resolve(name, "a layer")
-        if member.name not in layers_read:
+        fresh = member.name not in layers_read
+        if fresh:
             layers_read[member.name] = _read_layer(archive, staging, member)
-            layer, _ = layers_read[member.name]
-            if report:
-                report(f"Loaded layer {layer.digest[:19]} ({layer.size} bytes)")
         layer, actual = layers_read[member.name]
         if actual != diff_id:
             raise PyctrError(f"{where}: layer {position} ({name}) is not the layer its config names: "
                              f"diff_id {diff_id}, but the tar's sha256 is {actual}")
+        if fresh and report:
+            report(f"Read layer {diff_id[:19]} ({layer.size} bytes, verified)")
         layers.append(layer)
 
     if not repo_tags:

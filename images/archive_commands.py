@@ -41,13 +41,13 @@ def cmd_load(args) -> int:
     from pyctr.images import store
     from pyctr.runtime.errors import PyctrError
 
-    install = getattr(store, "install_content", None)  # the layered store of issue 11
-    if install is None:
-        raise PyctrError("this pyctr cannot install layered images yet (store.install_content)")
     report = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     with contextlib.ExitStack() as stack:
         path = args.input or stack.enter_context(_stdin_as_file())
         contents = read_image_archive(path, report)
+        install = getattr(store, "install_content", None)  # the layered store of issue 11
+        if install is None:
+            raise PyctrError("this pyctr cannot install layered images yet (store.install_content)")
         for content in contents:
             install(content)
             for tag in content.repo_tags:
