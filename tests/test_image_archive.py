@@ -424,6 +424,11 @@ def test_pyctr_save_alpine_loads_and_runs_in_docker(docker, run_pyctr, alpine_en
     assert save(run_pyctr, alpine_env, second, "alpine:latest") == [image]
     assert first.read_bytes() == second.read_bytes()  # saved twice: the same image, byte for byte
     assert oct(first.stat().st_mode & 0o777) == "0o600"  # as docker save -o
+    with open(tmp_path / "stdout.tar", "wb") as out:  # without -o: to stdout, when it is no terminal
+        to_stdout = subprocess.run([sys.executable, "-m", "pyctr.runtime", "save", "alpine"],
+                                   env=alpine_env, stdout=out, stderr=subprocess.PIPE, timeout=60)
+    assert to_stdout.returncode == 0, to_stdout.stderr
+    assert (tmp_path / "stdout.tar").read_bytes() == first.read_bytes()
 
     loaded = docker("load", "-i", first, timeout=120)
     assert loaded.stdout == "Loaded image: alpine:latest\n"
