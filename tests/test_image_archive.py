@@ -323,8 +323,11 @@ def small_archive(out: Path, kind: str) -> Path:
         extra = [("l2/layer.tar", ("symlink", "../l1/layer.tar"))]
     config = json.dumps({"architecture": "amd64", "os": "linux",
                          "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
-    manifest = json.dumps([{"Config": f"{digest(config)[7:]}.json", "RepoTags": ["small:1"],
-                            "Layers": layers}]).encode()
+    manifest = [{"Config": f"{digest(config)[7:]}.json", "RepoTags": ["small:1"], "Layers": layers}]
+    if kind == "legacy-tags":  # sound: tags only in the repositories file, as Docker 1.10 wrote
+        manifest[0]["RepoTags"] = None
+        extra = [("repositories", json.dumps({"small": {"1": "l1"}}).encode())]
+    manifest = json.dumps(manifest).encode()
     return write_tar(out, [("l1/layer.tar", layer), (f"{digest(config)[7:]}.json", config),
                            *extra, ("manifest.json", manifest)])
 
@@ -364,7 +367,7 @@ def test_hostile_archive_is_refused_in_one_line(kind, run_pyctr, fresh_env, tmp_
     assert only_blobs(Path(fresh_env["PYCTR_ROOT"]) / "images" / "_blobs" / "sha256") == set()
 
 
-@pytest.mark.parametrize("kind", ["sound", "symlink-inside"])
+@pytest.mark.parametrize("kind", ["sound", "symlink-inside", "legacy-tags"])
 def test_sound_small_archive_reads(kind, blob_store, tmp_path):
     """The hostile archives above differ from these in the one way each test names."""
     [content] = archive.read_docker_archive(small_archive(tmp_path / "small.tar", kind))
