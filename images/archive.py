@@ -18,6 +18,7 @@ blobs wait under temporary names beside the store until the whole archive is ver
 refused archive adds nothing to the store.
 """
 
+import copy
 import gzip
 import hashlib
 import json
@@ -91,24 +92,35 @@ def archive_kind(path: "str | os.PathLike") -> str:
 
 
 def read_docker_archive(path: "str | os.PathLike", report=None) -> list[oci.ImageContent]:
-    """The images of a docker-archive, their config and layer blobs verified and in the blob store.
-
-    `report(line)` hears of each layer read. PyctrError (exit 125) for an archive that is not
-    sound, in one line; nothing is added to the blob store then.
-    """
+    """The images of the docker-archive file `path`: see read_docker_tar."""
     path = Path(path)
-    explain.comment(f"read the docker-archive {path} (manifest.json, configs, layers) into the blob store")
-    with _open_tar(path) as tar, _Staging() as staging:
-        archive = _Archive(tar, path)
+    with _open_tar(path) as tar:
+        return read_docker_tar(tar, path, report)
+
+
+def read_docker_tar(tar: tarfile.TarFile, label, report=None, written: list | None = None
+                    ) -> list[oci.ImageContent]:
+    """The images of a docker-archive opened for reading, their config and layer blobs verified
+    and in the blob store. `label` names the archive in errors.
+
+    `report(line)` hears of each layer read; the digests of the blobs this adds to the store are
+    appended to `written`. PyctrError (exit 125) for an archive that is not sound, in one line;
+    nothing is added to the blob store then.
+    """
+    explain.comment(f"read the docker-archive {label} (manifest.json, configs, layers) into the blob store")
+    with _Staging() as staging:
+        archive = _Archive(tar, label)
         manifest = archive.read_json(MANIFEST, "the archive's manifest")
         if not isinstance(manifest, list) or not manifest:
-            raise PyctrError(f"{path}: {MANIFEST} lists no images")
+            raise PyctrError(f"{label}: {MANIFEST} lists no images")
         legacy_tags = _legacy_tags(archive)
         layers_read: dict[str, tuple[oci.Layer, str]] = {}  # member -> (layer, diff_id)
         contents = []
         for number, entry in enumerate(manifest, 1):
             contents.append(_read_image(archive, staging, entry, number, legacy_tags, layers_read, report))
-        staging.commit()
+        added = staging.commit()
+    if written is not None:
+        written += added
     return contents
 
 
@@ -229,6 +241,7 @@ class _Archive:
                 why = ("is an absolute path" if member.name.startswith("/")
                        else "climbs out of the archive with '..'")
                 raise PyctrError(f"refusing to load {path}: entry {member.name!r} {why}")
+            member = copy.copy(member)  # the caller's TarInfo keeps its name
             member.name = name
             if member.issym() or member.islnk():
                 self._link_target(member)  # refuses a link that leads out, even one never read
@@ -401,7 +414,9 @@ class _Staging:
     def add_bytes(self, data: bytes) -> str:
         return self.write(lambda sink: sink.write(data))[0]
 
-    def commit(self) -> None:
+    def commit(self) -> list[str]:
+        """Move the blobs into the store; the digests of those that were not there."""
+        added = []
         for digest, temp in list(self.temps.items()):
             final = oci.blob_path(digest)
             if final.is_file():  # a blob that is there is good: keep it
@@ -409,7 +424,9 @@ class _Staging:
             else:
                 explain.step("mv", temp, final)
                 os.rename(temp, final)
+                added.append(digest)
             del self.temps[digest]
+        return added
 
 
 def sniff_compression(head: bytes) -> str:
