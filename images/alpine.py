@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyctr.images.transfer import CutShort, Transfer, http_get, open_session, reason, stream_errors
 from pyctr.runtime import explain
 from pyctr.runtime.errors import NotFoundError, PyctrError
 
@@ -60,27 +61,6 @@ class Release:
         return self.url.rsplit("/", 1)[-1]
 
 
-@dataclass(frozen=True)
-class Transfer:
-    """How patient to be with the mirror; the environment can shorten it (the tests do)."""
-
-    timeout: float = 30.0  # seconds, for connecting and for each read
-    retries: int = 3  # more tries after the first, on connection errors and 5xx
-    backoff: float = 0.5  # seconds; doubles with each retry
-
-    @classmethod
-    def from_env(cls) -> "Transfer":
-        return cls(
-            timeout=_env_number("PYCTR_PULL_TIMEOUT", cls.timeout, float),
-            retries=_env_number("PYCTR_PULL_RETRIES", cls.retries, int),
-            backoff=_env_number("PYCTR_PULL_BACKOFF", cls.backoff, float),
-        )
-
-    @property
-    def tries(self) -> int:
-        return self.retries + 1
-
-
 def is_tag(tag: str) -> bool:
     return tag in ("latest", "edge") or bool(_BRANCH_TAG.fullmatch(tag) or _RELEASE_TAG.fullmatch(tag))
 
@@ -99,7 +79,7 @@ def mirror_url(override: str | None = None) -> str:
 
 def resolve(tag: str, mirror: str, arch: str, transfer: Transfer) -> Release:
     """The release `tag` names on `mirror` today. Asks the mirror; downloads no tarball."""
-    with _session(transfer) as session:
+    with open_session(transfer) as session:
         if _RELEASE_TAG.fullmatch(tag):
             return _exact_release(session, transfer, tag, mirror, arch)
         return _release_from_index(session, transfer, tag, mirror, arch)
@@ -116,7 +96,7 @@ def download(release: Release, folder: Path, transfer: Transfer, progress: bool)
     part = folder / f".{release.filename}.{os.getpid()}.part"
     explain.step("curl", "-fLo", part, release.url)
     try:
-        with _session(transfer) as session:
+        with open_session(transfer) as session:
             digests = _download_with_retries(session, transfer, release, part, progress)
         check_digests(release, digests, part)
         explain.step("mv", part, final)
@@ -256,44 +236,6 @@ def _release_time(entry: dict) -> str | None:
 # -- HTTP -------------------------------------------------------------------------------------
 
 
-def _session(transfer: Transfer):
-    """A requests session that retries connection errors and 5xx answers with backoff."""
-    import requests
-    from requests.adapters import HTTPAdapter
-    from urllib3.util.retry import Retry
-
-    retry = Retry(
-        total=transfer.retries, connect=transfer.retries, read=transfer.retries,
-        status=transfer.retries, other=0, backoff_factor=transfer.backoff,
-        status_forcelist=(500, 502, 503, 504), allowed_methods=frozenset({"GET"}),
-        raise_on_status=False,  # hand back the last 5xx, so the error can name it
-        respect_retry_after_header=False,  # keep the wait bounded by our own backoff
-    )
-    session = requests.Session()
-    session.mount("http://", HTTPAdapter(max_retries=retry))
-    session.mount("https://", HTTPAdapter(max_retries=retry))
-    session.headers["User-Agent"] = "pyctr"
-    return session
-
-
-def _get(session, transfer: Transfer, url: str, stream: bool = False):
-    import requests
-
-    try:
-        return session.get(url, timeout=(transfer.timeout, transfer.timeout), stream=stream)
-    except requests.ConnectTimeout:
-        raise PyctrError(f"cannot reach {url}: no answer within {transfer.timeout:g}s "
-                         f"({transfer.tries} tries)") from None
-    except (requests.Timeout, requests.ConnectionError) as e:
-        # urllib3 reports read timeouts it gave up retrying as connection errors: look inside.
-        if isinstance(e, requests.Timeout) or "timed out" in _reason(e).lower():
-            raise PyctrError(f"{url} did not answer within {transfer.timeout:g}s "
-                             f"({transfer.tries} tries)") from None
-        raise PyctrError(f"cannot reach {url}: {_reason(e)} ({transfer.tries} tries)") from None
-    except requests.RequestException as e:
-        raise PyctrError(f"cannot fetch {url}: {_reason(e)}") from None
-
-
 def _check_status(response, transfer: Transfer, url: str, what: str) -> None:
     if response.status_code == 404:
         raise NotFoundError(f"unknown {what}: {url} returned 404 Not Found" if what
@@ -305,15 +247,11 @@ def _check_status(response, transfer: Transfer, url: str, what: str) -> None:
 
 def _get_text(session, transfer, url: str, what: str, missing_ok: bool = False) -> str | None:
     explain.step("curl", "-fsSL", url)
-    with _get(session, transfer, url) as response:
+    with http_get(session, transfer, url) as response:
         if response.status_code == 404 and missing_ok:
             return None
         _check_status(response, transfer, url, what)
         return response.text
-
-
-class _CutShort(Exception):
-    """The connection broke while the body was coming."""
 
 
 def _download_with_retries(session, transfer: Transfer, release: Release, part: Path, progress: bool) -> dict:
@@ -321,7 +259,7 @@ def _download_with_retries(session, transfer: Transfer, release: Release, part: 
     for attempt in range(transfer.tries):
         try:
             return _download_once(session, transfer, release, part, progress)
-        except _CutShort as e:
+        except CutShort as e:
             if attempt + 1 == transfer.tries:
                 raise PyctrError(f"download of {release.url} failed: {e} ({transfer.tries} tries)") from None
             time.sleep(transfer.backoff * 2 ** attempt)
@@ -329,12 +267,9 @@ def _download_with_retries(session, transfer: Transfer, release: Release, part: 
 
 
 def _download_once(session, transfer: Transfer, release: Release, part: Path, progress: bool) -> dict:
-    import requests
-    import urllib3
-
     hashes = {"sha256": hashlib.sha256(), "sha512": hashlib.sha512()}
     received = 0
-    with _get(session, transfer, release.url, stream=True) as response:
+    with http_get(session, transfer, release.url, stream=True) as response:
         _check_status(response, transfer, release.url, f"Alpine release {release.version}")
         expected = int(response.headers.get("Content-Length") or 0) or release.size
         bar = _progress_bar(expected, release.filename) if progress else None
@@ -348,9 +283,9 @@ def _download_once(session, transfer: Transfer, release: Release, part: Path, pr
                     received += len(chunk)
                     if bar is not None:
                         bar.update(len(chunk))
-        except (urllib3.exceptions.HTTPError, requests.RequestException, ConnectionError, TimeoutError) as e:
+        except stream_errors() as e:
             of = f" of {expected}" if expected else ""
-            raise _CutShort(f"the connection broke after {received}{of} bytes ({_reason(e)})") from None
+            raise CutShort(f"the connection broke after {received}{of} bytes ({reason(e)})") from None
         finally:
             if bar is not None:
                 bar.close()
@@ -362,35 +297,3 @@ def _progress_bar(total: int | None, name: str):
 
     return tqdm(total=total or None, unit="B", unit_scale=True, unit_divisor=1024,
                 desc=name, file=sys.stderr, dynamic_ncols=True)
-
-
-def _reason(error: BaseException) -> str:
-    """The root cause of a requests/urllib3 error, without their object reprs."""
-    seen: set[int] = set()
-    while id(error) not in seen:
-        seen.add(id(error))
-        inner = getattr(error, "reason", None)
-        if not isinstance(inner, BaseException) and error.args and isinstance(error.args[0], BaseException):
-            inner = error.args[0]
-        if not isinstance(inner, BaseException):
-            break
-        error = inner
-    text = str(error)
-    errno_text = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
-    if errno_text:
-        return errno_text.group(1).strip()
-    # Drop urllib3's "HTTPConnectionPool(host=..., port=...): " and "<object at 0x...>: " prefixes.
-    return re.sub(r"^(\w+\([^)]*\)|<[^>]+>): ", "", text) or type(error).__name__
-
-
-def _env_number(name: str, default, kind):
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise PyctrError(f"{name} must be a number, not {raw!r}") from None
-    if value < 0:
-        raise PyctrError(f"{name} must not be negative")
-    return value

@@ -1,4 +1,4 @@
-"""CLI commands for image archives: save (a docker-archive) and load (a docker-archive or an OCI layout).
+"""CLI command `save`: images to a docker-archive tar (`load` is in images/commands.py).
 
 The parser imports this module for every image command, so nothing is imported at the top
 but sys: each handler imports what it uses when it runs.
@@ -10,16 +10,11 @@ _HANDLERS = "pyctr.images.archive_commands"
 
 
 def register(sub, command) -> None:
-    """Add save and load. `command(name, "module:function", help)` returns a subparser."""
+    """Add save. `command(name, "module:function", help)` returns a subparser."""
     p = command("save", f"{_HANDLERS}:cmd_save",
                 "save images to a tar archive (docker-archive; stdout by default)")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-
-    p = command("load", f"{_HANDLERS}:cmd_load",
-                "load images from a tar archive (docker-archive or OCI layout; stdin by default)")
-    p.add_argument("-i", "--input", metavar="FILE", help="read FILE instead of stdin")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
 
 def cmd_save(args) -> int:
@@ -33,78 +28,6 @@ def cmd_save(args) -> int:
               for tags, record in images_to_save(args.images)]
     archive.write_docker_archive(out, images)
     return 0
-
-
-def cmd_load(args) -> int:
-    import contextlib
-
-    from pyctr.images import store
-    from pyctr.runtime.errors import PyctrError
-
-    report = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-    with contextlib.ExitStack() as stack:
-        path = args.input or stack.enter_context(_stdin_as_file())
-        contents = read_image_archive(path, report)
-        install = getattr(store, "install_content", None)  # the layered store of issue 11
-        if install is None:
-            raise PyctrError("this pyctr cannot install layered images yet (store.install_content)")
-        for content in contents:
-            install(content)
-            for tag in content.repo_tags:
-                print(f"Loaded image: {tag}")
-            if not content.repo_tags:
-                print(f"Loaded image ID: {content.image_id}")
-    return 0
-
-
-# -- load: which format ------------------------------------------------------------------------
-
-
-def read_image_archive(path, report=None) -> list:
-    """The images of an image archive, as oci.ImageContent with every blob in the blob store:
-    a docker-archive (manifest.json at the top) is read here, an OCI layout (index.json and
-    oci-layout) by images/oci_layout.py."""
-    import importlib.util
-
-    from pyctr.images import archive
-    from pyctr.runtime.errors import PyctrError
-
-    if archive.archive_kind(path) == "docker-archive":
-        return archive.read_docker_archive(path, report)
-    if importlib.util.find_spec("pyctr.images.oci_layout") is None:
-        raise PyctrError(f"{path} is an OCI layout, which this pyctr cannot load yet")
-    from pyctr.images import oci_layout
-
-    return oci_layout.read_oci_layout(path)
-
-
-def _stdin_as_file():
-    """stdin copied to a temporary file beside the blob store: reading an archive by name needs
-    to seek. Refuses a terminal, as Docker does."""
-    import contextlib
-    import os
-    import shutil
-    import tempfile
-
-    from pyctr.images import oci
-    from pyctr.runtime.errors import PyctrError
-
-    if sys.stdin.isatty():
-        raise PyctrError("requested load from stdin, but stdin is empty")
-
-    @contextlib.contextmanager
-    def spooled():
-        folder = oci.blobs_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=folder, prefix=".stdin-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
-            yield name
-        finally:
-            os.unlink(name)
-
-    return spooled()
 
 
 # -- save: which images, with which tags -------------------------------------------------------
@@ -125,9 +48,12 @@ def images_to_save(refs: list[str]) -> list[tuple[list[str], dict]]:
             tags.append(tag)
 
     for ref in refs:
-        tagged = [(r, ref) for r in records if ref in r["RepoTags"]]
-        if not tagged and not _has_tag(ref):
-            tagged = [(r, t) for r in records for t in r["RepoTags"] if t.rpartition(":")[0] == ref]
+        if store.has_tag(ref):
+            wanted = store.familiar_ref(ref)  # docker.io/library/nginx:alpine is nginx:alpine
+            tagged = [(r, wanted) for r in records if wanted in r["RepoTags"]]
+        else:
+            name = store.familiar_name(ref)
+            tagged = [(r, t) for r in records for t in r["RepoTags"] if store.split_tag(t)[0] == name]
         if tagged:
             for record, tag in tagged:
                 choose(record, tag)
@@ -139,20 +65,22 @@ def images_to_save(refs: list[str]) -> list[tuple[list[str], dict]]:
     return list(chosen.values())
 
 
-def _has_tag(ref: str) -> bool:
-    """localhost:5000/app has no tag; localhost:5000/app:1 and app:1 do."""
-    return ":" in ref.rpartition("/")[2]
-
-
 def image_parts(record: dict) -> tuple[bytes, list]:
-    """(config, layers) of a local image, its layers' blobs in the blob store.
+    """(config, layers) of a local image (find_image's record), its layers' blobs in the blob store.
 
-    A layered image (issue 11) comes from the store: store.image_content(record) gives its
-    oci.ImageContent, or None for an image of one rootfs folder, which is made into one layer.
+    A layered image has its config blob (its ID) and its layers' blobs in the store; an image of
+    one rootfs folder (Alpine, imports) is made into one layer.
     """
-    from pyctr.images import archive, store
+    from pyctr.images import archive, oci
+    from pyctr.runtime.errors import PyctrError
 
-    content = store.image_content(record) if hasattr(store, "image_content") else None
-    if content is not None:
-        return content.config, content.layers
-    return archive.content_for_rootfs_image(record)
+    if "Rootfs" in record:
+        return archive.content_for_rootfs_image(record)
+    config_blob = oci.blob_path(record["Id"])
+    try:
+        config = config_blob.read_bytes()
+    except FileNotFoundError:
+        raise PyctrError(f"the config of image {record['Id'][7:19]} is missing from the blob store "
+                         f"({config_blob}): pull or load the image again") from None
+    layers = [oci.Layer(layer["Digest"], layer["MediaType"], layer["Size"]) for layer in record["Layers"]]
+    return config, layers

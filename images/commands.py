@@ -1,4 +1,4 @@
-"""CLI commands for images: pull, images, rmi, import.
+"""CLI commands for images: pull, images, rmi, import, load, image prune, image inspect.
 
 The parser imports this module for every command, so nothing heavy is imported at the top:
 each handler imports the store when it runs.
@@ -20,6 +20,7 @@ def register(sub, command) -> None:
     p = command("images", f"{_HANDLERS}:cmd_images", "list images")
     p.add_argument("-q", "--quiet", action="store_true", help="only image IDs")
     p.add_argument("--no-trunc", action="store_true", help="full image IDs")
+    p.add_argument("--digests", action="store_true", help="show the repository digests")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.add_argument("reference", nargs="?", metavar="NAME[:TAG]", help="only this repository or tag")
 
@@ -31,6 +32,37 @@ def register(sub, command) -> None:
                 "make an image from a rootfs tarball (.tar, .tar.gz, .tar.xz), offline")
     p.add_argument("file", metavar="FILE")
     p.add_argument("image", metavar="NAME[:TAG]")
+
+    p = command("load", f"{_HANDLERS}:cmd_load", "load images from a tar archive (a docker-archive "
+                "or an OCI image layout) given with -i or on stdin")
+    p.add_argument("-i", "--input", metavar="FILE", help="read from FILE instead of stdin")
+    p.add_argument("-q", "--quiet", action="store_true", help="no output but errors")
+
+    p = command("image", "", "manage images")
+    isub = p.add_subparsers(dest="image_command", metavar="COMMAND", required=True)
+    ip = isub.add_parser("prune", help="remove dangling images (no tag, no container)")
+    ip.add_argument("-a", "--all", action="store_true", help="remove every image no container uses")
+    ip.add_argument("-f", "--force", action="store_true", help="do not ask (pyctr never asks)")
+    ip.set_defaults(handler=f"{_HANDLERS}:cmd_image_prune")
+    ip = isub.add_parser("inspect", help="show images as JSON (Docker's keys)")
+    ip.add_argument("-f", "--format", help="a {{.Path.To.Field}} template")
+    ip.add_argument("images", nargs="+", metavar="IMAGE")
+    ip.set_defaults(handler=f"{_HANDLERS}:cmd_image_inspect")
+    ip = isub.add_parser("ls", help="list images")
+    ip.add_argument("-q", "--quiet", action="store_true", help="only image IDs")
+    ip.add_argument("--no-trunc", action="store_true", help="full image IDs")
+    ip.add_argument("--digests", action="store_true", help="show the repository digests")
+    ip.add_argument("--format", choices=["table", "json"], default="table")
+    ip.add_argument("reference", nargs="?", metavar="NAME[:TAG]", help="only this repository or tag")
+    ip.set_defaults(handler=f"{_HANDLERS}:cmd_images")
+    ip = isub.add_parser("rm", help="remove images (or just one of their tags)")
+    ip.add_argument("-f", "--force", action="store_true", help="remove even if a container uses it")
+    ip.add_argument("images", nargs="+", metavar="IMAGE")
+    ip.set_defaults(handler=f"{_HANDLERS}:cmd_rmi")
+
+    from pyctr.images import auth_commands
+
+    auth_commands.register(sub, command)
 
     from pyctr.images import archive_commands
 
@@ -53,9 +85,10 @@ def cmd_images(args) -> int:
 
     images = store.list_images()
     if args.reference:
-        name, colon, tag = args.reference.partition(":")
+        name, tag = store.split_tag(args.reference)
+        name, tag_given = store.familiar_name(name), store.has_tag(args.reference)
         images = [i for i in images
-                  if any(t.rpartition(":")[0] == name and (not colon or t == args.reference)
+                  if any(store.split_tag(t)[0] == name and (not tag_given or store.split_tag(t)[1] == tag)
                          for t in i["RepoTags"])]
     if args.format == "json":
         import json
@@ -72,10 +105,81 @@ def cmd_images(args) -> int:
     for image in images:
         for repo_tag in image["RepoTags"] or ["<none>:<none>"]:
             name, _, tag = repo_tag.rpartition(":")
-            rows.append((name, tag, image.get("Version") or "", _image_id(image, args.no_trunc),
-                         humanize.ago(image.get("Created") or ""), humanize.size(image.get("Size") or 0)))
-    print(humanize.table(rows, ["REPOSITORY", "TAG", "VERSION", "IMAGE ID", "CREATED", "SIZE"]))
+            row = [name, tag]
+            if args.digests:
+                row.append(_digest_of(image, name))
+            rows.append(row + [_image_id(image, args.no_trunc), humanize.ago(image.get("Created") or ""),
+                               humanize.size(image.get("Size") or 0)])
+    header = ["REPOSITORY", "TAG", *(["DIGEST"] if args.digests else []), "IMAGE ID", "CREATED", "SIZE"]
+    print(humanize.table(rows, header))
     return 0
+
+
+def _digest_of(image: dict, repository: str) -> str:
+    """The digest the image has in `repository` (the part of a RepoDigest after @), as
+    `docker images --digests` shows it; an untagged image shows its first one."""
+    for repo_digest in image.get("RepoDigests", []):
+        name, _, digest = repo_digest.partition("@")
+        if name == repository or repository == "<none>":
+            return digest
+    return "<none>"
+
+
+def cmd_image_prune(args) -> int:
+    from pyctr.images import store
+    from pyctr.runtime import humanize
+
+    lines, freed = store.prune_images(all_unused=args.all)
+    if lines:
+        print("Deleted Images:")
+        for line in lines:
+            print(line)
+        print()
+    print(f"Total reclaimed space: {humanize.size(freed)}")
+    return 0
+
+
+def cmd_image_inspect(args) -> int:
+    from pyctr.runtime import listing
+
+    return listing.inspect_refs(args.images, args.format, containers=False)
+
+
+def cmd_load(args) -> int:
+    from pyctr.images import oci_layout, store
+
+    with oci_layout.opened(args.input or "-") as archive:
+        try:
+            for content in read_archive(archive):
+                store.install_content(content)
+                if not args.quiet:
+                    for repo_tag in content.repo_tags:
+                        print(f"Loaded image: {repo_tag}", flush=True)
+                    if not content.repo_tags:
+                        print(f"Loaded image ID: {content.image_id}", flush=True)
+        except BaseException:
+            store.drop_unused_blobs(archive.written)  # what this load brought, unless an image has it
+            raise
+    return 0
+
+
+def read_archive(archive) -> list:
+    """The images of an image archive (oci_layout.Archive), as oci.ImageContent with every blob
+    copied into the blob store (their digests in archive.written): by what the tar holds
+    (manifest.json: a docker-archive, which Docker 25 also writes beside an OCI layout;
+    index.json and oci-layout: an OCI image layout)."""
+    from pyctr.images import oci_layout
+    from pyctr.runtime.errors import PyctrError
+
+    names = archive.top_names()
+    if "manifest.json" in names:
+        from pyctr.images import archive as docker_archive
+
+        return docker_archive.read_docker_tar(archive.tar, archive.label, written=archive.written)
+    if "oci-layout" in names and "index.json" in names:
+        return oci_layout.read(archive)
+    raise PyctrError(f"{archive.label}: not an image archive pyctr can load (a docker-archive has "
+                     "manifest.json, an OCI image layout index.json and oci-layout at its top)")
 
 
 def cmd_rmi(args) -> int:

@@ -1,10 +1,25 @@
-"""The image store: one read-only rootfs per image, a JSON record beside it, tags as aliases.
+"""The image store: images as JSON records, their files as read-only folders, tags as aliases.
+
+Two kinds of image. The Alpine minirootfs (and `pyctr import` tarballs) are one rootfs each:
 
     $PYCTR_ROOT/images/
       alpine/3.20.3/image.json     the record: Id, RepoTags, Version, Source, Sha256, Size, Created...
       alpine/3.20.3/rootfs/        the unpacked image: the read-only lower layer of containers
       mytools/v1/...               an imported image lives under the tag it was imported as
       _cache/alpine-minirootfs-3.20.3-x86_64.tar.gz    verified downloads, kept for a quick re-pull
+
+Images from a registry or a `pyctr load` (an oci.ImageContent, given to install_content) are
+layered, their blobs and layers shared by every image that has them:
+
+      _images/HEX/image.json       the record (HEX: the image ID, the sha256 of its config): Docker's
+                                   Id, RepoTags, RepoDigests, Created, Config, RootFS, Size...
+                                   and Blobs (the digests of its config, manifest and layer blobs)
+      _blobs/sha256/HEX            every blob once, by digest (oci.py)
+      _layers/HEX/diff/            every layer once, unpacked, by diff_id (layers.py)
+
+A container's overlay stacks the image's layer folders (the record's "LayerDirs", base first)
+with no copy. `rmi` and `image prune` remove a record, then the blobs and layers no other
+image holds.
 
 A tag (alpine:latest, alpine:3.20, alpine:3.20.3) is an entry in one record's RepoTags. Tags that
 resolve to the same release share one record and one rootfs; an image is identified by its Id,
@@ -27,15 +42,20 @@ from pathlib import Path
 
 from pyctr.runtime import explain, jsonstore, settings
 from pyctr.runtime.errors import ConflictError, NotFoundError, PyctrError
+from pyctr.runtime.options import DEFAULT_PATH
 
 PULLABLE = ("alpine",)  # the names `pull` knows how to fetch; any other name comes from `import`
 RECORD = "image.json"
 CACHE = "_cache"  # cannot clash with an image name: those start with a letter or digit
+LAYERED = "_images"  # the records of layered images
 
 # Patterns as strings: re compiles (and caches) them on first use, not at import.
 _NAME = r"[a-z0-9]+(?:[._-][a-z0-9]+)*"  # Docker's grammar for one path component
 _TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 _ID_PREFIX = r"(?:sha256:)?([0-9a-f]{4,64})"
+# [HOST[:PORT]/]NAME[/NAME...][:TAG], loosely: the registry client parses references for real.
+_DOCKER_REF = (r"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?" + _NAME + r"(?:/" + _NAME + r")*"
+               + r"(?::" + _TAG + r")?")
 
 
 # -- references -------------------------------------------------------------------------------
@@ -72,19 +92,22 @@ def normalize_ref(ref: str) -> tuple[str, str]:
 
 
 def find_image(ref: str) -> dict | None:
-    """The record of a local image by NAME[:TAG] or by (a prefix of) its ID, with "Rootfs"; or None."""
+    """The record of a local image by NAME[:TAG] (Docker's familiar or full name), NAME@DIGEST
+    or (a prefix of) its ID, with "LayerDirs" (see _public); or None."""
     located = _locate(ref)
     return _public(*located[:2]) if located else None
 
 
 def ensure_image(ref: str, pull: bool = True) -> dict:
-    """The record of image `ref`, with "Rootfs": the absolute path of its read-only rootfs.
+    """The record of image `ref`, with "LayerDirs": the absolute paths of its read-only layers.
 
     A local lookup when the image is here; otherwise a pull (progress on stderr), as `docker run` does.
     """
     image = find_image(ref)
     if image is not None:
         return image
+    if "/" in ref or "@" in ref:  # a registry's image: not here
+        raise NotFoundError(f"No such image: {ref if '@' in ref else familiar_ref(ref)}")
     name, tag = normalize_ref(ref)
     if not pull or name not in PULLABLE:
         raise NotFoundError(f"No such image: {name}:{tag}")
@@ -172,8 +195,74 @@ def import_image(path: str, ref: str) -> dict:
     return _public(folder, record, name, tag)
 
 
+def install_content(content) -> dict:
+    """Install an oci.ImageContent (every blob already in the blob store): unpack the layers that
+    are not here yet, checking each one's diff_id against the config, record the image and point
+    its tags at it. Idempotent: an image that is here only gains the tags and digests. Returns
+    the image's record, as find_image does.
+
+    On a failure nothing of this image is kept: no record, and no layer that it alone unpacked.
+    """
+    import shutil
+
+    from pyctr.images import layers, oci
+
+    image_id = content.image_id
+    config = _image_config(content)
+    diff_ids = config["rootfs"]["diff_ids"]
+    with _store_lock():
+        found = _by_id(image_id)
+        if found is None:
+            parent = _images_dir() / LAYERED
+            settings.make_private(parent)
+            for stale in parent.glob(".*.tmp-*"):  # left by an install that was killed
+                shutil.rmtree(stale, ignore_errors=True)
+            _keep_config_blob(content)
+            unpacked = []
+            try:
+                sizes, root_dir = [], None
+                for layer, diff_id in zip(content.layers, diff_ids):
+                    _ = layer.compression  # PyctrError for a media type pyctr cannot unpack
+                    blob = oci.blob_path(layer.digest)
+                    if not blob.is_file():
+                        raise PyctrError(f"layer {layer.digest} of image {image_id[7:19]} is not in the "
+                                         "blob store (removed meanwhile?): pull or load the image again")
+                    existed = layers.read_record(diff_id) is not None
+                    layer_record = layers.ensure_layer(blob, diff_id, f"layer {layer.digest}")
+                    if not existed:
+                        unpacked.append(diff_id)
+                    sizes.append(layer_record["Size"])
+                    root_dir = layer_record.get("RootDir") or root_dir  # the top-most one wins
+                record = _layered_record(content, config, sizes, root_dir)
+                folder = parent / image_id[7:]
+                work = parent / f".{folder.name}.tmp-{os.getpid()}"
+                settings.make_private(work)
+                jsonstore.write_json(work / RECORD, record)
+                explain.step("mv", work, folder)
+                os.rename(work, folder)
+            except BaseException:
+                shutil.rmtree(parent / f".{image_id[7:]}.tmp-{os.getpid()}", ignore_errors=True)
+                in_use = _layers_in_use()
+                for diff_id in unpacked:
+                    if diff_id not in in_use:
+                        layers.remove_layer(diff_id)
+                raise
+            found = folder, record
+        folder, record = found
+        new_digests = [d for d in content.repo_digests if d not in record.setdefault("RepoDigests", [])]
+        if new_digests:
+            record["RepoDigests"] += new_digests
+            _save(folder, record)
+        for repo_tag in content.repo_tags:
+            folder, record = _add_tag(folder, record, repo_tag, _say(quiet=True))
+    name, tag = split_tag(content.repo_tags[0]) if content.repo_tags else (None, None)
+    return _public(folder, record, name, tag)
+
+
 def remove_image(ref: str, force: bool = False) -> list[str]:
-    """Remove tag `ref`, and the image with its rootfs when that was its last tag (or `ref` is an ID).
+    """Remove tag `ref`, and the image when that was its last tag (or `ref` is an ID or a digest):
+    an Alpine image's rootfs, a layered image's record and then every blob and layer that no
+    other image holds.
 
     Refuses (ConflictError) to delete an image a container was made from, unless `force`.
     Returns Docker's lines: "Untagged: alpine:latest", "Deleted: sha256:...".
@@ -181,7 +270,7 @@ def remove_image(ref: str, force: bool = False) -> list[str]:
     with _store_lock():
         located = _locate(ref)
         if located is None:
-            shown = ref if ":" in ref or re.fullmatch(_ID_PREFIX, ref) else f"{ref}:latest"
+            shown = ref if has_tag(ref) or "@" in ref or re.fullmatch(_ID_PREFIX, ref) else f"{ref}:latest"
             raise NotFoundError(f"No such image: {shown}")
         folder, record, repo_tag = located
         if repo_tag and len(record["RepoTags"]) > 1:
@@ -199,8 +288,65 @@ def remove_image(ref: str, force: bool = False) -> list[str]:
         if users:
             print(f"Warning: container {', '.join(users)} was made from image {short} "
                   "and cannot start again", file=sys.stderr)
-        _delete(folder)
-        return [f"Untagged: {t}" for t in record["RepoTags"]] + [f"Deleted: {record['Id']}"]
+        lines, _ = _delete_image(folder, record)
+        return lines
+
+
+def prune_images(all_unused: bool = False) -> tuple[list[str], int]:
+    """`image prune`: remove the dangling images (no tag, no container), or with `all_unused`
+    every image no container was made from. Returns Docker's lines ("untagged: ...",
+    "deleted: sha256:...") and the bytes freed."""
+    lines, freed = [], 0
+    with _store_lock():
+        for folder, record in _records():
+            if record["RepoTags"] and not all_unused or containers_using(record["Id"]):
+                continue
+            deleted, size = _delete_image(folder, record)
+            lines += [line[0].lower() + line[1:] for line in deleted]
+            freed += size
+    return lines, freed
+
+
+def drop_unused_blobs(digests: list[str]) -> None:
+    """Remove these blobs unless an image holds them: what a failed load or pull brought."""
+    from pyctr.images import oci
+
+    with _store_lock():
+        kept = {b for f, r in _records() if is_layered(f) for b in r.get("Blobs", [])}
+        for digest in digests:
+            if digest not in kept:
+                oci.blob_path(digest).unlink(missing_ok=True)
+
+
+def inspect_image(ref: str) -> dict | None:
+    """`docker image inspect`'s keys for a local image, or None."""
+    located = _locate(ref)
+    if located is None:
+        return None
+    folder, record, _ = located
+    if not is_layered(folder) and "RootFS" not in record:
+        record = _add_rootfs_digest(folder, record)
+    image = _public(folder, record)
+    lower = list(reversed(image["LayerDirs"]))
+    shown = {
+        "Id": record["Id"],
+        "RepoTags": record["RepoTags"],
+        "RepoDigests": record.get("RepoDigests", []),
+        "Parent": "",
+        "Comment": record.get("Comment", ""),
+        "Created": record.get("Created") or "0001-01-01T00:00:00Z",
+        "Author": record.get("Author", ""),
+        "Config": image["Config"],
+        "Architecture": _GO_ARCH.get(record.get("Architecture", ""), record.get("Architecture", "")),
+        "Os": record.get("Os") or "linux",
+        "Size": record.get("Size", 0),
+        "GraphDriver": {"Name": "overlay", "Data": {"LowerDir": ":".join(lower)}},
+        "RootFS": record.get("RootFS") or {"Type": "layers", "Layers": []},
+        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+    }
+    if record.get("Variant"):
+        shown["Variant"] = record["Variant"]
+    return shown
 
 
 # -- inside the store -------------------------------------------------------------------------
@@ -215,11 +361,13 @@ def _store_lock():
 
 
 def _records() -> list[tuple[Path, dict]]:
-    """(folder, record) of every image: images/NAME/LABEL/image.json, skipping work in progress."""
+    """(folder, record) of every image: images/NAME/LABEL/image.json and the layered images'
+    images/_images/HEX/image.json, skipping work in progress."""
     found = []
     for record_path in _record_paths():
         folder = record_path.parent
-        if folder.name.startswith(".") or folder.parent.name.startswith(("_", ".")):
+        if folder.name.startswith(".") or folder.parent.name.startswith(".") \
+                or folder.parent.name.startswith("_") and folder.parent.name != LAYERED:
             continue
         record = jsonstore.read_json(record_path)
         if isinstance(record, dict) and isinstance(record.get("Id"), str):
@@ -261,19 +409,30 @@ def _by_id(image_id: str) -> tuple[Path, dict] | None:
 
 
 def _locate(ref: str) -> tuple[Path, dict, str | None] | None:
-    """(folder, record, "name:tag") for a tag, (folder, record, None) for an ID, or None."""
+    """(folder, record, "name:tag") for a tag, (folder, record, None) for an ID or a digest
+    (NAME@sha256:...), or None."""
     records = _records()
     # The common case first, with no parsing: the ref is one of the tags.
-    repo_tag = ref if ":" in ref else f"{ref}:latest"
+    repo_tag = ref if has_tag(ref) else f"{ref}:latest"
     for folder, record in records:
         if repo_tag in record["RepoTags"]:
             return folder, record, repo_tag
-    try:
-        parse_ref(ref)
-    except PyctrError:
-        if not re.fullmatch(_ID_PREFIX, ref):
-            raise
+    if "@" in ref:
+        repo_digest = familiar_name(ref.partition("@")[0]) + "@" + ref.partition("@")[2]
+        for folder, record in records:
+            if repo_digest in record.get("RepoDigests", []):
+                return folder, record, None
+        return None
+    familiar = familiar_ref(ref)
+    if familiar != repo_tag:  # docker.io/library/nginx:alpine is nginx:alpine
+        for folder, record in records:
+            if familiar in record["RepoTags"]:
+                return folder, record, familiar
     prefix = re.fullmatch(_ID_PREFIX, ref)
+    if not prefix and "/" not in ref:
+        parse_ref(ref)  # says what is wrong with a name such as "Alpine" or "alpine:stable"
+    elif not prefix and not re.fullmatch(_DOCKER_REF, ref):
+        raise PyctrError(f"invalid reference format: {ref!r}")
     if prefix:
         hits = [(f, r) for f, r in records if r["Id"].removeprefix("sha256:").startswith(prefix.group(1))]
         if len(hits) > 1:
@@ -283,31 +442,79 @@ def _locate(ref: str) -> tuple[Path, dict, str | None] | None:
     return None
 
 
+def has_tag(ref: str) -> bool:
+    """Whether NAME[:TAG] has its TAG: a colon after the last slash (not a registry's port)."""
+    return ":" in ref.rpartition("/")[2]
+
+
+def split_tag(repo_tag: str) -> tuple[str, str]:
+    """"localhost:5000/app:1" -> ("localhost:5000/app", "1"); no tag is "latest"."""
+    if not has_tag(repo_tag):
+        return repo_tag, "latest"
+    name, _, tag = repo_tag.rpartition(":")
+    return name, tag
+
+
+def familiar_name(name: str) -> str:
+    """Docker's short form of a repository: docker.io/library/nginx -> nginx,
+    docker.io/team/app -> team/app; other registries' names stay whole."""
+    for registry in ("docker.io/", "index.docker.io/", "registry-1.docker.io/"):
+        if name.startswith(registry):
+            name = name[len(registry):]
+            break
+    if name.startswith("library/") and name.count("/") == 1:
+        name = name[len("library/"):]
+    return name
+
+
+def familiar_ref(ref: str) -> str:
+    """NAME[:TAG] in the familiar form RepoTags use, "latest" when no tag is given."""
+    name, tag = split_tag(ref)
+    return f"{familiar_name(name)}:{tag}"
+
+
+def is_layered(folder: Path) -> bool:
+    return folder.parent.name == LAYERED
+
+
 def _public(folder: Path, record: dict, name: str | None = None, tag: str | None = None) -> dict:
-    """The record as callers see it: with the rootfs path, and Name/Tag of the ref they asked for."""
+    """The record as callers see it, with Name/Tag of the ref they asked for, and the folders a
+    container's overlay stacks: "LayerDirs", base layer first (and "Rootfs", the one folder of an
+    Alpine or imported image). An Alpine image's "Config" is the run defaults pyctr has always
+    given it: /bin/sh, and the default PATH."""
     image = dict(record)
     if name and tag:
         image["Name"], image["Tag"] = name, tag
-    image["Rootfs"] = str((folder / "rootfs").absolute())
+    if is_layered(folder):
+        from pyctr.images import layers
+
+        image["LayerDirs"] = [str(layers.diff_dir(d).absolute()) for d in record["RootFS"]["Layers"]]
+    else:
+        image["Rootfs"] = str((folder / "rootfs").absolute())
+        image["LayerDirs"] = [image["Rootfs"]]
+        image.setdefault("Config", {"Env": [f"PATH={DEFAULT_PATH}"], "Cmd": ["/bin/sh"]})
     return image
 
 
 def _save(folder: Path, record: dict) -> None:
     # Name and Tag follow the first tag, so that they always name one of the image's tags.
     if record["RepoTags"]:
-        record["Name"], _, record["Tag"] = record["RepoTags"][0].rpartition(":")
-    record.pop("Rootfs", None)
+        record["Name"], record["Tag"] = split_tag(record["RepoTags"][0])
+    for derived in ("Rootfs", "LayerDirs"):
+        record.pop(derived, None)
     jsonstore.write_json(folder / RECORD, record)
 
 
 def _add_tag(folder: Path, record: dict, repo_tag: str, say) -> tuple[Path, dict]:
-    """Point `repo_tag` at this image, taking it off the image it named before (if any)."""
+    """Point `repo_tag` at this image, taking it off the image it named before (if any). An
+    Alpine image left with no tag and no container is deleted; a layered one stays, dangling,
+    as with Docker, for `image prune`."""
     for other_folder, other in _records():
         if other["Id"] == record["Id"] or repo_tag not in other["RepoTags"]:
             continue
         other["RepoTags"].remove(repo_tag)
         _save(other_folder, other)
-        if not other["RepoTags"] and not containers_using(other["Id"]):
+        if not other["RepoTags"] and not is_layered(other_folder) and not containers_using(other["Id"]):
             # Nothing names the old image any more and no container uses it: it is garbage.
             say(f"{repo_tag} moved off {other.get('Version') or _short_id(other)}; "
                 f"deleting that image ({_short_id(other)})")
@@ -359,6 +566,8 @@ def _install(archive: Path, name: str, label: str, facts: dict, say) -> tuple[Pa
         for private in (parent, work):  # only root enters an image's folder: setuid files in its rootfs
             settings.make_private(private)
         unpack.unpack(archive, work / "rootfs")
+        from pyctr.images import layers
+
         record = {
             "Id": image_id,
             "RepoTags": [],
@@ -374,6 +583,7 @@ def _install(archive: Path, name: str, label: str, facts: dict, say) -> tuple[Pa
             "ArchiveSize": archive.stat().st_size,  # bytes of the tarball
             "Created": _now(),  # when it was pulled or imported here
             "Released": facts["Released"],  # when Alpine published it, if the index says
+            "RootFS": {"Type": "layers", "Layers": [layers.uncompressed_digest(archive)]},
         }
         explain.comment(f"write the image record {work / RECORD}")
         jsonstore.write_json(work / RECORD, record)
@@ -385,6 +595,145 @@ def _install(archive: Path, name: str, label: str, facts: dict, say) -> tuple[Pa
         raise
     say(f"Unpacked {archive.name} into {folder / 'rootfs'}")
     return folder, record
+
+
+def _image_config(content) -> dict:
+    """The image's config, checked for what installing needs: rootfs.diff_ids, one per layer."""
+    import json
+
+    from pyctr.images import oci
+
+    short = content.image_id[7:19]
+    try:
+        config = json.loads(content.config)
+    except (ValueError, UnicodeDecodeError):
+        raise PyctrError(f"image {short}: its config is not JSON") from None
+    rootfs = config.get("rootfs") if isinstance(config, dict) else None
+    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(diff_ids, list) or rootfs.get("type") != "layers":
+        raise PyctrError(f"image {short}: its config has no rootfs of type layers with diff_ids")
+    if len(diff_ids) != len(content.layers):
+        raise PyctrError(f"image {short}: the manifest lists {len(content.layers)} layers, "
+                         f"the config {len(diff_ids)} diff_ids")
+    for diff_id in diff_ids:
+        oci.check_digest(diff_id)
+    defaults = config.get("config") or {}
+    if not isinstance(defaults, dict):
+        raise PyctrError(f"image {short}: its config's run defaults (config) are not an object")
+    for key in ("Entrypoint", "Cmd", "Env"):
+        value = defaults.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise PyctrError(f"image {short}: config.{key} is not a list of strings")
+    for key in ("WorkingDir", "User"):
+        if not isinstance(defaults.get(key) or "", str):
+            raise PyctrError(f"image {short}: config.{key} is not a string")
+    return config
+
+
+def _layered_record(content, config: dict, sizes: list[int], root_dir: dict | None) -> dict:
+    from pyctr.images import oci
+
+    blobs = [content.image_id]
+    if content.manifest_digest and oci.has_blob(content.manifest_digest):
+        blobs.append(content.manifest_digest)
+    blobs += [layer.digest for layer in content.layers if layer.digest not in blobs]
+    record = {
+        "Id": content.image_id,
+        "RepoTags": [],
+        "RepoDigests": list(content.repo_digests),
+        "Created": config.get("created") or "0001-01-01T00:00:00Z",
+        "Author": config.get("author") or "",
+        "Comment": config.get("comment") or "",
+        "Architecture": config.get("architecture") or "",
+        "Os": config.get("os") or "",
+        "Config": config.get("config") or {},
+        "RootFS": {"Type": "layers", "Layers": list(config["rootfs"]["diff_ids"])},
+        "Size": sum(sizes),  # bytes of the unpacked layers, as Docker's Size
+        "RootDir": root_dir or {"Uid": 0, "Gid": 0, "Mode": 0o755},  # of the top-most "./" entry
+        "Layers": [{"Digest": layer.digest, "MediaType": layer.media_type, "Size": layer.size,
+                    "DiffID": diff_id} for layer, diff_id in zip(content.layers, config["rootfs"]["diff_ids"])],
+        "ManifestDigest": content.manifest_digest,
+        "Blobs": blobs,  # what rmi frees, unless another image holds it
+        "Source": content.source,
+        "Installed": _now(),
+    }
+    if config.get("variant"):
+        record["Variant"] = config["variant"]
+    return record
+
+
+def _keep_config_blob(content) -> None:
+    """The config into the blob store, if its source did not put it there (its digest is the
+    image ID, computed from these very bytes)."""
+    from pyctr.images import oci
+
+    if oci.has_blob(content.image_id):
+        return
+    path = oci.blob_path(content.image_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    part.write_bytes(content.config)
+    os.rename(part, path)
+
+
+def _layers_in_use() -> set[str]:
+    return {d for folder, record in _records() if is_layered(folder) for d in record["RootFS"]["Layers"]}
+
+
+def _delete_image(folder: Path, record: dict) -> tuple[list[str], int]:
+    """Delete an image (the lock held): its record, then what nothing else holds. Docker's lines
+    and the bytes freed."""
+    lines = [f"Untagged: {t}" for t in record["RepoTags"] + record.get("RepoDigests", [])]
+    lines.append(f"Deleted: {record['Id']}")
+    _delete(folder)
+    if not is_layered(folder):
+        return lines, record.get("Size") or 0
+    from pyctr.images import layers, oci
+
+    layers_kept = _layers_in_use()
+    blobs_kept = {b for f, r in _records() if is_layered(f) for b in r.get("Blobs", [])}
+    freed = 0
+    for diff_id in record["RootFS"]["Layers"]:
+        if diff_id in layers_kept:
+            continue
+        layers_kept.add(diff_id)  # an image may list one layer twice (empty layers)
+        freed += (layers.read_record(diff_id) or {}).get("Size") or 0
+        layers.remove_layer(diff_id)
+    for digest in record.get("Blobs", []):
+        if digest in blobs_kept:
+            continue
+        blobs_kept.add(digest)
+        path = oci.blob_path(digest)
+        try:
+            freed += path.stat().st_size
+            explain.step("rm", path)
+            path.unlink()
+        except FileNotFoundError:
+            pass
+    return lines, freed
+
+
+def _add_rootfs_digest(folder: Path, record: dict) -> dict:
+    """An Alpine or imported image recorded before pyctr kept its RootFS: its one layer's
+    diff_id, from the tarball in the download cache (once; saved). Without the tarball (an
+    import of an older pyctr), no layers are listed."""
+    from pyctr.images import layers
+
+    source = record.get("Source") or ""
+    cached = _images_dir() / CACHE / source.rsplit("/", 1)[-1] if source.startswith("http") else None
+    if cached is None or not cached.is_file():
+        return record
+    with _store_lock():
+        located = _by_id(record["Id"])
+        if located is None:
+            return record
+        folder, record = located
+        record["RootFS"] = {"Type": "layers", "Layers": [layers.uncompressed_digest(cached)]}
+        _save(folder, record)
+    return record
+
+
+_GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7": "arm", "armhf": "arm", "x86": "386"}
 
 
 def _delete(folder: Path) -> None:

@@ -43,14 +43,15 @@ def unpack(archive: Path, rootfs: Path) -> None:
     rootfs.mkdir(parents=True)
     try:
         with tarfile.open(archive, "r:*") as tar:
-            checked = (_checked(member, str(rootfs), archive) for member in tar)
-            tar.extractall(rootfs, members=checked, numeric_owner=True, **_trust_checked_members())
+            checker = MemberChecker(str(rootfs), str(archive))
+            checked = (checker.check(member) for member in tar)
+            tar.extractall(rootfs, members=checked, numeric_owner=True, **trust_checked_members())
     except UnsafeArchiveError:
         shutil.rmtree(rootfs, ignore_errors=True)
         raise
     except (tarfile.TarError, EOFError, OSError) as e:
         shutil.rmtree(rootfs, ignore_errors=True)
-        raise PyctrError(f"cannot unpack {archive}: {_describe(e)}") from e
+        raise PyctrError(f"cannot unpack {archive}: {describe(e)}") from e
 
 
 def tree_size(top: Path) -> int:
@@ -85,54 +86,82 @@ def read_file_inside(rootfs: Path, relative: str, limit: int = 65536) -> str | N
         return f.read(limit).decode("utf-8", "replace")
 
 
-def _trust_checked_members() -> dict:
+def trust_checked_members() -> dict:
     # Python >= 3.11.4 has extraction filters; name the one that keeps everything, because the
     # default changes to "data" in 3.14 and would strip ownership and modes.
     return {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
 
 
-def _checked(member: tarfile.TarInfo, rootfs: str, archive: Path) -> tarfile.TarInfo:
-    def refuse(why: str) -> UnsafeArchiveError:
-        return UnsafeArchiveError(f"refusing to unpack {archive}: entry {member.name!r} {why}")
+class MemberChecker:
+    """The safety rules above, for the members of one archive unpacked into `rootfs`, in order.
 
-    name = member.name
-    if not name or name.startswith("/"):
-        raise refuse("has an absolute path")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise refuse("climbs out of the rootfs with '..'")
-    if member.ischr() or member.isblk():
-        raise refuse("is a device node")
-    if not parts and not member.isdir():
-        raise refuse("would replace the top folder of the rootfs")
-    through = _first_symlink(rootfs, parts[:-1])
-    if through:
-        raise refuse(f"would be written through the symlink {through!r}")
+    `source` names the archive in errors ("refusing to unpack SOURCE: entry ..."). Both a rootfs
+    tarball (unpack below) and an image layer (layers.py) are checked by it.
+    """
 
-    if member.issym():
-        start = [] if member.linkname.startswith("/") else parts[:-1]
-        if not _stays_inside(start + member.linkname.split("/")):
-            raise refuse(f"is a symlink to {member.linkname!r}, outside the rootfs")
-    elif member.islnk():
-        if member.linkname.startswith("/"):
-            raise refuse(f"is a hardlink to the absolute path {member.linkname!r}")
-        link_parts = [p for p in member.linkname.split("/") if p not in ("", ".")]
-        if ".." in link_parts or not link_parts:
-            raise refuse(f"is a hardlink to {member.linkname!r}, outside the rootfs")
-        through = _first_symlink(rootfs, link_parts)
+    def __init__(self, rootfs: str, source: str):
+        self.rootfs = rootfs
+        self.source = source
+
+    def refuse(self, name: str, why: str) -> UnsafeArchiveError:
+        return UnsafeArchiveError(f"refusing to unpack {self.source}: entry {name!r} {why}")
+
+    def safe_parts(self, name: str) -> list[str]:
+        """The path components of a member's name, once the name is known not to leave the rootfs:
+        not absolute, no "..", and no folder on the way that is a symlink unpacked before."""
+        if not name or name.startswith("/"):
+            raise self.refuse(name, "has an absolute path")
+        parts = [p for p in name.split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise self.refuse(name, "climbs out of the rootfs with '..'")
+        through = _first_symlink(self.rootfs, parts[:-1])
         if through:
-            raise refuse(f"is a hardlink through the symlink {through!r}")
-        if not os.path.isfile(os.path.join(rootfs, *link_parts)):
-            # tarfile would otherwise copy some other member there; a sound archive always
-            # stores the file before its hardlinks.
-            raise refuse(f"is a hardlink to {member.linkname!r}, which is not a file unpacked before it")
+            raise self.refuse(name, f"would be written through the symlink {through!r}")
+        return parts
 
-    target = os.path.join(rootfs, *parts)
-    if parts and (os.path.islink(target) or os.path.lexists(target) and not os.path.isdir(target)):
-        # A later entry replaces an earlier one, as with GNU tar. Remove the old one first:
-        # tarfile would open a symlink left there and write wherever it points.
+    def check(self, member: tarfile.TarInfo) -> tarfile.TarInfo:
+        """The member, if tarfile may extract it as it is; UnsafeArchiveError if not."""
+        name = member.name
+
+        def refuse(why: str) -> UnsafeArchiveError:
+            return self.refuse(name, why)
+
+        if not name or name.startswith("/"):
+            raise refuse("has an absolute path")
+        if member.ischr() or member.isblk():
+            raise refuse("is a device node")
+        parts = self.safe_parts(name)
+        if not parts and not member.isdir():
+            raise refuse("would replace the top folder of the rootfs")
+
+        if member.issym():
+            start = [] if member.linkname.startswith("/") else parts[:-1]
+            if not _stays_inside(start + member.linkname.split("/")):
+                raise refuse(f"is a symlink to {member.linkname!r}, outside the rootfs")
+        elif member.islnk():
+            if member.linkname.startswith("/"):
+                raise refuse(f"is a hardlink to the absolute path {member.linkname!r}")
+            link_parts = [p for p in member.linkname.split("/") if p not in ("", ".")]
+            if ".." in link_parts or not link_parts:
+                raise refuse(f"is a hardlink to {member.linkname!r}, outside the rootfs")
+            through = _first_symlink(self.rootfs, link_parts)
+            if through:
+                raise refuse(f"is a hardlink through the symlink {through!r}")
+            if not os.path.isfile(os.path.join(self.rootfs, *link_parts)):
+                # tarfile would otherwise copy some other member there; a sound archive always
+                # stores the file before its hardlinks.
+                raise refuse(f"is a hardlink to {member.linkname!r}, which is not a file unpacked before it")
+
+        if parts:
+            remove_replaced(os.path.join(self.rootfs, *parts))
+        return member
+
+
+def remove_replaced(target: str) -> None:
+    """A later entry replaces an earlier one, as with GNU tar: remove the old one first (unless
+    both are folders), since tarfile would open a symlink left there and write wherever it points."""
+    if os.path.islink(target) or os.path.lexists(target) and not os.path.isdir(target):
         os.unlink(target)
-    return member
 
 
 def _first_symlink(rootfs: str, parts: list[str]) -> str | None:
@@ -175,7 +204,7 @@ def _compression_flag(archive: Path) -> str:
     return ""
 
 
-def _describe(error: BaseException) -> str:
+def describe(error: BaseException) -> str:
     if isinstance(error, tarfile.ReadError):
         return "not a readable tar archive (tar, tar.gz, tar.xz or tar.bz2)"
     if isinstance(error, EOFError):

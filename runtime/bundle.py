@@ -14,10 +14,11 @@ container's layer, mounted inside the container's mount namespace; -u USER[:GROU
 in the container's own /etc/passwd; and --privileged, which leaves nodev off that overlay.
 
 With --userns=auto or --userns-remap (HostConfig.IDMappings), a user namespace and its maps. The
-image's files belong to host root: the engine idmaps the overlay's lower layer where the kernel
-and the image's filesystem allow it; elsewhere (or with PYCTR_USERNS_NO_IDMAP=1, see userns.py)
-the lower layer is a copy with every owner shifted, made once per image and mapping beside the
-image's rootfs (so `rmi` removes it with the image).
+image's files belong to host root: the engine idmaps each of the overlay's lower layers where
+the kernel and the image's filesystem allow it; elsewhere (or with PYCTR_USERNS_NO_IDMAP=1, see
+userns.py) each lower layer is a copy with every owner shifted, made once per layer (an Alpine
+image's rootfs, or one layer of a layered image) and mapping, beside it (so `rmi` removes it
+with the image or the layer).
 """
 
 import os
@@ -26,6 +27,7 @@ from pathlib import Path
 from pyctr.runtime import explain, jsonstore, security
 from pyctr.runtime import spec as specs
 from pyctr.runtime.container import Container
+from pyctr.runtime.errors import PyctrError
 
 
 def path(c: Container) -> Path:
@@ -129,7 +131,7 @@ def build(c: Container) -> dict:
         "process": {
             "terminal": cfg["Tty"],
             "user": {"uid": 0, "gid": 0},
-            "args": list(cfg["Cmd"]),
+            "args": [c.config["Path"], *c.config["Args"]],  # Entrypoint + Cmd, resolved at create
             "env": list(cfg["Env"]),
             "cwd": cfg["WorkingDir"] or "/",
             "capabilities": process_capabilities(caps),
@@ -157,23 +159,36 @@ def id_maps(c: Container) -> tuple[list, list] | None:
     return parse(mappings["UidMap"]), parse(mappings["GidMap"])
 
 
+MAX_MOUNT_OPTIONS = 4095  # mount(2) takes its options in one page
+
+
 def lower_layer(c: Container, maps: tuple[list, list] | None) -> str:
-    """The overlay's lower layer: the image's rootfs, or, in a user namespace on a kernel or
-    filesystem without idmapped mounts, its chowned copy (Docker's way): every owner shifted
-    by the host id of the container's root. The copy is right for ids in the first range of
-    the maps, which holds every id of an Alpine image (0..65535 with the default size)."""
-    rootfs = c.config["Rootfs"]
-    if not maps:
-        return rootfs
+    """The overlay's lowerdir: the image's folders, top first (an Alpine image has one, its
+    rootfs; a layered image one per layer), ':'-separated. In a user namespace on a kernel or
+    filesystem without idmapped mounts, each is a chowned copy (Docker's way), made once per
+    layer and mapping beside it: every owner shifted by the host id of the container's root.
+    The copy is right for ids in the first range of the maps, which holds every id of an
+    Alpine image (0..65535 with the default size)."""
+    folders = c.lower_dirs
+    if maps:
+        folders = [_for_user_namespace(folder, maps) for folder in folders]
+    lowerdir = ":".join(folders)
+    if len(lowerdir) > MAX_MOUNT_OPTIONS - 1024:  # and upperdir, workdir, options
+        raise PyctrError(f"image {c.config['Image']} has too many layers ({len(folders)}) for the "
+                         "options of one overlay mount")
+    return lowerdir
+
+
+def _for_user_namespace(folder: str, maps: tuple[list, list]) -> str:
     from pyctr.runtime import userns
 
-    if userns.supports_idmapped_mounts(rootfs):
-        return rootfs
+    if userns.supports_idmapped_mounts(folder):
+        return folder
     uid, gid = userns.host_id(maps[0], 0), userns.host_id(maps[1], 0)
-    copy = userns.chowned_copy_path(rootfs, uid, gid)
+    copy = userns.chowned_copy_path(folder, uid, gid)
     if not copy.is_dir():
-        explain.comment(f"no idmapped mounts for {rootfs}: a copy with every owner shifted by {uid}:{gid}")
-    return str(userns.chowned_copy(rootfs, str(copy), uid, gid))
+        explain.comment(f"no idmapped mounts for {folder}: a copy with every owner shifted by {uid}:{gid}")
+    return str(userns.chowned_copy(folder, str(copy), uid, gid))
 
 
 def _mounts(c: Container, privileged: bool, readonly: bool) -> list[dict]:

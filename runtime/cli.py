@@ -65,7 +65,7 @@ def _container_config_flags(**more) -> dict:
                 "hostname": ("-h", "--hostname"), "memory": ("-m", "--memory"), "cpus": ("--cpus",),
                 "cpu_shares": ("--cpu-shares",), "pids_limit": ("--pids-limit",),
                 "network": ("--network", "--net"), "ip": ("--ip",), "userns": ("--userns",),
-                "userns_remap": ("--userns-remap",)},
+                "userns_remap": ("--userns-remap",), "entrypoint": ("--entrypoint",)},
         lists={"env": ("-e", "--env"), "env_file": ("--env-file",), "volume": ("-v", "--volume"),
                "cap_add": ("--cap-add",), "cap_drop": ("--cap-drop",),
                "security_opt": ("--security-opt",), "publish": ("-p", "--publish")},

@@ -28,6 +28,8 @@ def add_container_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env-file", action="append", default=[], metavar="FILE",
                    help="read environment variables from a file")
     p.add_argument("-w", "--workdir", help="working directory inside the container")
+    p.add_argument("--entrypoint", metavar="COMMAND",
+                   help="replace the image's Entrypoint (and drop its Cmd); \"\" clears it")
     p.add_argument("-u", "--user", help="USER[:GROUP] or UID[:GID]")
     p.add_argument("-h", "--hostname", help="container host name")
     p.add_argument("-v", "--volume", action="append", default=[], metavar="HOST:CONTAINER[:ro]",

@@ -103,22 +103,33 @@ class Container:
     def log_file(self) -> str:
         return self.file(f"{self.id}-json.log")
 
-    def make_dirs(self) -> None:
+    @property
+    def lower_dirs(self) -> list[str]:
+        """The image's folders the overlay stacks, top first (one for an Alpine image; a
+        container of an older pyctr has only "Rootfs")."""
+        return self.config.get("LowerDirs") or [self.config["Rootfs"]]
+
+    def make_dirs(self, image_root: dict | None = None) -> None:
         """The container's folder, 0700 whatever the umask: its layer may hold setuid files, which
         no host user may reach (Docker CVE-2021-41091). upper/ becomes the container's "/", so it
-        takes the mode and owner of the image's root instead."""
+        takes the mode and owner of the image's root instead: `image_root` ({"Uid", "Gid",
+        "Mode"}: a layered image's, from its top-most layer with a root entry), else those of
+        the top folder of the stack."""
         from pyctr.runtime import explain
 
         explain.step("mkdir", "-p", "-m", "700", self.dir)
         make_private(self.dir)
-        image_root = os.stat(self.config["Rootfs"])
+        if image_root is None:
+            st = os.stat(self.lower_dirs[0])
+            image_root = {"Uid": st.st_uid, "Gid": st.st_gid, "Mode": st.st_mode & 0o7777}
+        uid, gid, mode = image_root["Uid"], image_root["Gid"], image_root["Mode"]
         upper = self.dir / "upper"
         explain.step("mkdir", "-p", upper)
         upper.mkdir(exist_ok=True)
-        explain.step("chown", f"{image_root.st_uid}:{image_root.st_gid}", upper)
-        os.chown(upper, image_root.st_uid, image_root.st_gid)
-        explain.step("chmod", f"{image_root.st_mode & 0o7777:o}", upper)
-        os.chmod(upper, image_root.st_mode & 0o7777)
+        explain.step("chown", f"{uid}:{gid}", upper)
+        os.chown(upper, uid, gid)
+        explain.step("chmod", f"{mode:o}", upper)
+        os.chmod(upper, mode)
         subs = ("work", "merged")
         explain.step("mkdir", "-p", "-m", "700", *(self.dir / sub for sub in subs))
         for sub in subs:
@@ -218,7 +229,7 @@ class Container:
             "Config": c["Config"],
             "NetworkSettings": c.get("NetworkSettings") or empty_network_settings(),
             "GraphDriver": {"Name": "overlay", "Data": {
-                "LowerDir": c["Rootfs"], "UpperDir": self.file("upper"),
+                "LowerDir": ":".join(self.lower_dirs), "UpperDir": self.file("upper"),
                 "WorkDir": self.file("work"), "MergedDir": self.file("merged")}},
         }
 

@@ -37,7 +37,7 @@ def create(args) -> Container:
 
     memory = options.parse_memory(args.memory)
     nano_cpus = options.parse_cpus(args.cpus)
-    env = options.parse_env(args.env, args.env_file)
+    user_env = options.parse_env(args.env, args.env_file)
     binds = options.parse_volumes(args.volume)
     if args.hostname:
         options.check_hostname(args.hostname)
@@ -58,10 +58,29 @@ def create(args) -> Container:
     userns_config = options.parse_userns(args.userns, args.userns_remap, args.privileged, args.network)
 
     image = store.ensure_image(args.image)
+    defaults = image.get("Config") or {}  # the image's run defaults
+    entrypoint, cmd = run_command(getattr(args, "entrypoint", None), args.command, defaults)
+    command = (entrypoint or []) + (cmd or [])
+    if not command:
+        raise PyctrError(f"no command specified: image {args.image} has no Entrypoint or Cmd, "
+                         "and none was given")
     cid = records.new_id()
     name = records.reserve_name(args.name, cid)
     hostname = args.hostname or (cid[:12] if args.network != "host" else os.uname().nodename)
-    command = args.command or ["/bin/sh"]
+    config = {
+        "Hostname": hostname,
+        "User": args.user or defaults.get("User") or "",
+        "Tty": args.tty,
+        "OpenStdin": args.interactive,
+        "Env": _default_env(defaults.get("Env") or [], user_env, hostname, args.tty),
+        "Cmd": cmd,
+        "Entrypoint": entrypoint,
+        "Image": args.image,
+        "WorkingDir": workdir or defaults.get("WorkingDir") or "",
+    }
+    for key in ("ExposedPorts", "Labels"):
+        if defaults.get(key):
+            config[key] = defaults[key]
     c = Container({
         "Id": cid,
         "Name": name,
@@ -70,17 +89,9 @@ def create(args) -> Container:
         "Args": command[1:],
         "Image": args.image,
         "ImageID": image["Id"],
-        "Rootfs": image["Rootfs"],
-        "Config": {
-            "Hostname": hostname,
-            "User": args.user or "",
-            "Tty": args.tty,
-            "OpenStdin": args.interactive,
-            "Env": _default_env(env, hostname, args.tty),
-            "Cmd": command,
-            "Image": args.image,
-            "WorkingDir": workdir,
-        },
+        **({"Rootfs": image["Rootfs"]} if "Rootfs" in image else {}),
+        "LowerDirs": list(reversed(image["LayerDirs"])),  # top first, as overlayfs's lowerdir
+        "Config": config,
         "HostConfig": {
             "Binds": [f"{b['Source']}:{b['Destination']}{'' if b['RW'] else ':ro'}" for b in binds],
             "NetworkMode": args.network,
@@ -108,7 +119,7 @@ def create(args) -> Container:
             from pyctr.network import api
 
             api.validate(c.config)
-        c.make_dirs()
+        c.make_dirs(image.get("RootDir"))
         c.config["HostConfig"]["IDMappings"] = choose_id_mappings(c)
         c.save_config()
         bundle.write(c)
@@ -162,11 +173,22 @@ def release_id_mappings(c: Container) -> None:
         userns.release_auto_range(c.id)
 
 
-def _default_env(user_env: list[str], hostname: str, tty: bool) -> list[str]:
+def run_command(entrypoint_flag: str | None, args: list[str], defaults: dict) -> tuple[list | None, list | None]:
+    """(Entrypoint, Cmd) by Docker's rules: the command is Entrypoint + Cmd, where Cmd is the
+    arguments given, else the image's Cmd. --entrypoint X replaces the image's Entrypoint and
+    drops its Cmd; --entrypoint "" clears it (and drops the Cmd too)."""
+    if entrypoint_flag is None:
+        return defaults.get("Entrypoint") or None, list(args) or defaults.get("Cmd") or None
+    return ([entrypoint_flag] if entrypoint_flag else None), list(args) or None
+
+
+def _default_env(image_env: list[str], user_env: list[str], hostname: str, tty: bool) -> list[str]:
+    """Docker's: PATH, HOSTNAME (and TERM with -t), then the image's Env, then -e and
+    --env-file, a later value of a name replacing an earlier one in place."""
     env = {"PATH": options.DEFAULT_PATH, "HOSTNAME": hostname}
     if tty:
         env["TERM"] = "xterm"
-    for pair in user_env:
+    for pair in [*image_env, *user_env]:
         key, _, value = pair.partition("=")
         env[key] = value
     return [f"{k}={v}" for k, v in env.items()]

@@ -43,7 +43,7 @@ def cmd_ps(args) -> int:
         return 0
     rows = []
     for c in containers:
-        command = " ".join(c.config["Config"]["Cmd"])
+        command = " ".join([c.config["Path"], *c.config["Args"]])
         if not args.no_trunc and len(command) > 20:
             command = command[:19] + "…"
         rows.append([c.id if args.no_trunc else c.short_id, c.config["Image"], f'"{command}"',
@@ -55,7 +55,7 @@ def cmd_ps(args) -> int:
 def _ps_entry(c: records.Container) -> dict:
     """Podman's `ps --format json` keys, which Docker users script against too."""
     return {"Id": c.id, "Names": [c.name], "Image": c.config["Image"], "ImageID": c.config["ImageID"],
-            "Command": c.config["Config"]["Cmd"], "Created": c.config["Created"], "State": c.status,
+            "Command": [c.config["Path"], *c.config["Args"]], "Created": c.config["Created"], "State": c.status,
             "Status": _status_text(c), "Pid": c.pid if c.running else 0,
             "ExitCode": c.state.get("ExitCode", 0), "Ports": _ports_text(c),
             "Networks": [c.config["HostConfig"]["NetworkMode"]]}
@@ -63,19 +63,30 @@ def _ps_entry(c: records.Container) -> dict:
 
 def cmd_inspect(args) -> int:
     """Containers first, then images, as `docker inspect` looks NAME up."""
+    return inspect_refs(args.containers, args.format)
+
+
+def inspect_refs(refs: list[str], template: str | None, containers: bool = True) -> int:
+    """Inspect each ref: a container (when `containers`), else an image (Docker's image keys)."""
     results, missing = [], []
-    for ref in args.containers:
-        try:
-            results.append(records.find(ref).inspect())
-        except PyctrError as e:
-            image = _local_image(ref)
-            if image is not None:
-                results.append(image)
-            else:
-                missing.append(f"No such object: {ref}" if "No such container" in str(e) else str(e))
-    if args.format:
+    for ref in refs:
+        error = None
+        if containers:
+            try:
+                results.append(records.find(ref).inspect())
+                continue
+            except PyctrError as e:
+                error = e
+        image = _local_image(ref)
+        if image is not None:
+            results.append(image)
+        elif error is not None and "No such container" not in str(error):
+            missing.append(str(error))
+        else:
+            missing.append(f"No such object: {ref}" if containers else f"No such image: {ref}")
+    if template:
         for item in results:
-            print(_render_template(args.format, item))
+            print(_render_template(template, item))
     else:
         print(json.dumps(results, indent=4))
     for message in missing:
@@ -87,7 +98,7 @@ def _local_image(ref: str) -> dict | None:
     from pyctr.images import store
 
     try:
-        return store.find_image(ref)
+        return store.inspect_image(ref)
     except PyctrError:
         return None  # not even a valid image reference
 

@@ -22,7 +22,9 @@ runtime_packages="python3 python3-venv python3-dev gcc libc6-dev libcap-dev ipro
 #   iproute2      ip, ss      the network sandbox, the bench's node namespace, `pyctr debug`
 #   nftables      nft         the network tests' counters and rule checks
 #   util-linux    nsenter     the bench; mount: umount (the network sandbox's clean-up)
-dev_packages="procps iputils-ping mount"
+#   busybox-static  a static busybox with httpd: the web server of the walk-through's ending
+#                 (tests/test_registry_walkthrough.py), copied into an image built by the tests
+dev_packages="procps iputils-ping mount busybox-static"
 # The OCI client tests (tests/test_oci_clients.py) drive a runc-compatible runtime through real
 # clients, each started privately by the tests (none of their services is used or started):
 #   podman        podman 4.3, daemonless: `podman --runtime RT run ...`. Pulls in conmon (its

@@ -3,7 +3,7 @@
     alpine_mirror     session, autouse: the URL of ../shared/alpine-mirror/alpine, served on
                       127.0.0.1 (a free port) by a thread, and set as PYCTR_ALPINE_MIRROR for the
                       whole session, so no test reaches the internet by accident. When the folder is
-                      absent (a clone outside the workplace) it is the real mirror's URL instead.
+                      absent (a clone outside the workplace), PYCTR_ALPINE_MIRROR must name a mirror.
     local_mirror_dir  the Path of ../shared/alpine-mirror; skips the test when the folder is absent.
     serve_directory   serve_directory(folder, handler=None) -> "http://127.0.0.1:PORT": serves a
                       folder until the test ends; `handler` is a SimpleHTTPRequestHandler subclass
@@ -61,7 +61,11 @@ def _serve(folder: Path, handler=QuietHandler):
 @pytest.fixture(scope="session", autouse=True)
 def alpine_mirror():
     if not SHARED_MIRROR.is_dir():
-        url, server = REAL_MIRROR, None
+        # Never the real mirror by accident: a test run stays off the internet unless told.
+        url, server = os.environ.get("PYCTR_ALPINE_MIRROR"), None
+        if not url:
+            pytest.exit(f"no local Alpine mirror at {SHARED_MIRROR}: set PYCTR_ALPINE_MIRROR "
+                        f"(e.g. {REAL_MIRROR}) to test against another one", returncode=4)
     else:
         server, base = _serve(SHARED_MIRROR)
         url = f"{base}/alpine"

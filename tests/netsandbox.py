@@ -364,7 +364,7 @@ def pull_alpine(images_root: Path) -> Path:
         with alpine_mirror() as url:
             env["PYCTR_ALPINE_MIRROR"] = url
             run([PYTHON, "-m", "pyctr.runtime", "pull", "alpine"], env=env, timeout=300)
-    else:
+    else:  # conftest's alpine_mirror has set PYCTR_ALPINE_MIRROR, or stopped the run
         run([PYTHON, "-m", "pyctr.runtime", "pull", "alpine"], env=env, timeout=300)
     return images_root / "images"
 
