@@ -36,8 +36,8 @@ def register(sub, command) -> None:
     p.add_argument("file", metavar="FILE")
     p.add_argument("image", metavar="NAME[:TAG]")
 
-    p = command("load", f"{_HANDLERS}:cmd_load", "load images from a tar archive (an OCI image layout) "
-                "given with -i or on stdin")
+    p = command("load", f"{_HANDLERS}:cmd_load", "load images from a tar archive (a docker-archive "
+                "or an OCI image layout) given with -i or on stdin")
     p.add_argument("-i", "--input", metavar="FILE", help="read from FILE instead of stdin")
     p.add_argument("-q", "--quiet", action="store_true", help="no output but errors")
 
@@ -66,6 +66,10 @@ def register(sub, command) -> None:
     from pyctr.images import auth_commands
 
     auth_commands.register(sub, command)
+
+    from pyctr.images import archive_commands
+
+    archive_commands.register(sub, command)
 
 
 def cmd_pull(args) -> int:
@@ -169,15 +173,20 @@ def cmd_load(args) -> int:
 def read_archive(archive) -> list:
     """The images of an image archive (oci_layout.Archive), as oci.ImageContent with every blob
     copied into the blob store (their digests in archive.written): by what the tar holds
-    (index.json and oci-layout: an OCI image layout)."""
+    (manifest.json: a docker-archive, which Docker 25 also writes beside an OCI layout;
+    index.json and oci-layout: an OCI image layout)."""
     from pyctr.images import oci_layout
     from pyctr.runtime.errors import PyctrError
 
     names = archive.top_names()
+    if "manifest.json" in names:
+        from pyctr.images import archive as docker_archive
+
+        return docker_archive.read_docker_tar(archive.tar, archive.label, written=archive.written)
     if "oci-layout" in names and "index.json" in names:
         return oci_layout.read(archive)
-    raise PyctrError(f"{archive.label}: not an image archive pyctr can load "
-                     "(an OCI image layout has index.json and oci-layout at its top)")
+    raise PyctrError(f"{archive.label}: not an image archive pyctr can load (a docker-archive has "
+                     "manifest.json, an OCI image layout index.json and oci-layout at its top)")
 
 
 def cmd_rmi(args) -> int:

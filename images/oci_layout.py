@@ -88,6 +88,8 @@ def opened(source: str):
                 raise PyctrError(f"open {source}: no such file")
         try:
             tar = tarfile.open(path, "r:*")
+        except tarfile.ReadError:  # its text lists every method tried, one line each
+            raise PyctrError(f"{label}: not a readable tar archive") from None
         except (tarfile.TarError, OSError) as e:
             raise PyctrError(f"{label}: not a readable tar archive ({e})") from None
         with tar:
