@@ -46,10 +46,6 @@ _LINK_HOPS = 8
 _BLOB_NAME = re.compile(r"blobs/sha256/([0-9a-f]{64})")
 # Docker's media types by compression ("" is a plain tar): the archive is Docker's format.
 _DOCKER_LAYER = {c: t for t, c in oci.LAYER_COMPRESSION.items() if ".docker." in t}
-# A tag as `docker load` takes it: [HOST[:PORT]/]PATH:TAG.
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REPO_TAG = re.compile(rf"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*"
-                       r":[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 # Alpine's architecture names (images/alpine.py) -> the OCI config's architecture and variant.
 _OCI_PLATFORM = {
     "x86_64": ("amd64", None), "aarch64": ("arm64", "v8"), "armv7": ("arm", "v7"),
@@ -202,16 +198,16 @@ def _check_blob_name(member: tarfile.TarInfo, digest: str, path: Path) -> None:
 
 
 def _familiar_tag(tag: str, path: Path) -> str:
-    """Docker's short form of a tag: docker.io/library/alpine:3 -> alpine:3."""
-    for registry in ("docker.io/", "index.docker.io/"):
-        if tag.startswith(registry):
-            tag = tag.removeprefix(registry)
-            if tag.startswith("library/") and "/" not in tag.removeprefix("library/"):
-                tag = tag.removeprefix("library/")
-            break
-    if not _REPO_TAG.fullmatch(tag) or len(tag) > 255:
+    """The RepoTag a tag in the archive gets (store.familiar_ref: docker.io/library/nginx:1 is
+    nginx:1, alpine:3 is docker.io/library/alpine:3, the mirror's alpine names being its own)."""
+    from pyctr.images import store
+
+    if "@" in tag or not store.has_tag(tag):
         raise PyctrError(f"{path}: {MANIFEST} has a malformed tag {tag!r} (NAME:TAG)")
-    return tag
+    try:
+        return store.familiar_ref(tag)
+    except PyctrError as e:
+        raise PyctrError(f"{path}: {MANIFEST} has a malformed tag {tag!r}: {e}") from None
 
 
 def config_diff_ids(config: bytes, what: str) -> list[str]:

@@ -49,7 +49,7 @@ def images_to_save(refs: list[str]) -> list[tuple[list[str], dict]]:
 
     for ref in refs:
         if store.has_tag(ref):
-            wanted = store.familiar_ref(ref)  # docker.io/library/nginx:alpine is nginx:alpine
+            wanted = store.local_ref(ref)  # docker.io/library/nginx:alpine is nginx:alpine
             tagged = [(r, wanted) for r in records if wanted in r["RepoTags"]]
         else:
             name = store.familiar_name(ref)

@@ -39,7 +39,7 @@ def register(sub, command) -> None:
     p = command("load", f"{_HANDLERS}:cmd_load", "load images from a tar archive (a docker-archive "
                 "or an OCI image layout) given with -i or on stdin")
     p.add_argument("-i", "--input", metavar="FILE", help="read from FILE instead of stdin")
-    p.add_argument("-q", "--quiet", action="store_true", help="no output but errors")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress (pyctr shows none; as Docker's)")
 
     p = command("image", "", "manage images")
     isub = p.add_subparsers(dest="image_command", metavar="COMMAND", required=True)
@@ -159,11 +159,10 @@ def cmd_load(args) -> int:
         try:
             for content in read_archive(archive):
                 store.install_content(content)
-                if not args.quiet:
-                    for repo_tag in content.repo_tags:
-                        print(f"Loaded image: {repo_tag}", flush=True)
-                    if not content.repo_tags:
-                        print(f"Loaded image ID: {content.image_id}", flush=True)
+                for repo_tag in content.repo_tags:  # printed with -q too, as docker load does
+                    print(f"Loaded image: {repo_tag}", flush=True)
+                if not content.repo_tags:
+                    print(f"Loaded image ID: {content.image_id}", flush=True)
         except BaseException:
             store.drop_unused_blobs(archive.written)  # what this load brought, unless an image has it
             raise

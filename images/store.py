@@ -99,7 +99,7 @@ def ensure_image(ref: str, pull: bool = True, platform: str | None = None) -> di
     image = find_image(ref)
     if image is not None:
         return image
-    shown = _shown_ref(ref)
+    shown = local_ref(ref)
     if not pull:
         raise NotFoundError(f"No such image: {shown}")
     print(f"Unable to find image '{shown}' locally", file=sys.stderr)
@@ -465,8 +465,9 @@ def _locate(ref: str) -> tuple[Path, dict, str | None] | None:
     return None
 
 
-def _shown_ref(ref: str) -> str:
-    """A reference as Docker's messages show it: alpine:latest, nginx:alpine, app@sha256:..."""
+def local_ref(ref: str) -> str:
+    """The tag (or NAME@DIGEST) a user's reference names here, as Docker's messages show it:
+    alpine -> alpine:latest (the Alpine mirror's), docker.io/library/nginx -> nginx:latest."""
     from pyctr.images import reference
 
     if reference.is_alpine_mirror_name(ref):
@@ -499,8 +500,9 @@ def familiar_name(name: str) -> str:
 
 
 def familiar_ref(ref: str) -> str:
-    """NAME[:TAG] in the familiar form RepoTags use, "latest" when no tag is given: a registry's
-    name, so alpine:3 is docker.io/library/alpine:3 (the mirror's alpine names are its own)."""
+    """A name from outside (a registry, an archive, a layout) as the RepoTag it gets: Docker's
+    familiar form, "latest" when no tag is given; alpine:3 is docker.io/library/alpine:3, since
+    the alpine names are the Alpine mirror's (local_ref reads a user's reference)."""
     from pyctr.images import reference
 
     parsed = reference.parse(ref)
