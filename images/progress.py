@@ -1,4 +1,4 @@
-"""docker pull's per-layer progress: redrawn in place on a terminal, one line per change otherwise.
+"""docker pull's per-layer progress: redrawn in place on a terminal, one line per layer otherwise.
 
     abcdef012345: Pulling fs layer
     abcdef012345: Downloading [=========>              ]  1.21MB/3.73MB
@@ -13,6 +13,7 @@ import time
 from pyctr.runtime import humanize
 
 _BAR_WIDTH = 40
+DONE = ("Pull complete", "Already exists")  # a layer's last word
 _REDRAW_EVERY = 0.1  # seconds between redraws of a layer's download bar
 
 
@@ -25,7 +26,9 @@ class PullProgress:
 
     def __call__(self, layer: str, status: str, current: int | None = None, total: int | None = None) -> None:
         if not self.live:
-            if status != "Downloading":  # a log gets the changes, not the byte counts
+            # A log gets one line per layer, when it is done (a blob already here counts as done).
+            if status in DONE and layer not in self.order:
+                self.order.append(layer)
                 self.stream.write(f"{layer}: {status}\n")
                 self.stream.flush()
             return

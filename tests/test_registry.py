@@ -454,13 +454,14 @@ def test_docker_hub_credentials_use_dockers_key(store):
 # -- progress ---------------------------------------------------------------------------------
 
 
-def test_progress_is_one_line_per_change_without_a_terminal():
+def test_progress_is_one_line_per_layer_without_a_terminal():
     out = io.StringIO()
     progress = PullProgress(out)
-    for status in ("Pulling fs layer", "Downloading", "Verifying Checksum", "Download complete"):
+    for status in ("Pulling fs layer", "Downloading", "Verifying Checksum", "Download complete", "Pull complete"):
         progress("abcdef012345", status, 5 if status == "Downloading" else None, 10)
-    assert out.getvalue() == ("abcdef012345: Pulling fs layer\nabcdef012345: Verifying Checksum\n"
-                              "abcdef012345: Download complete\n")
+    progress("bbbbbbbbbbbb", "Already exists")  # the blob was here...
+    progress("bbbbbbbbbbbb", "Pull complete")  # ...its layer was not: still one line
+    assert out.getvalue() == "abcdef012345: Pull complete\nbbbbbbbbbbbb: Already exists\n"
 
 
 def test_progress_redraws_in_place_on_a_terminal():

@@ -422,7 +422,7 @@ def test_interactive_tty(run_pyctr, pyctr_env):
 
 # --- bad input -----------------------------------------------------------------------------
 @pytest.mark.parametrize("args, message", [
-    (["run", "--rm", "nosuchimage", "true"], "alpine"),
+    (["run", "--rm", "NoSuchImage", "true"], "invalid reference format"),
     (["run", "--rm", "-m", "abc", "alpine", "true"], "invalid"),
     (["run", "--rm", "-v", "relative:/x", "alpine", "true"], "volume"),
     (["run", "--rm", "-v", "/nonexistent-dir-xyz:/x", "alpine", "true"], "volume"),
