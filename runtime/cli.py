@@ -187,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     hosttools.distrust_callers_path()  # later, lazy imports never come from the caller's folder
     argv = sys.argv[1:] if argv is None else argv
     args = quick_parse(argv)
+    quick = args is not None
     if args is None:
         from pyctr.runtime import cli_parser
 
@@ -212,6 +213,13 @@ def main(argv: list[str] | None = None) -> int:
         return 125
     module_name, func_name = handler.split(":")
     try:
+        if quick and args.command_name == "run":
+            from pyctr.runtime import runclient
+
+            if runclient.wanted(args):  # a foreground run, in a fork of the warm host monitor
+                code = runclient.run(argv, settings.current().state_dir)
+                if code is not None:
+                    return code
         __import__(module_name)  # as importlib.import_module does, without importing importlib
         func = getattr(sys.modules[module_name], func_name)
         return func(args) or 0
