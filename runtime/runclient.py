@@ -197,6 +197,7 @@ def serve(conn, message: bytes, fds: list[int]) -> None:
             signal.signal(sig, lambda sig, _frame: _die_of(conn, sig))
         # The runner's forks (the foreground monitor, the engine's) must not keep the CLI waiting.
         os.register_at_fork(after_in_child=conn.close)
+        _die_with_the_cli(conn)
         conn.send(b"runner %d" % os.getpid())
 
         from pyctr.runtime import cli
@@ -210,6 +211,21 @@ def serve(conn, message: bytes, fds: list[int]) -> None:
         except OSError:
             pass
     finally:
+        os._exit(0)
+
+
+def _die_with_the_cli(conn) -> None:
+    """The runner is the CLI's body: when the CLI dies (its end of the connection closes), the
+    kernel SIGKILLs the runner, at whatever step, as it would have killed the CLI doing that step
+    itself (what the foreground monitor does then is unchanged: it finishes on its own)."""
+    import fcntl
+    import select
+
+    fd = conn.fileno()
+    fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
+    fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGKILL)
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
+    if select.select([fd], [], [], 0)[0]:  # it died before that was in place
         os._exit(0)
 
 
