@@ -18,7 +18,12 @@ output waits in the pipes (the keepers keep them open, so no writer gets EPIPE);
 a zombie. The next one adopts every running container from its keeper and catches up. It is
 started by the first detached start, or by any command that finds a container waiting for it
 (container.refresh), in its own session, in /, as `python -I -m pyctr.runtime.hostmonitor STATE`.
-It exits once it watches nothing and no request came for IDLE_SECONDS.
+It exits once it watches nothing, runs no foreground run, and no request came for IDLE_SECONDS
+(or $PYCTR_HOST_MONITOR_IDLE).
+
+It also serves foreground runs (runtime/runclient.py): a fork of it, warm, runs `pyctr run` for
+a CLI that sent its command line and stdio, and sends the exit code back. From the fork on, that
+runner is on its own: a SIGKILL of the host monitor does not reach it.
 
 The CLI talks to it over a unix socket in the state folder (0700, like the folder): it sends the
 descriptors the keeper needs (its end of the start handshake, the container's stdio), and gets
@@ -37,6 +42,7 @@ import time
 SOCKET_NAME = "monitor.sock"
 LOCK_NAME = "monitor.lock"
 IDLE_SECONDS = 2.0
+IDLE_VARIABLE = "PYCTR_HOST_MONITOR_IDLE"  # another idle time, in seconds (a warm start is ~15 ms faster)
 CONNECT_ATTEMPTS = 3
 MAX_FDS = 11  # the CLI's stdio, the two handshake ends, up to three stdio fds, up to three monitor ends
 RUN_REQUEST_SIZE = 1 << 20  # a foreground run's request carries the CLI's environment
@@ -204,6 +210,10 @@ class HostMonitor:
         self.watched: dict[str, Watched] = {}
         self.helpers: set[int] = set()  # forks recording an exit
         self.last_request = time.monotonic()
+        try:
+            self.idle_seconds = float(os.environ.get(IDLE_VARIABLE) or IDLE_SECONDS)
+        except ValueError:
+            self.idle_seconds = IDLE_SECONDS
 
     # -- start and stop
     def listen(self) -> bool:
@@ -243,7 +253,7 @@ class HostMonitor:
 
     def idle(self) -> bool:
         return (not self.keepers and not self.watched and not self.helpers
-                and time.monotonic() - self.last_request > IDLE_SECONDS)
+                and time.monotonic() - self.last_request > self.idle_seconds)
 
     def leave(self) -> bool:
         """Stop listening, unless a request came in meanwhile (it is served first)."""
@@ -267,7 +277,7 @@ class HostMonitor:
             self.reap()
             if self.idle() and self.leave():
                 return
-            for key, _ in self.selector.select(IDLE_SECONDS / 2):
+            for key, _ in self.selector.select(min(self.idle_seconds, IDLE_SECONDS) / 2):
                 key.data(key.fd)
 
     # -- requests: fork a keeper
