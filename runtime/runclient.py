@@ -31,6 +31,7 @@ PASSED_ON = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signa
              signal.SIGUSR2, signal.SIGWINCH)
 REQUEST_KIND = b"run"
 STDIO_AND_CWD = 4  # the descriptors a request carries: 0, 1, 2 and the working directory
+NAMESPACES = ("mnt", "net", "pid", "uts", "ipc", "cgroup", "user")
 
 
 in_runner = False  # set in a runner: it runs the command itself
@@ -157,17 +158,48 @@ class SignalRelay:
 
 
 def _start_host_monitor(state_dir: str) -> None:
-    """Start a host monitor for the runs that follow, without waiting for it."""
+    """Start a host monitor for the runs that follow, without waiting for it; but not from a
+    named network namespace (`ip netns add`: a sandbox, a node): a host monitor in there would
+    make the later runs from the host's own run in their CLIs, and would serve detached starts
+    from in there."""
+    if _in_a_named_network_namespace():
+        return
     from pyctr.runtime import hostmonitor
 
     hostmonitor.start(state_dir, wait=False)
+
+
+def _in_a_named_network_namespace() -> bool:
+    try:
+        ours = os.stat("/proc/self/ns/net")
+        with os.scandir("/run/netns") as names:
+            for name in names:
+                theirs = os.stat(name.path)
+                if (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino):
+                    return True
+    except OSError:
+        pass
+    return False
+
+
+def _same_namespaces(pid, other) -> bool:
+    """Whether two processes share their namespaces and root: else a path, a PID, the host's
+    network would not mean the same to both."""
+    try:
+        pairs = [(f"/proc/{pid}/ns/{ns}", f"/proc/{other}/ns/{ns}") for ns in NAMESPACES]
+        for theirs, ours in [*pairs, (f"/proc/{pid}/root", f"/proc/{other}/root")]:
+            a, b = os.stat(theirs), os.stat(ours)
+            if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
+                return False
+    except OSError:
+        return False
+    return True
 
 
 # --- the runner: a fork of the host monitor --------------------------------------------------------
 # Signals that end a CLI (their default action) while it creates the container, before its
 # SignalForwarder is in place: the runner tells the CLI to die of the same.
 FATAL_BEFORE_FORWARDING = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-NAMESPACES = ("mnt", "net", "pid", "uts", "ipc", "cgroup", "user")
 
 
 def serve(conn, message: bytes, fds: list[int]) -> None:
@@ -181,7 +213,7 @@ def serve(conn, message: bytes, fds: list[int]) -> None:
         argv = [os.fsdecode(arg) for arg in fields[3:3 + count]]
         environment = dict(pair.split(b"=", 1) for pair in fields[3 + count:])
         peer = _peer_pid(conn)
-        if len(fds) != STDIO_AND_CWD or not _sees_what(peer) or not _take_attributes_of(peer):
+        if len(fds) != STDIO_AND_CWD or not _same_namespaces(peer, "self") or not _take_attributes_of(peer):
             conn.send(b"fallback")
             return
         os.umask(umask)
@@ -252,20 +284,6 @@ def _peer_pid(conn) -> int:
 
     creds = conn.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i"))
     return struct.unpack("3i", creds)[0]
-
-
-def _sees_what(peer: int) -> bool:
-    """Whether the runner and the CLI share their namespaces and root: else a path, a PID, the
-    host's network would not mean the same to both."""
-    try:
-        pairs = [(f"/proc/{peer}/ns/{ns}", f"/proc/self/ns/{ns}") for ns in NAMESPACES]
-        for theirs, ours in [*pairs, (f"/proc/{peer}/root", "/")]:
-            a, b = os.stat(theirs), os.stat(ours)
-            if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
-                return False
-    except OSError:
-        return False
-    return True
 
 
 def _take_attributes_of(peer: int) -> bool:

@@ -313,3 +313,25 @@ def test_a_cli_in_other_namespaces_runs_the_container_itself(run_pyctr, warm_env
     finally:
         cli.kill()
         cli.wait()
+
+
+def test_a_cold_run_in_a_named_network_namespace_starts_no_host_monitor(run_pyctr, pyctr_env):
+    import secrets
+
+    import netsandbox  # noqa: F401  (puts the repository on sys.path, for the bench's helpers)
+    from bench.sandbox import NETNS_DIR, NetnsDirState, release_netns_dir
+
+    before = NetnsDirState.of(NETNS_DIR)
+    name = f"pyctr-t-{secrets.token_hex(3)}-thin"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        ran = subprocess.run(["nsenter", f"--net={NETNS_DIR}/{name}", *pyctr("run", "--rm", *NONE, "alpine", "true")],
+                             env=pyctr_env, capture_output=True, text=True, timeout=60)
+        assert ran.returncode == 0, ran.stderr
+        time.sleep(0.5)  # a host monitor started without waiting would be up by now
+        assert host_monitors(pyctr_env) == []
+        run_ok(run_pyctr, "run", "--rm", *NONE, "alpine", "true")  # from the host's: it starts one
+        wait_until(lambda: host_monitors(pyctr_env), "a host monitor")
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=True)
+        release_netns_dir(NETNS_DIR, before)
