@@ -10,10 +10,12 @@ passes on every signal it gets to the runner, whose handlers are the CLI's own: 
 commands.SignalForwarder sends them on to the container's PID 1.
 
 The runner is a process of its own from the fork on: a SIGKILL of the host monitor during a run
-changes nothing for it, nor for the container and its foreground monitor.
+changes nothing for it, nor for the container and its foreground monitor. It dies with its CLI,
+though, as the CLI's own process would have (the foreground monitor then goes on alone, as ever).
 
 The CLI runs the command itself (run() returns None) when no host monitor listens (and starts
-one, without waiting, for the next run), under --explain (whose steps print in the CLI's order),
+one, without waiting, for the next run, unless it is in a named network namespace), under
+--explain (whose steps print in the CLI's order),
 when the runner would not see what the CLI sees (other namespaces or root: --network host and
 the network's set-up happen where the runner is), and with a terminal the CLI does not hold in
 the foreground (a background job must not read it). PYCTR_RUN_IN_CLI=1 asks for that too.

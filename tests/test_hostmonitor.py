@@ -335,3 +335,29 @@ def test_a_cold_run_in_a_named_network_namespace_starts_no_host_monitor(run_pyct
     finally:
         subprocess.run(["ip", "netns", "del", name], check=True)
         release_netns_dir(NETNS_DIR, before)
+
+
+def test_a_bridge_run_through_a_host_monitor_in_the_clis_network_namespace(pyctr_root):
+    import netsandbox
+
+    sandbox = netsandbox.Sandbox()
+    host = None
+    try:
+        node = sandbox.node("thin", images=pyctr_root / "images")
+        env = {**node.env, "PYCTR_HOST_MONITOR_IDLE": "60"}
+        node.run(sys.executable, "-c", "from pyctr.runtime import hostmonitor, settings; "
+                 "hostmonitor.start(settings.configure().state_dir)", env=env)
+        [host] = host_monitors(env)
+        cli = node.spawn(*pyctr("run", "--rm", "--name", "br", "alpine", "sh", "-c",
+                                "ip -4 -o addr show eth0; while [ ! -e /tmp/go ]; do sleep 0.05; done; exit 6"), env=env)
+        address = cli.stdout.readline().split()[3]  # "2: eth0 inet 10.88.0.2/16 ..."
+        pid = wait_until(lambda: json.loads(node.pyctr("inspect", "br").stdout)[0]["State"]["Pid"], "br to run")
+        assert parent_of(parent_of(parent_of(pid))) == host  # PID 1, its monitor, the runner, the host monitor
+        assert node.inspect("br", "{{.NetworkSettings.IPAddress}}") == address.partition("/")[0]
+        node.pyctr("exec", "br", "touch", "/tmp/go")
+        assert cli.wait(20) == 6
+        assert node.pyctr("ps", "-aq").stdout == ""  # removed, network and all, before the CLI exits
+    finally:
+        if host is not None:
+            os.kill(host, signal.SIGKILL)  # the host monitor this test started
+        sandbox.close()
