@@ -212,17 +212,18 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().print_help(sys.stderr)
         return 125
     module_name, func_name = handler.split(":")
+
+    def handle() -> int:
+        __import__(module_name)  # as importlib.import_module does, without importing importlib
+        return getattr(sys.modules[module_name], func_name)(args) or 0
+
     try:
         if quick and args.command_name == "run":
             from pyctr.runtime import runclient
 
             if runclient.wanted(args):  # a foreground run, in a fork of the warm host monitor
-                code = runclient.run(argv, settings.current().state_dir)
-                if code is not None:
-                    return code
-        __import__(module_name)  # as importlib.import_module does, without importing importlib
-        func = getattr(sys.modules[module_name], func_name)
-        return func(args) or 0
+                return runclient.run(argv, settings.current().state_dir, handle)
+        return handle()
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -13,8 +13,8 @@ The runner is a process of its own from the fork on: a SIGKILL of the host monit
 changes nothing for it, nor for the container and its foreground monitor. It dies with its CLI,
 though, as the CLI's own process would have (the foreground monitor then goes on alone, as ever).
 
-The CLI runs the command itself (run() returns None) when no host monitor listens (and starts
-one, without waiting, for the next run, unless it is in a named network namespace), under
+The CLI runs the command itself when no host monitor listens (and then starts one, without
+waiting, for the next run, unless it is in a named network namespace), under
 --explain (whose steps print in the CLI's order),
 when the runner would not see what the CLI sees (other namespaces or root: --network host and
 the network's set-up happen where the runner is), and with a terminal the CLI does not hold in
@@ -52,29 +52,32 @@ def wanted(args) -> bool:
     return True
 
 
-def run(argv: list[str], state_dir: str) -> int | None:
-    """Have the host monitor's runner run `pyctr argv`; its exit code, or None when the CLI must
-    run it itself (nothing was done yet)."""
+def run(argv: list[str], state_dir: str, in_cli) -> int:
+    """Have the host monitor's runner run `pyctr argv`, or run it here (`in_cli()`, which returns
+    the exit code) when no runner can; its exit code."""
     relay = SignalRelay()
     try:
         conn = _connect(state_dir)
     except OSError:
         relay.give_back()
-        _start_host_monitor(state_dir)
-        return None
+        try:
+            return in_cli()
+        finally:
+            # For the runs that follow; only now, as its start-up would slow this one down.
+            _start_host_monitor(state_dir)
     try:
         try:
             _send_request(conn, argv)
             answer = conn.recv(64)
         except OSError:
             answer = b""
-        if not answer.startswith(b"runner "):  # "fallback", or the host monitor went away
-            relay.give_back()
-            return None
-        relay.forward_to(int(answer[7:]))
-        return _await_exit(conn)
+        if answer.startswith(b"runner "):
+            relay.forward_to(int(answer[7:]))
+            return _await_exit(conn)
     finally:
         conn.close()
+    relay.give_back()  # "fallback", or the host monitor went away: nothing was done yet
+    return in_cli()
 
 
 def _connect(state_dir: str):
