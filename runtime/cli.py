@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     hosttools.distrust_callers_path()  # later, lazy imports never come from the caller's folder
     argv = sys.argv[1:] if argv is None else argv
     args = quick_parse(argv)
+    quick = args is not None
     if args is None:
         from pyctr.runtime import cli_parser
 
@@ -212,10 +213,18 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().print_help(sys.stderr)
         return 125
     module_name, func_name = handler.split(":")
-    try:
+
+    def handle() -> int:
         __import__(module_name)  # as importlib.import_module does, without importing importlib
-        func = getattr(sys.modules[module_name], func_name)
-        return func(args) or 0
+        return getattr(sys.modules[module_name], func_name)(args) or 0
+
+    try:
+        if quick and args.command_name == "run":
+            from pyctr.runtime import runclient
+
+            if runclient.wanted(args):  # a foreground run, in a fork of the warm host monitor
+                return runclient.run(argv, settings.current().state_dir, handle)
+        return handle()
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

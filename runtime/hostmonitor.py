@@ -18,7 +18,12 @@ output waits in the pipes (the keepers keep them open, so no writer gets EPIPE);
 a zombie. The next one adopts every running container from its keeper and catches up. It is
 started by the first detached start, or by any command that finds a container waiting for it
 (container.refresh), in its own session, in /, as `python -I -m pyctr.runtime.hostmonitor STATE`.
-It exits once it watches nothing and no request came for IDLE_SECONDS.
+It exits once it watches nothing, runs no foreground run, and no request came for IDLE_SECONDS
+(or $PYCTR_HOST_MONITOR_IDLE).
+
+It also serves foreground runs (runtime/runclient.py): a fork of it, warm, runs `pyctr run` for
+a CLI that sent its command line and stdio, and sends the exit code back. From the fork on, that
+runner is on its own: a SIGKILL of the host monitor does not reach it.
 
 The CLI talks to it over a unix socket in the state folder (0700, like the folder): it sends the
 descriptors the keeper needs (its end of the start handshake, the container's stdio), and gets
@@ -37,8 +42,10 @@ import time
 SOCKET_NAME = "monitor.sock"
 LOCK_NAME = "monitor.lock"
 IDLE_SECONDS = 2.0
+IDLE_VARIABLE = "PYCTR_HOST_MONITOR_IDLE"  # another idle time, in seconds (a warm start is ~15 ms faster)
 CONNECT_ATTEMPTS = 3
 MAX_FDS = 11  # the CLI's stdio, the two handshake ends, up to three stdio fds, up to three monitor ends
+RUN_REQUEST_SIZE = 1 << 20  # a foreground run's request carries the CLI's environment
 READ_SIZE = 65536
 # Where a keeper holds what it keeps: the output (or the pty), stderr, the write end of -i's stdin.
 KEEPER_OUTPUT_FD, KEEPER_ERROR_FD, KEEPER_STDIN_FD = 3, 4, 5
@@ -112,9 +119,9 @@ def _current_umask() -> int:
     return mask
 
 
-def start(state_dir) -> None:
-    """Start a host monitor, detached from us, and wait until it listens (or has found another
-    that does, and exited)."""
+def start(state_dir, wait: bool = True) -> None:
+    """Start a host monitor, detached from us, and (unless told not to) wait until it listens
+    (or has found another that does, and exited)."""
     from pyctr.runtime import explain, hosttools
 
     explain.comment("start pyctr's host monitor (it watches every detached container)")
@@ -142,7 +149,7 @@ def start(state_dir) -> None:
             os._exit(0)
     os.close(ready_w)
     os.waitpid(child, 0)
-    while os.read(ready_r, 64):  # EOF once it listens, or has exited
+    while wait and os.read(ready_r, 64):  # EOF once it listens, or has exited
         pass
     os.close(ready_r)
 
@@ -203,6 +210,10 @@ class HostMonitor:
         self.watched: dict[str, Watched] = {}
         self.helpers: set[int] = set()  # forks recording an exit
         self.last_request = time.monotonic()
+        try:
+            self.idle_seconds = float(os.environ.get(IDLE_VARIABLE) or IDLE_SECONDS)
+        except ValueError:
+            self.idle_seconds = IDLE_SECONDS
 
     # -- start and stop
     def listen(self) -> bool:
@@ -242,7 +253,7 @@ class HostMonitor:
 
     def idle(self) -> bool:
         return (not self.keepers and not self.watched and not self.helpers
-                and time.monotonic() - self.last_request > IDLE_SECONDS)
+                and time.monotonic() - self.last_request > self.idle_seconds)
 
     def leave(self) -> bool:
         """Stop listening, unless a request came in meanwhile (it is served first)."""
@@ -266,7 +277,7 @@ class HostMonitor:
             self.reap()
             if self.idle() and self.leave():
                 return
-            for key, _ in self.selector.select(IDLE_SECONDS / 2):
+            for key, _ in self.selector.select(min(self.idle_seconds, IDLE_SECONDS) / 2):
                 key.data(key.fd)
 
     # -- requests: fork a keeper
@@ -280,10 +291,23 @@ class HostMonitor:
             import json
             import socket
 
+            from pyctr.runtime import runclient
+
             try:
-                message, fds, _, _ = socket.recv_fds(conn, 4096, MAX_FDS)
+                message, fds, flags, _ = socket.recv_fds(conn, RUN_REQUEST_SIZE, MAX_FDS)
+            except OSError:
+                return
+            if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):  # not ours: the client gets EOF
+                for fd in fds:
+                    os.close(fd)
+                return
+            if message.startswith(runclient.REQUEST_KIND + b"\0"):
+                return self.fork_runner(conn, message, fds)
+            try:
                 request = json.loads(message)
-            except (OSError, ValueError):
+            except ValueError:
+                for fd in fds:
+                    os.close(fd)
                 return
             report_r, report_w = os.pipe2(os.O_CLOEXEC)
             try:
@@ -302,6 +326,29 @@ class HostMonitor:
             self.keepers[keeper] = (request, report_r)
             self.selector.register(report_r, self.READ, lambda fd: self.keeper_reported(fd, keeper))
             conn.send(f"pid {keeper}".encode())
+
+    def fork_runner(self, conn, message: bytes, fds: list[int]) -> None:
+        """A foreground `pyctr run` (runtime/runclient.py): a fork runs it as the CLI would."""
+        try:
+            runner = os.fork()
+        except OSError as e:
+            runner = None
+            _log(f"fork of a runner: {e}")  # the CLI, finding the connection closed, runs it itself
+        if runner == 0:
+            try:
+                for fd in [*self.parents_fds, *self.watched_fds()]:
+                    os.close(fd)  # above all the lock: a runner must not hold a dead host monitor's
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                from pyctr.runtime import runclient
+
+                runclient.serve(conn, message, fds)
+            finally:
+                os._exit(255)
+        for fd in fds:
+            os.close(fd)
+        if runner is not None:
+            self.helpers.add(runner)  # we stay while it runs: the next run finds us warm
 
     def keeper_reported(self, fd: int, keeper: int) -> None:
         """The keeper wrote PID 1's PID, then exec'd (EOF), or it failed to create (EOF alone)."""
@@ -510,6 +557,26 @@ def _log(message: str) -> None:
         pass
 
 
+def _warm_up() -> None:
+    """What every keeper and runner does, done once here so that each fork starts warm: an
+    import, a dlopen or a read of the mounts in a fork costs it again (~5x an import: each page
+    it touches is copied on write)."""
+    import prctl  # noqa: F401
+    import resource  # noqa: F401
+    import struct  # noqa: F401
+    import zlib  # noqa: F401  (seccomp's cache)
+
+    from pyctr.images import store  # noqa: F401
+    from pyctr.runtime import (cgroups, cli, commands, container_init, engine, hooks, inroot, lifecycle,  # noqa: F401
+                               monitor, process, reaper, rootfs, runclient, seccomp, security, terminal)
+
+    try:
+        cgroups.detect()  # the cgroup layout, read once per process
+        seccomp._libseccomp_version()  # its dlopen; the version names the cached programs
+    except Exception:
+        pass  # the fork that needs them does it again, and says what is wrong
+
+
 def main(argv: list[str]) -> int:
     state_dir, ready_fd = argv[1], int(argv[2])
     os.chdir("/")
@@ -526,9 +593,7 @@ def main(argv: list[str]) -> int:
         host.adopt_orphans()
     finally:
         os.close(ready_fd)  # the client waits for this
-    # What every keeper runs, imported once here so that each fork starts warm.
-    from pyctr.runtime import container_init, engine, lifecycle, monitor, reaper, seccomp, terminal  # noqa: F401
-
+    _warm_up()
     import gc
 
     gc.collect()

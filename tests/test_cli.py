@@ -226,8 +226,12 @@ def test_version_ps_inspect_and_logs_import_only_what_they_use(run_pyctr, pyctr_
     # The probe can fail: the commands that change containers import the engine.
     assert "pyctr.runtime.lifecycle" in modules_imported_by(pyctr_env, ["stop", "-t", "0", running],
                                                             "import re, json")
-    # run reads its command line by the quick path too.
+    # run reads its command line by the quick path too, and hands it to the host monitor's runner
+    # (the detached one started it), or runs it in the CLI.
     ran = modules_imported_by(pyctr_env, ["run", "--rm", *NONE, "alpine", "true"], "import re, json")
+    assert "pyctr.runtime.runclient" in ran and "pyctr.runtime.lifecycle" not in ran and "argparse" not in ran
+    ran = modules_imported_by({**pyctr_env, "PYCTR_RUN_IN_CLI": "1"}, ["run", "--rm", *NONE, "alpine", "true"],
+                              "import re, json")
     assert "pyctr.runtime.lifecycle" in ran and "argparse" not in ran
 
 

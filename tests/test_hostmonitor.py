@@ -3,12 +3,17 @@ container, each kept by a `sleep infinity` that is PID 1's parent. Nothing is lo
 SIGKILLed: the containers run on, their output reaches the log, their exit codes are recorded.
 """
 
+import fcntl
 import json
 import os
 import signal
+import subprocess
+import sys
+import termios
 import time
 from pathlib import Path
 
+import pytest
 from test_runtime import NONE, run_ok, wait_until
 
 
@@ -153,3 +158,206 @@ def test_a_pid_1_named_like_a_stat_line_still_gets_its_own_exit_code(run_pyctr, 
     state = state_of(run_pyctr, cid)
     assert (state["Status"], state["ExitCode"], state["Error"]) == ("exited", 42, "")
     run_ok(run_pyctr, "rm", cid)
+
+
+# --- foreground runs through the host monitor (runtime/runclient.py) ---------------------------------
+@pytest.fixture
+def warm_env(pyctr_env):
+    """A host monitor that stays while the test runs: foreground runs go through it."""
+    env = {**pyctr_env, "PYCTR_HOST_MONITOR_IDLE": "60"}
+    subprocess.run([sys.executable, "-c", "import sys; from pyctr.runtime import hostmonitor, settings; "
+                    "hostmonitor.start(settings.configure().state_dir)"], env=env, check=True, timeout=30)
+    [monitor] = host_monitors(env)
+    yield env
+    os.kill(monitor, signal.SIGKILL)  # the one this fixture started; killing it is safe
+    wait_until(lambda: not running(monitor), "the host monitor to die")
+
+
+def pyctr(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pyctr.runtime", *args]
+
+
+def monitor_of(run_pyctr, env, name: str) -> int:
+    """The foreground monitor of a container, once it runs: PID 1's parent."""
+    return parent_of(wait_until(lambda: _running_state(run_pyctr, env, name).get("Pid"), f"{name} to run"))
+
+
+def _running_state(run_pyctr, env, name: str) -> dict:
+    result = run_pyctr("inspect", name, env=env)
+    if result.returncode != 0:
+        return {}
+    state = json.loads(result.stdout)[0]["State"]
+    return state if state["Running"] else {}
+
+
+@pytest.mark.parametrize("command, code", [(["sh", "-c", "echo out; echo err >&2; exit 7"], 7),
+                                           (["/no/such/program"], 127), (["/etc"], 126)])
+def test_a_foreground_run_through_the_host_monitor_has_the_clis_stdio_and_exit_code(run_pyctr, warm_env,
+                                                                                    command, code):
+    result = run_pyctr("run", "--name", "fg", *NONE, "alpine", *command, env=warm_env)
+    assert result.returncode == code
+    if code == 7:
+        assert (result.stdout, result.stderr) == ("out\n", "err\n")
+        logged = run_ok(run_pyctr, "logs", "fg", env=warm_env)
+        assert (logged.stdout, logged.stderr) == ("out\n", "err\n")  # in the log too, as before
+    else:  # one line, no traceback, as from the CLI itself
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("Error: "), result.stderr
+    run_ok(run_pyctr, "rm", "fg", env=warm_env)
+
+
+def test_a_foreground_run_is_a_fork_of_the_host_monitor_and_the_cli_forks_nothing(run_pyctr, warm_env):
+    [host] = host_monitors(warm_env)
+    cli = subprocess.Popen(pyctr("run", "--rm", "--name", "fg", *NONE, "alpine", "sleep", "60"), env=warm_env)
+    try:
+        monitor = monitor_of(run_pyctr, warm_env, "fg")
+        runner = parent_of(monitor)
+        assert parent_of(runner) == host and runner != cli.pid
+        assert not [pid for pid in processes_with(warm_env) if running(pid) and parent_of(pid) == cli.pid]
+        run_ok(run_pyctr, "stop", "-t", "0", "fg", env=warm_env)
+        assert cli.wait(10) == 137
+    finally:
+        cli.kill()
+        cli.wait()
+    assert run_pyctr("inspect", "fg", env=warm_env).returncode != 0  # --rm: gone before the CLI exits
+
+
+def test_the_clis_environment_working_directory_and_stdin_reach_the_runner(run_pyctr, warm_env, tmp_path):
+    (tmp_path / "vars").write_text("FROM_FILE=file\n")
+    out = subprocess.run(pyctr("run", "--rm", "-i", *NONE, "-e", "FROM_CLI", "--env-file", "vars", "alpine",
+                               "sh", "-c", 'echo "$FROM_CLI $FROM_FILE $(cat)"'),
+                         env={**warm_env, "FROM_CLI": "cli"}, cwd=tmp_path, input="stdin\n",
+                         capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout) == (0, "cli file stdin\n"), out.stderr
+
+
+def test_signals_to_a_foreground_run_through_the_host_monitor_reach_the_container(warm_env):
+    cli = subprocess.Popen(pyctr("run", "--rm", *NONE, "alpine", "sh", "-c",
+                                 "trap 'echo got INT; exit 3' INT; echo ready; while :; do sleep 0.1; done"),
+                           env=warm_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert cli.stdout.readline() == "ready\n"
+        cli.send_signal(signal.SIGINT)  # to pyctr, which passes it on
+        assert cli.wait(10) == 3
+        assert cli.stdout.read() == "got INT\n"
+    finally:
+        cli.kill()
+        cli.wait()
+
+
+def test_a_tty_run_through_the_host_monitor(warm_env):
+    master, slave = os.openpty()
+    cli = subprocess.Popen(pyctr("run", "--rm", "-t", *NONE, "alpine", "sh", "-c", "tty; exit 4"), env=warm_env,
+                           stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                           preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))  # our terminal, as a user's
+    os.close(slave)
+    output = b""
+    try:
+        while chunk := _read_pty(master):
+            output += chunk
+        assert cli.wait(10) == 4
+    finally:
+        cli.kill()
+        cli.wait()
+        os.close(master)
+    assert b"/dev/pts/0" in output
+
+
+def _read_pty(master: int) -> bytes:
+    try:
+        return os.read(master, 4096)
+    except OSError:  # EIO: every writer of the pty has closed it
+        return b""
+
+
+def test_sigkill_of_the_host_monitor_during_a_foreground_run_loses_no_exit_code_and_no_container(
+        run_pyctr, warm_env, tmp_path):
+    [host] = host_monitors(warm_env)
+    cli = subprocess.Popen(pyctr("run", "--rm", "--name", "fg", *NONE, "-v", f"{tmp_path}:/src", "alpine", "sh", "-c",
+                                 "echo ready; while [ ! -e /src/go ]; do sleep 0.05; done; echo done; exit 5"),
+                           env=warm_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert cli.stdout.readline() == "ready\n"
+        os.kill(host, signal.SIGKILL)  # the host monitor the fixture started
+        wait_until(lambda: not running(host), "the host monitor to die")
+        (tmp_path / "go").touch()
+        assert cli.wait(10) == 5
+        assert cli.stdout.read() == "done\n"
+    finally:
+        cli.kill()
+        cli.wait()
+    assert run_pyctr("inspect", "fg", env=warm_env).returncode != 0  # removed, as --rm says
+    wait_until(lambda: not [pid for pid in processes_with(warm_env) if running(pid)], "no process of pyctr's left")
+
+
+def test_sigkill_of_the_cli_ends_its_runner_and_leaves_the_container_to_its_monitor(run_pyctr, warm_env):
+    cli = subprocess.Popen(pyctr("run", "--name", "fg", *NONE, "alpine", "sleep", "60"), env=warm_env)
+    monitor = monitor_of(run_pyctr, warm_env, "fg")
+    runner = parent_of(monitor)
+    cli.kill()  # as a SIGKILL of a CLI that ran the container itself
+    cli.wait()
+    wait_until(lambda: not running(runner), "the runner to die with its CLI")
+    assert running(monitor) and _running_state(run_pyctr, warm_env, "fg")["Pid"]
+    run_ok(run_pyctr, "rm", "-f", "fg", env=warm_env)
+    wait_until(lambda: not running(monitor), "the monitor to finish")
+
+
+def test_a_cli_in_other_namespaces_runs_the_container_itself(run_pyctr, warm_env):
+    # Another UTS namespace stands for any other: the runner would not see what the CLI sees.
+    cli = subprocess.Popen(["unshare", "--uts", *pyctr("run", "--rm", "--name", "fg", *NONE, "alpine", "sleep", "60")],
+                           env=warm_env)
+    try:
+        monitor = monitor_of(run_pyctr, warm_env, "fg")
+        assert parent_of(monitor) == cli.pid  # unshare execs pyctr: the CLI's own fork
+        run_ok(run_pyctr, "stop", "-t", "0", "fg", env=warm_env)
+        assert cli.wait(10) == 137
+    finally:
+        cli.kill()
+        cli.wait()
+
+
+def test_a_cold_run_in_a_named_network_namespace_starts_no_host_monitor(run_pyctr, pyctr_env):
+    import secrets
+
+    import netsandbox  # noqa: F401  (puts the repository on sys.path, for the bench's helpers)
+    from bench.sandbox import NETNS_DIR, NetnsDirState, release_netns_dir
+
+    before = NetnsDirState.of(NETNS_DIR)
+    name = f"pyctr-t-{secrets.token_hex(3)}-thin"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        ran = subprocess.run(["nsenter", f"--net={NETNS_DIR}/{name}", *pyctr("run", "--rm", *NONE, "alpine", "true")],
+                             env=pyctr_env, capture_output=True, text=True, timeout=60)
+        assert ran.returncode == 0, ran.stderr
+        time.sleep(0.5)  # a host monitor started without waiting would be up by now
+        assert host_monitors(pyctr_env) == []
+        run_ok(run_pyctr, "run", "--rm", *NONE, "alpine", "true")  # from the host's: it starts one
+        wait_until(lambda: host_monitors(pyctr_env), "a host monitor")
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=True)
+        release_netns_dir(NETNS_DIR, before)
+
+
+def test_a_bridge_run_through_a_host_monitor_in_the_clis_network_namespace(pyctr_root):
+    import netsandbox
+
+    sandbox = netsandbox.Sandbox()
+    host = None
+    try:
+        node = sandbox.node("thin", images=pyctr_root / "images")
+        env = {**node.env, "PYCTR_HOST_MONITOR_IDLE": "60"}
+        node.run(sys.executable, "-c", "from pyctr.runtime import hostmonitor, settings; "
+                 "hostmonitor.start(settings.configure().state_dir)", env=env)
+        [host] = host_monitors(env)
+        cli = node.spawn(*pyctr("run", "--rm", "--name", "br", "alpine", "sh", "-c",
+                                "ip -4 -o addr show eth0; while [ ! -e /tmp/go ]; do sleep 0.05; done; exit 6"), env=env)
+        address = cli.stdout.readline().split()[3]  # "2: eth0 inet 10.88.0.2/16 ..."
+        pid = wait_until(lambda: json.loads(node.pyctr("inspect", "br").stdout)[0]["State"]["Pid"], "br to run")
+        assert parent_of(parent_of(parent_of(pid))) == host  # PID 1, its monitor, the runner, the host monitor
+        assert node.inspect("br", "{{.NetworkSettings.IPAddress}}") == address.partition("/")[0]
+        node.pyctr("exec", "br", "touch", "/tmp/go")
+        assert cli.wait(20) == 6
+        assert node.pyctr("ps", "-aq").stdout == ""  # removed, network and all, before the CLI exits
+    finally:
+        if host is not None:
+            os.kill(host, signal.SIGKILL)  # the host monitor this test started
+        sandbox.close()
