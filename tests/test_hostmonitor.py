@@ -221,6 +221,18 @@ def test_a_foreground_run_is_a_fork_of_the_host_monitor_and_the_cli_forks_nothin
     assert run_pyctr("inspect", "fg", env=warm_env).returncode != 0  # --rm: gone before the CLI exits
 
 
+def test_a_run_through_the_host_monitor_gets_none_of_its_descriptors(run_pyctr, warm_env):
+    """The host monitor holds every detached container's output pipes; a runner forked from it
+    must pass none of them (nor its socket, lock or epoll) to the container it runs."""
+    run_ok(run_pyctr, "run", "-d", "--name", "chatty", *NONE, "alpine", "sh", "-c", "echo secret; sleep 60",
+           env=warm_env)
+    [host] = host_monitors(warm_env)
+    assert len(os.listdir(f"/proc/{host}/fd")) > 5  # it holds the detached container's pipes
+    result = run_pyctr("run", "--rm", *NONE, "alpine", "sh", "-c", "ls /proc/$$/fd; true", env=warm_env)
+    assert result.stdout.split() == ["0", "1", "2"], result
+    run_ok(run_pyctr, "rm", "-f", "chatty", env=warm_env)
+
+
 def test_the_clis_environment_working_directory_and_stdin_reach_the_runner(run_pyctr, warm_env, tmp_path):
     (tmp_path / "vars").write_text("FROM_FILE=file\n")
     out = subprocess.run(pyctr("run", "--rm", "-i", *NONE, "-e", "FROM_CLI", "--env-file", "vars", "alpine",
