@@ -19,7 +19,6 @@ refused archive adds nothing to the store.
 """
 
 import copy
-import gzip
 import hashlib
 import json
 import os
@@ -32,7 +31,7 @@ import zlib
 from pathlib import Path
 from typing import NamedTuple
 
-from pyctr.images import oci
+from pyctr.images import compression, oci
 from pyctr.runtime import explain
 from pyctr.runtime.errors import NotFoundError, PyctrError
 
@@ -169,12 +168,12 @@ def _read_layer(archive: "_Archive", staging: "_Staging", member: tarfile.TarInf
     with archive.tar.extractfile(member) as stream:
         digest, temp, head = staging.add(stream)
     _check_blob_name(member, digest, archive.path)
-    compression = sniff_compression(head)
-    if compression not in _DOCKER_LAYER:
-        raise PyctrError(f"{archive.path}: layer {member.name} is compressed with {compression}; "
+    kind = compression.sniff(head)
+    if kind not in _DOCKER_LAYER:
+        raise PyctrError(f"{archive.path}: layer {member.name} is compressed with {kind}; "
                          "image layers are plain, gzip or zstd tars")
-    diff_id = digest if not compression else uncompressed_digest(temp, compression, member.name)[0]
-    return oci.Layer(digest, _DOCKER_LAYER[compression], member.size), diff_id
+    diff_id = digest if not kind else compression.uncompressed_digest(temp, f"layer {member.name}", kind)[0]
+    return oci.Layer(digest, _DOCKER_LAYER[kind], member.size), diff_id
 
 
 def _legacy_tags(archive: "_Archive") -> dict[str, list[str]]:
@@ -343,29 +342,6 @@ class _HashingWriter:
         return "sha256:" + self.sha256.hexdigest()
 
 
-class _HashingReader:
-    """A file that hashes what is read from it."""
-
-    def __init__(self, raw):
-        self.raw, self.sha256 = raw, hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        # `size` bytes unless at the end: tarfile takes a short read for the end of the data,
-        # and a decompressor may return less than asked.
-        data = self.raw.read(size)
-        while 0 < len(data) < size:
-            more = self.raw.read(size - len(data))
-            if not more:
-                break
-            data += more
-        self.sha256.update(data)
-        return data
-
-    @property
-    def digest(self) -> str:
-        return "sha256:" + self.sha256.hexdigest()
-
-
 class _Staging:
     """New blobs in temporary files beside the blob store (the same file system, for the rename),
     renamed into place by commit(); whatever is not committed is deleted on exit."""
@@ -423,52 +399,6 @@ class _Staging:
                 added.append(digest)
             del self.temps[digest]
         return added
-
-
-def sniff_compression(head: bytes) -> str:
-    """"", "gzip", "zstd" (what layers may be), or "xz" or "bzip2", from a blob's first bytes."""
-    if head.startswith(b"\x1f\x8b"):
-        return "gzip"
-    if head.startswith(b"\x28\xb5\x2f\xfd"):
-        return "zstd"
-    if head.startswith(b"\xfd7zXZ\x00"):
-        return "xz"
-    if head.startswith(b"BZh"):
-        return "bzip2"
-    return ""
-
-
-def open_uncompressed(path: Path, compression: str):
-    """A blob as the tar it holds, decompressed as it is read."""
-    if compression == "gzip":
-        return gzip.open(path, "rb")  # reads every member of a multi-member gzip
-    if compression == "zstd":
-        import zstandard  # only for zstd layers
-
-        return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), read_across_frames=True,
-                                                          closefd=True)
-    if compression:
-        raise PyctrError(f"pyctr cannot decompress a {compression} layer")
-    return open(path, "rb")
-
-
-def uncompressed_digest(path: Path, compression: str, what: str) -> tuple[str, int]:
-    """(sha256:HEX, size) of the tar a compressed blob holds: its diff_id."""
-    sha256, size = hashlib.sha256(), 0
-    try:
-        with open_uncompressed(path, compression) as stream:
-            while chunk := stream.read(_CHUNK):
-                sha256.update(chunk)
-                size += len(chunk)
-    except PyctrError:
-        raise
-    except (OSError, EOFError, zlib.error) as e:
-        raise PyctrError(f"layer {what} is not a sound {compression} stream: {e or 'it ends early'}") from None
-    except Exception as e:  # zstandard.ZstdError, imported lazily
-        if type(e).__name__ != "ZstdError":
-            raise
-        raise PyctrError(f"layer {what} is not a sound zstd stream: {e}") from None
-    return "sha256:" + sha256.hexdigest(), size
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -549,15 +479,14 @@ def _plan_layer(layer: oci.Layer, diff_id: str) -> _LayerToWrite:
     if not blob.is_file():
         raise PyctrError(f"layer {layer.digest} is missing from the blob store ({blob}); "
                          "pull the image again")
-    compression = layer.compression
-    if compression:
-        actual, size = uncompressed_digest(blob, compression, layer.digest)
+    if layer.compression:
+        actual, size = compression.uncompressed_digest(blob, f"layer {layer.digest}", layer.compression)
     else:
         actual, size = layer.digest, blob.stat().st_size  # the store's name is its sha256
     if actual != diff_id:
         raise PyctrError(f"layer {layer.digest} is not the layer its config names: diff_id {diff_id}, "
                          f"but the tar's sha256 is {actual}")
-    return _LayerToWrite(f"{oci.check_digest(diff_id)}/layer.tar", blob, compression, diff_id, size)
+    return _LayerToWrite(f"{oci.check_digest(diff_id)}/layer.tar", blob, layer.compression, diff_id, size)
 
 
 def _write(out, manifest: list, repositories: dict, configs: dict, layers: dict) -> None:
@@ -574,8 +503,8 @@ def _write(out, manifest: list, repositories: dict, configs: dict, layers: dict)
             tar.addfile(folder)
             info = tarfile.TarInfo(layer.name)
             info.size, info.mode = layer.size, 0o644
-            with open_uncompressed(layer.blob, layer.compression) as raw:
-                stream = _HashingReader(raw)
+            with compression.open_uncompressed(layer.blob, layer.compression) as raw:
+                stream = compression.HashingReader(raw)
                 tar.addfile(info, stream)
                 if stream.read(1) or stream.digest != layer.diff_id:
                     raise PyctrError(f"layer {layer.diff_id} changed in the blob store while it was written")
@@ -651,15 +580,14 @@ def _layer_from_source_tarball(record: dict) -> tuple[oci.Layer, str, str] | Non
             return None
         with _Staging() as staging, open(cached, "rb") as f:
             copied, _, head = staging.add(f)
-            if copied != digest or sniff_compression(head) not in _DOCKER_LAYER:
+            if copied != digest or compression.sniff(head) not in _DOCKER_LAYER:
                 return None  # damaged, or xz: the rootfs folder is the truth
             staging.commit()
-    with open(blob, "rb") as f:
-        compression = sniff_compression(f.read(512))
-    if compression not in _DOCKER_LAYER:
+    kind = compression.sniff_file(blob)
+    if kind not in _DOCKER_LAYER:
         return None
-    diff_id = digest if not compression else uncompressed_digest(blob, compression, digest)[0]
-    layer = oci.Layer(digest, _DOCKER_LAYER[compression], blob.stat().st_size)
+    diff_id = digest if not kind else compression.uncompressed_digest(blob, f"layer {digest}", kind)[0]
+    layer = oci.Layer(digest, _DOCKER_LAYER[kind], blob.stat().st_size)
     return layer, diff_id, f"pyctr: {_source_name(record)}"
 
 

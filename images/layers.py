@@ -23,13 +23,13 @@ own, such as the opaque mark, come only from whiteouts) nor security labels.
 """
 
 import errno
-import hashlib
 import os
 import shutil
 import stat
 import tarfile
 from pathlib import Path
 
+from pyctr.images import compression
 from pyctr.runtime import explain, jsonstore, settings
 from pyctr.runtime.errors import PyctrError
 
@@ -38,9 +38,6 @@ OPAQUE_MARKER = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 PAX_XATTR = "SCHILY.xattr."
 RECORD = "layer.json"
-
-_GZIP_MAGIC = b"\x1f\x8b"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 def layers_dir() -> Path:
@@ -116,23 +113,27 @@ def remove_layer(diff_id: str) -> None:
 def unpack_layer(blob: Path, target: Path, source: str) -> tuple[str, dict | None]:
     """Unpack the layer blob into the new folder `target`: (its diff_id, its root's owner and
     mode as {"Uid", "Gid", "Mode"} if the tar has a "./" entry, else None)."""
-    from pyctr.images import unpack
+    from pyctr.images import oci, unpack
 
     target.mkdir()
     try:
         with open(blob, "rb") as raw:
-            stream = _HashingReader(_decompressed(raw))
-            with tarfile.open(fileobj=stream, mode="r|") as tar:  # one pass, in archive order
-                applier = _LayerApplier(str(target), source)
-                tar.extractall(target, members=applier.members(tar), numeric_owner=True,
-                               **unpack.trust_checked_members())
-            stream.drain()  # the tar's end: its zero blocks count in the diff_id
+            kind = compression.sniff_file(raw)
+            if kind not in oci.LAYER_COMPRESSION.values():
+                kind = ""  # xz or bzip2 is no layer's: read as the plain tar it may be, or refused
+            with compression.open_uncompressed(raw, kind) as uncompressed:
+                stream = compression.HashingReader(uncompressed)
+                with tarfile.open(fileobj=stream, mode="r|") as tar:  # one pass, in archive order
+                    applier = _LayerApplier(str(target), source)
+                    tar.extractall(target, members=applier.members(tar), numeric_owner=True,
+                                   **unpack.trust_checked_members())
+                stream.drain()  # the tar's end: its zero blocks count in the diff_id
     except BaseException as e:
         shutil.rmtree(target, ignore_errors=True)
         if isinstance(e, (tarfile.TarError, EOFError, OSError, ValueError)):
             raise PyctrError(f"cannot unpack {source}: {_describe(e)}") from e
         raise  # UnsafeArchiveError (which names the entry), KeyboardInterrupt...
-    return "sha256:" + stream.sha256.hexdigest(), applier.root_dir
+    return stream.digest, applier.root_dir
 
 
 class _LayerApplier:
@@ -191,64 +192,6 @@ class _LayerApplier:
         explain.step("mknod", target, "c", "0", "0")
         os.mknod(target, stat.S_IFCHR, os.makedev(0, 0))
         os.lchown(target, member.uid, member.gid)
-
-
-def _decompressed(raw):
-    """A reader of the layer's tar, whatever its compression (told by its first bytes, as
-    Docker does: media types lie more often than magic numbers)."""
-    magic = raw.read(4)
-    raw.seek(0)
-    if magic.startswith(_GZIP_MAGIC):
-        import gzip
-
-        return gzip.GzipFile(fileobj=raw, mode="rb")
-    if magic == _ZSTD_MAGIC:
-        import zstandard
-
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-    return raw
-
-
-def uncompressed_digest(archive: Path) -> str:
-    """sha256:HEX of a tarball's uncompressed bytes (gzip, xz, bzip2, zstd or plain): the
-    diff_id it has as an image's one layer."""
-    with open(archive, "rb") as raw:
-        magic = raw.read(6)
-        raw.seek(0)
-        if magic.startswith(b"\xfd7zXZ\x00"):
-            import lzma
-
-            stream = _HashingReader(lzma.LZMAFile(raw))
-        elif magic.startswith(b"BZh"):
-            import bz2
-
-            stream = _HashingReader(bz2.BZ2File(raw))
-        else:
-            stream = _HashingReader(_decompressed(raw))
-        stream.drain()
-    return "sha256:" + stream.sha256.hexdigest()
-
-
-class _HashingReader:
-    """A read-only stream that hashes every byte read from it: the diff_id, in one pass."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.sha256 = hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        try:
-            data = self.inner.read(size)
-        except Exception as e:
-            if isinstance(e, (OSError, EOFError)) or type(e).__name__ != "ZstdError":
-                raise
-            raise OSError(f"bad zstd data: {e}") from None
-        self.sha256.update(data)
-        return data
-
-    def drain(self) -> None:
-        while self.read(1 << 20):
-            pass
 
 
 def _describe(error: BaseException) -> str:

@@ -602,8 +602,9 @@ def _install(archive: Path, name: str, label: str, facts: dict, say) -> tuple[Pa
         for private in (parent, work):  # only root enters an image's folder: setuid files in its rootfs
             settings.make_private(private)
         unpack.unpack(archive, work / "rootfs")
-        from pyctr.images import layers
+        from pyctr.images import compression
 
+        diff_id, _ = compression.uncompressed_digest(archive, str(archive))
         record = {
             "Id": image_id,
             "RepoTags": [],
@@ -619,7 +620,7 @@ def _install(archive: Path, name: str, label: str, facts: dict, say) -> tuple[Pa
             "ArchiveSize": archive.stat().st_size,  # bytes of the tarball
             "Created": _now(),  # when it was pulled or imported here
             "Released": facts["Released"],  # when Alpine published it, if the index says
-            "RootFS": {"Type": "layers", "Layers": [layers.uncompressed_digest(archive)]},
+            "RootFS": {"Type": "layers", "Layers": [diff_id]},
         }
         explain.comment(f"write the image record {work / RECORD}")
         jsonstore.write_json(work / RECORD, record)
@@ -753,7 +754,7 @@ def _add_rootfs_digest(folder: Path, record: dict) -> dict:
     """An Alpine or imported image recorded before pyctr kept its RootFS: its one layer's
     diff_id, from the tarball in the download cache (once; saved). Without the tarball (an
     import of an older pyctr), no layers are listed."""
-    from pyctr.images import layers
+    from pyctr.images import compression
 
     source = record.get("Source") or ""
     cached = _images_dir() / CACHE / source.rsplit("/", 1)[-1] if source.startswith("http") else None
@@ -764,7 +765,8 @@ def _add_rootfs_digest(folder: Path, record: dict) -> dict:
         if located is None:
             return record
         folder, record = located
-        record["RootFS"] = {"Type": "layers", "Layers": [layers.uncompressed_digest(cached)]}
+        diff_id, _ = compression.uncompressed_digest(cached, str(cached))
+        record["RootFS"] = {"Type": "layers", "Layers": [diff_id]}
         _save(folder, record)
     return record
 

@@ -25,8 +25,13 @@ import stat
 import tarfile
 from pathlib import Path
 
+from pyctr.images import compression
 from pyctr.runtime import explain
 from pyctr.runtime.errors import PyctrError
+
+
+# tar's one-letter flags, for --explain (none for zstd: tarfile, and so unpack, cannot read it).
+_TAR_FLAG = {"gzip": "z", "xz": "J", "bzip2": "j"}
 
 
 class UnsafeArchiveError(PyctrError):
@@ -191,17 +196,9 @@ def _stays_inside(parts: list[str]) -> bool:
 def _compression_flag(archive: Path) -> str:
     """tar's flag for the archive's compression, read from its first bytes (for --explain)."""
     try:
-        with open(archive, "rb") as f:
-            magic = f.read(6)
+        return _TAR_FLAG.get(compression.sniff_file(archive), "")
     except OSError:
         return ""
-    if magic.startswith(b"\x1f\x8b"):
-        return "z"
-    if magic.startswith(b"\xfd7zXZ\x00"):
-        return "J"
-    if magic.startswith(b"BZh"):
-        return "j"
-    return ""
 
 
 def describe(error: BaseException) -> str:

@@ -33,7 +33,7 @@ import pytest
 from netsandbox import run
 from ociclients import ClientSandbox, Docker
 
-from pyctr.images import archive, oci
+from pyctr.images import archive, compression, oci
 from pyctr.runtime import settings
 from pyctr.runtime.errors import PyctrError
 
@@ -190,7 +190,7 @@ def assert_read_back(contents, config: bytes, tags: list[str]) -> None:
     for layer, diff_id in zip(content.layers, diff_ids):
         blob = oci.blob_path(layer.digest)
         assert file_digest(blob) == layer.digest and blob.stat().st_size == layer.size
-        assert archive.uncompressed_digest(blob, layer.compression, "")[0] == diff_id
+        assert compression.uncompressed_digest(blob, layer.digest, layer.compression)[0] == diff_id
 
 
 def only_blobs(blobs: Path) -> set[str]:
