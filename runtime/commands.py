@@ -8,6 +8,7 @@ import sys
 from pyctr.runtime import container as records
 from pyctr.runtime import lifecycle, monitor, options
 from pyctr.runtime.errors import PyctrError
+from pyctr.runtime.runclient import SignalRelay
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                      signal.SIGUSR1, signal.SIGUSR2)
@@ -55,34 +56,12 @@ def cmd_start(args) -> int:
     return 0
 
 
-class SignalForwarder:
-    """Sends the signals pyctr gets to the container's PID 1, as `docker run` does. Installed
-    before the start, so none is lost; those that come before PID 1 runs its program are held
-    and sent once it does."""
+class SignalForwarder(SignalRelay):
+    """Sends the signals pyctr gets to the container's PID 1, as `docker run` does; those that
+    come before PID 1 runs its program are held and sent once it does."""
 
     def __init__(self):
-        self.pid: int | None = None
-        self.held: list[int] = []
-        for sig in FORWARDED_SIGNALS:
-            signal.signal(sig, self._on_signal)
-
-    def _on_signal(self, sig, _frame) -> None:
-        if self.pid is None:
-            self.held.append(sig)
-        else:
-            self._send(sig)
-
-    def forward_to(self, pid: int) -> None:
-        self.pid = pid
-        for sig in self.held:
-            self._send(sig)
-        self.held.clear()
-
-    def _send(self, sig: int) -> None:
-        try:
-            os.kill(self.pid, sig)
-        except ProcessLookupError:
-            pass
+        super().__init__(FORWARDED_SIGNALS)
 
 
 def attach_and_wait(started: lifecycle.StartedContainer, interactive: bool,

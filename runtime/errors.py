@@ -18,3 +18,14 @@ class NotFoundError(PyctrError):
 
 class ConflictError(PyctrError):
     """The object exists already, or is in use."""
+
+
+def last_words(who: str, error: BaseException) -> None:
+    """What a forked helper (a monitor, a keeper, a runner) says on stderr before its os._exit:
+    one line, and nothing if stderr is gone."""
+    import os
+
+    try:
+        os.write(2, f"pyctr {who}: {error}\n".encode())
+    except OSError:
+        pass

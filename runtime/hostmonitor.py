@@ -36,6 +36,8 @@ import signal
 import sys
 import time
 
+from pyctr.runtime import errors
+
 # json, selectors and socket are imported where used: a command that finds the host monitor
 # gone (container.refresh) imports this module for ensure_running alone.
 
@@ -514,10 +516,7 @@ def _run_keeper(request: dict, fds: list[int], report_w: int, parents_fds: list[
 
         lifecycle.keep(request, ready_w, go_r, rest[:request["stdio"]], rest[request["stdio"]:], report_w)
     except BaseException as e:
-        try:
-            os.write(2, f"pyctr keeper: {e}\n".encode())
-        except OSError:
-            pass
+        errors.last_words("keeper", e)
     finally:
         os._exit(255)
 

@@ -16,7 +16,7 @@ import os
 import signal
 import time
 
-from pyctr.runtime import bundle, cgroups, engine, explain, etcfiles, hosttools, jsonstore, monitor, options, security
+from pyctr.runtime import bundle, cgroups, engine, errors, explain, etcfiles, hosttools, jsonstore, monitor, options, security
 # Only the monitor that start() forks runs the container's init, but an import in a forked child
 # costs ~5x one here (each page it touches is copied on write): ~2 ms of every start.
 from pyctr.runtime import container_init  # noqa: F401
@@ -393,10 +393,7 @@ def _monitor(c, oci_root, ready_w, go_r, stdio, monitor_ends, parent_only) -> No
         status = monitor.wait_for(pid)
         code = monitor.finish(records.load(c.id), status)
     except BaseException as e:
-        try:
-            os.write(2, f"pyctr monitor: {e}\n".encode())
-        except OSError:
-            pass
+        errors.last_words("monitor", e)
     finally:
         os._exit(code)
 

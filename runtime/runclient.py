@@ -27,6 +27,8 @@ import signal
 # _socket rather than socket: socket.py's enums cost ~3 ms of a start.
 import _socket
 
+from pyctr.runtime import errors
+
 # The CLI's own signals, passed on to the runner: those commands.SignalForwarder sends on to the
 # container, and the window size for -t's terminal.proxy.
 PASSED_ON = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
@@ -127,13 +129,14 @@ def _await_exit(conn) -> int:
 
 
 class SignalRelay:
-    """Passes the signals the CLI gets on to the runner. Installed before the request is sent,
-    so that none is lost: those that come before the runner answers are held."""
+    """Passes the signals this process gets on to another process, once it is known: the CLI's
+    to its runner, and (commands.SignalForwarder) a run's to the container's PID 1. Installed
+    before that process is started, so none is lost: those that come meanwhile are held."""
 
-    def __init__(self):
+    def __init__(self, signals=PASSED_ON):
         self.pid: int | None = None
         self.held: list[int] = []
-        self.previous = {sig: signal.signal(sig, self._on_signal) for sig in PASSED_ON}
+        self.previous = {sig: signal.signal(sig, self._on_signal) for sig in signals}
 
     def _on_signal(self, sig, _frame) -> None:
         if self.pid is None:
@@ -243,10 +246,7 @@ def serve(conn, message: bytes, fds: list[int]) -> None:
         _flush()
         conn.send(b"exit %d" % code)
     except BaseException as e:
-        try:
-            os.write(2, f"pyctr runner: {e}\n".encode())
-        except OSError:
-            pass
+        errors.last_words("runner", e)
     finally:
         os._exit(0)
 
