@@ -226,7 +226,7 @@ def test_a_container_serves_a_page_that_another_fetches_on_one_bridge(one_node, 
     node1.start("--name", "web", ref)
     node1.start("--name", "client", "alpine", "sleep", "600")
     web_ip = node1.ip_of("web")
-    assert node1.inspect("web", "{{.Config.ExposedPorts}}") != ""
+    assert "80/tcp" in node1.inspect("web", "{{json .Config.ExposedPorts}}")
     page = eventually(lambda: node1.exec("client", f"wget -qO- http://{web_ip}/", check=False).stdout or None)
     assert page == PAGE.decode()
     node1.pyctr("rm", "-f", "web", "client")
