@@ -391,6 +391,31 @@ def test_a_blob_removed_between_pull_and_install_installs_nothing(env, servers, 
     monkeypatch.setattr(settings, "_current", None)
 
 
+def big_pax_header(megabytes: int) -> bytes:
+    """A tar whose first member has a pax header of that many MiB: a few KB once gzipped."""
+    value = "A" * (megabytes << 20)
+    info, data = layer_member("file", data=b"x")
+    info.pax_headers = {"comment": value}
+    return tar_bytes([(info, data)])
+
+
+def test_a_huge_pax_header_is_refused_before_it_is_read(run_pyctr, env, tmp_path):
+    """tarfile reads a pax (or GNU long-name) header whole into memory: 200 KB of gzip cost
+    600 MB. Over 1 MiB is refused, as Go's archive/tar does, in a layer and in the archive
+    given to `pyctr load`."""
+    layer = gzip.compress(big_pax_header(2))
+    assert len(layer) < 64 << 10
+    loaded = load(run_pyctr, env, Image([layer], base=False), tmp_path)
+    assert one_error_line(loaded) and "extended header of" in loaded.stderr, loaded.stderr
+    outer = tmp_path / "outer.tar.gz"
+    outer.write_bytes(gzip.compress(big_pax_header(2)))
+    loaded = run_pyctr("load", "-i", outer, env=env)
+    assert one_error_line(loaded) and "extended header of" in loaded.stderr, loaded.stderr
+    assert [f for f in store_files(env) if f.startswith(("_layers", "_images"))] == []
+    # Below the limit, such a header is read as any other.
+    assert load(run_pyctr, env, Image([big_pax_header(0)], base=False), tmp_path, "attack/ok:1").returncode == 0
+
+
 # -- hostile layers: across layers -------------------------------------------------------------
 
 
