@@ -521,6 +521,12 @@ def test_a_user_without_a_passwd_entry_and_env_with_newlines(run_pyctr, env, tmp
     ran = run_in(run_pyctr, env, "attack/ghost:1", "true")
     assert ran.returncode == 126 and "unable to find user ghost" in ran.stderr, ran.stderr
     assert ran.stderr.count("\n") == 1, ran.stderr
+    # A NUL byte no execve can pass, and a relative WorkingDir: the start fails in one line.
+    for number, defaults in enumerate([{"Env": [PATH_ENV, "A=a\0b"]}, {"WorkingDir": "tmp/rel"}]):
+        tag = f"attack/bad{number}:1"
+        assert load(run_pyctr, env, Image(defaults=defaults), tmp_path, tag).returncode == 0
+        ran = run_in(run_pyctr, env, tag, "true")
+        assert ran.returncode != 0 and ran.stderr.startswith("Error: ") and ran.stderr.count("\n") == 1, ran.stderr
 
 
 # -- hostile names -------------------------------------------------------------------------------
