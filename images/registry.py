@@ -160,7 +160,7 @@ class Client:
             if response.status_code == 200:
                 return
             if response.status_code != 401:
-                raise PyctrError(f"{url} returned {response.status_code} {response.reason}: "
+                raise PyctrError(f"{url} returned {response.status_code} {_shown(response.reason)}: "
                                  "not a registry (API v2)?")
             scheme, params = parse_challenge(response.headers.get("WWW-Authenticate", ""))
         self.scheme = scheme
@@ -171,7 +171,7 @@ class Client:
         elif scheme == "bearer":
             self.authorization = "Bearer " + self._token(params)
         else:
-            raise PyctrError(f"{self.registry} asks for {scheme or 'an unnamed'} authentication, "
+            raise PyctrError(f"{self.registry} asks for {_shown(scheme) or 'an unnamed'} authentication, "
                              "which pyctr does not speak (Basic and Bearer only)")
 
     def _token(self, params: dict) -> str:
@@ -188,7 +188,7 @@ class Client:
                 raise PyctrError(f"unauthorized: the token server of {self.registry} ({realm}) refused "
                                  f"{who} ({response.status_code}{_error_text(response)})")
             if response.status_code != 200:
-                raise PyctrError(f"the token server {realm} returned {response.status_code} {response.reason}")
+                raise PyctrError(f"the token server {realm} returned {response.status_code} {_shown(response.reason)}")
             try:
                 answer = response.json()
                 token = answer.get("token") or answer.get("access_token")
@@ -219,7 +219,7 @@ class Client:
         if status == 404 and missing:
             raise NotFoundError(f"{missing} ({_error_text(response).lstrip(': ') or '404 Not Found'})")
         tries = f" ({self.transfer.tries} tries)" if status >= 500 else ""
-        raise PyctrError(f"{self.base}{path} returned {status} {response.reason}{_error_text(response)}{tries}")
+        raise PyctrError(f"{self.base}{path} returned {status} {_shown(response.reason)}{_error_text(response)}{tries}")
 
     def manifest(self, name: str, digest: str | None, what: str) -> tuple[str, bytes, str]:
         """(media type, bytes, sha256 digest) of the manifest `name` (a tag or a digest). Checks the
@@ -437,6 +437,12 @@ def _error_text(response) -> str:
     try:
         errors = response.json().get("errors") or []
         first = errors[0]
-        return f": {first.get('code', '')}: {first.get('message', '')}".rstrip(": ")
+        return _shown(f": {first.get('code', '')}: {first.get('message', '')}".rstrip(": "))
     except (ValueError, AttributeError, IndexError, KeyError, TypeError):
         return ""
+
+
+def _shown(text) -> str:
+    """Text a server chose, as it may reach a terminal: control characters (escape sequences
+    that would redraw or retitle the user's terminal) as "?"."""
+    return re.sub(r"[\x00-\x1f\x7f-\x9f]", "?", str(text))

@@ -356,6 +356,22 @@ def test_deeply_nested_json_is_one_line(run_pyctr, env, servers):
     assert one_error_line(pulled), pulled.stderr
 
 
+def test_a_registrys_words_reach_the_terminal_without_escape_sequences(run_pyctr, env, servers):
+    """A registry's error message is shown to the user: its control characters (ESC sequences
+    that clear, retitle or rewrite a terminal) are not passed on."""
+    class Hostile(Registry):
+        def answer(self, handler):
+            if handler.path == "/v2/":
+                return 200, {}, b"{}"
+            doc = {"errors": [{"code": "DENIED", "message": "\x1b]0;owned\x07\x1b[2Jfine"}]}
+            return 403, {"Content-Type": "application/json"}, json.dumps(doc).encode()
+
+    registry = servers(Hostile(Image(base=False)))
+    pulled = run_pyctr("pull", f"{registry.host}/team/app:1", env=env)
+    assert one_error_line(pulled) and "DENIED" in pulled.stderr, pulled.stderr
+    assert "\x1b" not in pulled.stderr and "\x07" not in pulled.stderr
+
+
 def test_a_blob_that_does_not_verify_leaves_no_file_behind(run_pyctr, env, servers):
     """The temporary files a download writes (.HEX.PID.part) go when it fails: nothing in the
     store, hidden or not. They live in the private store, where no other user can plant a link."""
