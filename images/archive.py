@@ -304,8 +304,10 @@ def _archive_path(name: str) -> str | None:
 
 def _open_tar(path) -> tarfile.TarFile:
     """The archive for reading by name (plain, or compressed as `docker save | gzip` makes it)."""
+    from pyctr.images import unpack
+
     try:
-        return tarfile.open(path, "r:*")
+        return tarfile.open(path, "r:*", tarinfo=unpack.BoundedTarInfo)
     except FileNotFoundError:
         raise NotFoundError(f"no such file: {path}") from None
     except IsADirectoryError:

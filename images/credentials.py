@@ -101,16 +101,18 @@ def _read() -> dict:
 
 def _write(config: dict) -> Path:
     """Written aside with mode 0600, then renamed over the file: a reader sees the old or the new."""
+    import tempfile
+
     path = config_path()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    # A new file of a random name (O_EXCL, mode 0600): a predictable name in a folder another
+    # user may write to ($HOME/.docker under sudo) could be a symlink planted to /etc/shadow.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            os.fchmod(f.fileno(), 0o600)  # whatever the umask, and an older tmp's mode
             f.write(json.dumps(config, indent="\t") + "\n")
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        Path(tmp).unlink(missing_ok=True)
         raise
     return path

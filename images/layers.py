@@ -123,7 +123,7 @@ def unpack_layer(blob: Path, target: Path, source: str) -> tuple[str, dict | Non
                 kind = ""  # xz or bzip2 is no layer's: read as the plain tar it may be, or refused
             with compression.open_uncompressed(raw, kind) as uncompressed:
                 stream = compression.HashingReader(uncompressed)
-                with tarfile.open(fileobj=stream, mode="r|") as tar:  # one pass, in archive order
+                with tarfile.open(fileobj=stream, mode="r|", tarinfo=unpack.BoundedTarInfo) as tar:  # one pass, in order
                     applier = _LayerApplier(str(target), source)
                     tar.extractall(target, members=applier.members(tar), numeric_owner=True,
                                    **unpack.trust_checked_members())

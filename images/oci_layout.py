@@ -86,8 +86,10 @@ def opened(source: str):
             path, label = source, source
             if not os.path.isfile(path):
                 raise PyctrError(f"open {source}: no such file")
+        from pyctr.images import unpack
+
         try:
-            tar = tarfile.open(path, "r:*")
+            tar = tarfile.open(path, "r:*", tarinfo=unpack.BoundedTarInfo)
         except tarfile.ReadError:  # its text lists every method tried, one line each
             raise PyctrError(f"{label}: not a readable tar archive") from None
         except (tarfile.TarError, OSError) as e:

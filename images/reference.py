@@ -31,7 +31,7 @@ _DOCKER_HUB_ALIASES = ("docker.io", "index.docker.io", "registry-1.docker.io")
 _DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _REGISTRY = re.compile(rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?")
 _PATH_PART = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
-_TAG = re.compile(r"[\w][\w.-]{0,127}")
+_TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)  # Go's \w: ASCII only
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _ANY_DIGEST = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
 _MAX_NAME = 255
@@ -129,7 +129,7 @@ def registry_url(registry: str, mirror: bool = True) -> str:
         if mirror and not mirror.startswith(("http://", "https://")):
             raise PyctrError(f"PYCTR_REGISTRY_MIRROR must be an http:// or https:// URL, not {mirror!r}")
         return (mirror or DOCKER_HUB_URL).rstrip("/")
-    scheme = "http" if _is_loopback(registry) or _is_listed_insecure(registry) else "https"
+    scheme = "http" if is_loopback(registry) or _is_listed_insecure(registry) else "https"
     return f"{scheme}://{registry}"
 
 
@@ -158,7 +158,7 @@ def _host(registry: str) -> str:
     return registry.rsplit(":", 1)[0]
 
 
-def _is_loopback(registry: str) -> bool:
+def is_loopback(registry: str) -> bool:
     host = _host(registry)
     if host == "localhost":
         return True

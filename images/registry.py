@@ -32,6 +32,7 @@ from pyctr.runtime.errors import NotFoundError, PyctrError
 ACCEPT = ", ".join([oci.OCI_INDEX, oci.DOCKER_MANIFEST_LIST, oci.OCI_MANIFEST, oci.DOCKER_MANIFEST,
                     *oci.DOCKER_SCHEMA1])
 MAX_MANIFEST = 4 << 20  # bytes; a manifest is a few KB
+MAX_CONFIG = 16 << 20  # bytes; a config is read into memory (as pyctr load's limit)
 CONFIG_TYPES = (oci.OCI_CONFIG, oci.DOCKER_CONFIG)
 
 # `uname -m` -> Go's GOARCH and, where it has one, the variant, as image indexes name platforms.
@@ -105,6 +106,9 @@ def fetch(ref: Reference, platform: str | None = None, report: Report = silent,
                 raise PyctrError(f"{ref}: the index entry for {wanted} is a {media_type}, not an image manifest")
         config_desc, layers = _image_manifest(_parse(body, ref), ref)
 
+        if config_desc["size"] > MAX_CONFIG:
+            raise PyctrError(f"the config of {ref} is {config_desc['size']} bytes, more than pyctr "
+                             f"reads for a config ({MAX_CONFIG})")
         if not oci.has_blob(config_desc["digest"]):
             client.fetch_blob(config_desc["digest"], config_desc["size"], None, report)
         config = oci.blob_path(config_desc["digest"]).read_bytes()
@@ -156,7 +160,7 @@ class Client:
             if response.status_code == 200:
                 return
             if response.status_code != 401:
-                raise PyctrError(f"{url} returned {response.status_code} {response.reason}: "
+                raise PyctrError(f"{url} returned {response.status_code} {_shown(response.reason)}: "
                                  "not a registry (API v2)?")
             scheme, params = parse_challenge(response.headers.get("WWW-Authenticate", ""))
         self.scheme = scheme
@@ -167,13 +171,12 @@ class Client:
         elif scheme == "bearer":
             self.authorization = "Bearer " + self._token(params)
         else:
-            raise PyctrError(f"{self.registry} asks for {scheme or 'an unnamed'} authentication, "
+            raise PyctrError(f"{self.registry} asks for {_shown(scheme) or 'an unnamed'} authentication, "
                              "which pyctr does not speak (Basic and Bearer only)")
 
     def _token(self, params: dict) -> str:
         realm = params.get("realm", "")
-        if not realm.startswith(("http://", "https://")):
-            raise PyctrError(f"{self.registry}'s Bearer challenge has no usable realm ({realm!r})")
+        check_realm(realm, self.registry, self.base)
         query = {k: params[k] for k in ("service",) if k in params}
         if self.repository:
             query["scope"] = f"repository:{self.repository}:pull"
@@ -185,7 +188,7 @@ class Client:
                 raise PyctrError(f"unauthorized: the token server of {self.registry} ({realm}) refused "
                                  f"{who} ({response.status_code}{_error_text(response)})")
             if response.status_code != 200:
-                raise PyctrError(f"the token server {realm} returned {response.status_code} {response.reason}")
+                raise PyctrError(f"the token server {realm} returned {response.status_code} {_shown(response.reason)}")
             try:
                 answer = response.json()
                 token = answer.get("token") or answer.get("access_token")
@@ -216,7 +219,7 @@ class Client:
         if status == 404 and missing:
             raise NotFoundError(f"{missing} ({_error_text(response).lstrip(': ') or '404 Not Found'})")
         tries = f" ({self.transfer.tries} tries)" if status >= 500 else ""
-        raise PyctrError(f"{self.base}{path} returned {status} {response.reason}{_error_text(response)}{tries}")
+        raise PyctrError(f"{self.base}{path} returned {status} {_shown(response.reason)}{_error_text(response)}{tries}")
 
     def manifest(self, name: str, digest: str | None, what: str) -> tuple[str, bytes, str]:
         """(media type, bytes, sha256 digest) of the manifest `name` (a tag or a digest). Checks the
@@ -288,6 +291,37 @@ class Client:
         if actual != digest:
             raise PyctrError(f"digest mismatch for blob {digest} from {self.registry}: "
                              f"the bytes are {actual}; nothing stored")
+
+
+def check_realm(realm: str, registry: str, base: str) -> None:
+    """Refuse a token realm the registry's credentials must not go to: not http(s), plain http
+    for a registry reached over https, or an address literal no registry would name for its
+    token server (link-local such as the cloud metadata 169.254.169.254, unspecified, or
+    loopback when the registry, at `base`, is not). Another host by name is allowed: Docker Hub's realm is
+    auth.docker.io. (The checks of oras-go and go-containerregistry, after CVE-2020-15157.)"""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(realm)
+        host = parts.hostname or ""
+    except ValueError:
+        parts, host = None, ""
+    if parts is None or parts.scheme not in ("http", "https") or not host:
+        raise PyctrError(f"{registry}'s Bearer challenge has no usable realm ({realm!r})")
+    if parts.scheme == "http" and base.startswith("https://"):
+        raise PyctrError(f"refusing {registry}'s token realm {realm}: plain http for a registry "
+                         "reached over https would send the credentials in clear")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return
+    registry_host = urlsplit(base).hostname or ""
+    on_loopback = registry_host == "localhost" or reference.is_loopback(f"[{registry_host}]")
+    if address.is_link_local or address.is_unspecified or address.is_multicast or \
+            address.is_loopback and not on_loopback:
+        raise PyctrError(f"refusing {registry}'s token realm {realm}: "
+                         f"{address} is no address for a registry's token server")
 
 
 def parse_challenge(header: str) -> tuple[str, dict]:
@@ -403,6 +437,12 @@ def _error_text(response) -> str:
     try:
         errors = response.json().get("errors") or []
         first = errors[0]
-        return f": {first.get('code', '')}: {first.get('message', '')}".rstrip(": ")
+        return _shown(f": {first.get('code', '')}: {first.get('message', '')}".rstrip(": "))
     except (ValueError, AttributeError, IndexError, KeyError, TypeError):
         return ""
+
+
+def _shown(text) -> str:
+    """Text a server chose, as it may reach a terminal: control characters (escape sequences
+    that would redraw or retitle the user's terminal) as "?"."""
+    return re.sub(r"[\x00-\x1f\x7f-\x9f]", "?", str(text))

@@ -38,6 +38,26 @@ class UnsafeArchiveError(PyctrError):
     """The archive tries to reach outside its rootfs, or holds what a rootfs must not."""
 
 
+MAX_EXTENDED_HEADER = 1 << 20  # bytes, as Go's archive/tar (Docker's) allows
+_EXTENDED_HEADERS = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
+                     tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+
+
+class BoundedTarInfo(tarfile.TarInfo):
+    """tarfile's header, refusing a pax or GNU long-name header larger than 1 MiB: tarfile reads
+    one whole into memory, so a few KB of gzip would otherwise cost gigabytes. For
+    tarfile.open(..., tarinfo=BoundedTarInfo)."""
+
+    @classmethod
+    def frombuf(cls, buf, encoding, errors):
+        info = super().frombuf(buf, encoding, errors)
+        if info.type in _EXTENDED_HEADERS and info.size > MAX_EXTENDED_HEADER:
+            # Not a tarfile.HeaderError: tarfile takes some of those for the end of the archive.
+            raise UnsafeArchiveError(f"refusing to read a tar archive with an extended header of "
+                                     f"{info.size} bytes (pyctr reads at most {MAX_EXTENDED_HEADER})")
+        return info
+
+
 def unpack(archive: Path, rootfs: Path) -> None:
     """Unpack `archive` (tar, tar.gz, tar.xz or tar.bz2) into the new folder `rootfs`.
 
@@ -47,7 +67,7 @@ def unpack(archive: Path, rootfs: Path) -> None:
     explain.step("tar", f"-x{_compression_flag(archive)}f", archive, "-C", rootfs, "--numeric-owner")
     rootfs.mkdir(parents=True)
     try:
-        with tarfile.open(archive, "r:*") as tar:
+        with tarfile.open(archive, "r:*", tarinfo=BoundedTarInfo) as tar:
             checker = MemberChecker(str(rootfs), str(archive))
             checked = (checker.check(member) for member in tar)
             tar.extractall(rootfs, members=checked, numeric_owner=True, **trust_checked_members())
