@@ -10,9 +10,16 @@ from pyctr.runtime.errors import NotFoundError, PyctrError
 
 
 def cmd_create(args) -> int:
+    # $PYCTR_DATASTORE only makes routed networks cluster-wide; bridges stay on their node.
+    datastore = args.datastore
+    if args.driver == "routed" or datastore:
+        from pyctr.network import datastore as store
+
+        datastore = store.url_from(datastore)
     net = definitions.define(args.name, args.driver, subnet=args.subnet, gateway=args.gateway,
                              bridge=args.bridge, masquerade=args.masquerade,
-                             cluster_cidr=args.cluster_cidr, isolate=args.isolate)
+                             cluster_cidr=args.cluster_cidr, isolate=args.isolate,
+                             datastore=datastore, block_size=args.block_size)
     print(net.id)
     return 0
 
@@ -92,7 +99,13 @@ def _route_arguments(args) -> tuple[networks.Network, networks.Route]:
     except ValueError as e:
         raise PyctrError(f"invalid CIDR {args.cidr!r}: {e}") from None
     via = networks.parse_address(args.node_ip, "node address")
-    if destination.overlaps(net.network):
+    if net.datastore:  # a cluster network: other nodes' blocks are inside the pool
+        from pyctr.network import routed
+
+        block = routed.node_owns(net, destination)
+        if block is not None:
+            raise PyctrError(f"{destination} overlaps this node's block {block} of network {net.name}")
+    elif destination.overlaps(net.network):
         raise PyctrError(f"{destination} overlaps network {net.name}'s own block {net.subnet}")
     return net, networks.Route(destination=str(destination), via=str(via))
 
@@ -122,6 +135,9 @@ def _inspect(name: str) -> dict:
         options["pyctr.isolate"] = str(net.isolate).lower()
     if net.cluster_cidr:
         options["pyctr.cluster_cidr"] = net.cluster_cidr
+    if net.datastore:
+        options["pyctr.datastore"] = net.datastore
+        options["pyctr.block_size"] = str(net.block_size)
     ipam_config = {"Subnet": net.subnet}
     if net.gateway:
         ipam_config["Gateway"] = net.gateway
