@@ -22,6 +22,8 @@ PREFIX = "/pyctr/"
 TIMEOUT = 2.0
 # etcd 3.4 and newer serve the gateway at /v3/; naming it saves etcd3gw's /version request.
 API_PATH = "/v3/"
+# etcd refuses a transaction of more than 128 operations (its --max-txn-ops).
+MAX_TXN_OPS = 128
 
 _URL = re.compile(r"^etcd://(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})/?$")
 
@@ -122,10 +124,11 @@ class Datastore:
         self._post("/kv/put", {"key": _b64(key), "value": _b64(json.dumps(value, sort_keys=True))})
 
     def delete(self, *keys: str) -> None:
-        """Delete the keys in one transaction."""
-        if keys:
+        """Delete the keys, in transactions of at most MAX_TXN_OPS."""
+        for start in range(0, len(keys), MAX_TXN_OPS):
             self._post("/kv/txn", {"compare": [], "success": [
-                {"request_delete_range": {"key": _b64(k)}} for k in keys], "failure": []})
+                {"request_delete_range": {"key": _b64(k)}} for k in keys[start:start + MAX_TXN_OPS]],
+                "failure": []})
 
 
 def _prefix_end(prefix: str) -> str:
