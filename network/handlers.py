@@ -26,15 +26,18 @@ def cmd_create(args) -> int:
 
 def cmd_ls(args) -> int:
     rows = [(_builtin_id(name), name, name, "") for name in networks.BUILTIN_NETWORKS]
-    rows += [(net.id[:12], net.name, net.driver, net.subnet) for net in networks.all_networks()]
+    rows = [(*row, "local") for row in rows]
+    # A network whose pool is in a datastore spans the cluster: Docker's "global" scope.
+    rows += [(net.id[:12], net.name, net.driver, net.subnet, "global" if net.datastore else "local")
+             for net in networks.all_networks()]
     rows.sort(key=lambda row: row[1])
     if args.quiet:
         for row in rows:
             print(row[1])
         return 0
     print(f"{'NETWORK ID':<14}{'NAME':<20}{'DRIVER':<10}{'SCOPE':<8}SUBNET")
-    for net_id, name, driver, subnet in rows:
-        print(f"{net_id:<14}{name:<20}{driver:<10}{'local':<8}{subnet}".rstrip())
+    for net_id, name, driver, subnet, scope in rows:
+        print(f"{net_id:<14}{name:<20}{driver:<10}{scope:<8}{subnet}".rstrip())
     return 0
 
 
@@ -145,7 +148,7 @@ def _inspect(name: str) -> dict:
         "Name": net.name,
         "Id": net.id,
         "Created": net.created,
-        "Scope": "local",
+        "Scope": "global" if net.datastore else "local",
         "Driver": net.driver,
         "EnableIPv6": False,
         "IPAM": {"Driver": "default", "Options": {}, "Config": [ipam_config]},

@@ -33,8 +33,6 @@ class RoutedDriver(NetworkDriver):
             raise PyctrError("--bridge is for bridge networks")
         if net.gateway:
             raise PyctrError(f"routed networks have no gateway: containers route via {LINK_LOCAL_GATEWAY}")
-        if net.block_size is not None and not net.datastore:
-            raise PyctrError("--block-size is for cluster networks: give --datastore etcd://HOST:PORT")
         if net.cluster_cidr:
             cluster = networks.parse_subnet(net.cluster_cidr)
             if not net.network.subnet_of(cluster):

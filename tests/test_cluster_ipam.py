@@ -31,6 +31,13 @@ reply = requests.post(sys.argv[1] + "/v3/kv/range", json={"key": b64("/pyctr/"),
 print(json.dumps({base64.b64decode(kv["key"]).decode(): json.loads(base64.b64decode(kv["value"]))
                   for kv in reply.get("kvs", [])}))
 """
+# etcd's own count of key-value requests, by method (Range, Txn, Put, DeleteRange).
+KV_REQUESTS = """
+import json, re, sys, requests
+text = requests.get(sys.argv[1] + "/metrics", timeout=5).text
+found = re.findall(r'^grpc_server_started_total{grpc_method="(\\w+)",grpc_service="etcdserverpb.KV".*} (\\d+)', text, re.M)
+print(json.dumps({method: int(count) for method, count in found}))
+"""
 WAIT_READY = """
 import sys, time, requests
 deadline = time.monotonic() + 20
@@ -84,6 +91,10 @@ def keys(cluster) -> dict:
     return json.loads(cluster.head.run(PYTHON, "-c", READ_KEYS, ETCD_URL).stdout)
 
 
+def kv_requests(cluster) -> dict:
+    return json.loads(cluster.head.run(PYTHON, "-c", KV_REQUESTS, ETCD_URL).stdout)
+
+
 def under(found: dict, prefix: str) -> dict:
     return {key[len(prefix):]: doc for key, doc in found.items() if key.startswith(prefix)}
 
@@ -127,6 +138,8 @@ def test_pool_is_defined_once_same_arguments_join_other_arguments_are_refused(cl
     inspected = json.loads(n2.pyctr("network", "inspect", "calico").stdout)[0]
     assert inspected["Options"]["pyctr.datastore"] == DATASTORE
     assert inspected["IPAM"]["Config"] == [{"Subnet": POOL}]
+    assert inspected["Scope"] == "global"
+    assert "calico              routed    global  172.19.0.0/16" in n2.pyctr("network", "ls").stdout
 
 
 @pytest.mark.parametrize("args, words", [
@@ -210,6 +223,12 @@ def test_containers_on_two_nodes_ping_once_routes_are_added_and_rm_frees_the_add
     fails_in_one_line(n1.pyctr("network", "route", "add", "calico", own, "via", "10.141.0.2", check=False),
                       "this node's block")
     n1.exec("a0", f"ping -c1 -W2 {n2.ip_of('b0')}")
+
+    # A start on a node that holds a block with room costs etcd one request: the address's txn.
+    before = kv_requests(cluster)
+    n1.start("--name", "one-txn", "--network", "calico", *SLEEP)
+    after = kv_requests(cluster)
+    assert {m: after[m] - before.get(m, 0) for m in after if after[m] != before.get(m, 0)} == {"Txn": 1}
 
     ip = n1.ip_of("a1")
     n1.pyctr("rm", "-f", "a1")
