@@ -18,7 +18,8 @@ def register(sub, command) -> None:
 
     c = nsub.add_parser("create", help="create a network")
     c.add_argument("-d", "--driver", default="bridge", help="bridge (default), routed, or a plug-in")
-    c.add_argument("--subnet", metavar="CIDR", help="e.g. 172.19.35.0/24 (routed: this node's block)")
+    c.add_argument("--subnet", metavar="CIDR",
+                   help="e.g. 172.19.35.0/24 (routed: this node's block; with --datastore: the cluster's pool)")
     c.add_argument("--gateway", metavar="IP", help="bridge: the bridge's address (default: first host)")
     c.add_argument("--bridge", metavar="IFNAME", help="bridge: the interface name (default: br-ID)")
     c.add_argument("--masquerade", action=argparse.BooleanOptionalAction, default=None,
@@ -28,6 +29,10 @@ def register(sub, command) -> None:
                         "--no-isolate lets other networks and the LAN reach every port")
     c.add_argument("--cluster-cidr", metavar="CIDR",
                    help="routed: traffic to this range keeps its source address (no NAT)")
+    c.add_argument("--datastore", metavar="etcd://HOST:PORT",
+                   help="routed: a cluster-wide pool in this etcd (default: $PYCTR_DATASTORE)")
+    c.add_argument("--block-size", type=int, metavar="N",
+                   help="routed with a datastore: nodes take the pool in blocks of /N (default: 26)")
     c.add_argument("name", metavar="NAME")
     c.set_defaults(handler=_handler("cmd_create"))
 

@@ -10,24 +10,34 @@ from pyctr.runtime.errors import NotFoundError, PyctrError
 
 
 def cmd_create(args) -> int:
+    # $PYCTR_DATASTORE only makes routed networks cluster-wide; bridges stay on their node.
+    datastore = args.datastore
+    if args.driver == "routed" or datastore:
+        from pyctr.network import datastore as store
+
+        datastore = store.url_from(datastore)
     net = definitions.define(args.name, args.driver, subnet=args.subnet, gateway=args.gateway,
                              bridge=args.bridge, masquerade=args.masquerade,
-                             cluster_cidr=args.cluster_cidr, isolate=args.isolate)
+                             cluster_cidr=args.cluster_cidr, isolate=args.isolate,
+                             datastore=datastore, block_size=args.block_size)
     print(net.id)
     return 0
 
 
 def cmd_ls(args) -> int:
     rows = [(_builtin_id(name), name, name, "") for name in networks.BUILTIN_NETWORKS]
-    rows += [(net.id[:12], net.name, net.driver, net.subnet) for net in networks.all_networks()]
+    rows = [(*row, "local") for row in rows]
+    # A network whose pool is in a datastore spans the cluster: Docker's "global" scope.
+    rows += [(net.id[:12], net.name, net.driver, net.subnet, "global" if net.datastore else "local")
+             for net in networks.all_networks()]
     rows.sort(key=lambda row: row[1])
     if args.quiet:
         for row in rows:
             print(row[1])
         return 0
     print(f"{'NETWORK ID':<14}{'NAME':<20}{'DRIVER':<10}{'SCOPE':<8}SUBNET")
-    for net_id, name, driver, subnet in rows:
-        print(f"{net_id:<14}{name:<20}{driver:<10}{'local':<8}{subnet}".rstrip())
+    for net_id, name, driver, subnet, scope in rows:
+        print(f"{net_id:<14}{name:<20}{driver:<10}{scope:<8}{subnet}".rstrip())
     return 0
 
 
@@ -92,7 +102,13 @@ def _route_arguments(args) -> tuple[networks.Network, networks.Route]:
     except ValueError as e:
         raise PyctrError(f"invalid CIDR {args.cidr!r}: {e}") from None
     via = networks.parse_address(args.node_ip, "node address")
-    if destination.overlaps(net.network):
+    if net.datastore:  # a cluster network: other nodes' blocks are inside the pool
+        from pyctr.network import routed
+
+        block = routed.node_owns(net, destination)
+        if block is not None:
+            raise PyctrError(f"{destination} overlaps this node's block {block} of network {net.name}")
+    elif destination.overlaps(net.network):
         raise PyctrError(f"{destination} overlaps network {net.name}'s own block {net.subnet}")
     return net, networks.Route(destination=str(destination), via=str(via))
 
@@ -122,6 +138,9 @@ def _inspect(name: str) -> dict:
         options["pyctr.isolate"] = str(net.isolate).lower()
     if net.cluster_cidr:
         options["pyctr.cluster_cidr"] = net.cluster_cidr
+    if net.datastore:
+        options["pyctr.datastore"] = net.datastore
+        options["pyctr.block_size"] = str(net.block_size)
     ipam_config = {"Subnet": net.subnet}
     if net.gateway:
         ipam_config["Gateway"] = net.gateway
@@ -129,7 +148,7 @@ def _inspect(name: str) -> dict:
         "Name": net.name,
         "Id": net.id,
         "Created": net.created,
-        "Scope": "local",
+        "Scope": "global" if net.datastore else "local",
         "Driver": net.driver,
         "EnableIPv6": False,
         "IPAM": {"Driver": "default", "Options": {}, "Config": [ipam_config]},

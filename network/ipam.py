@@ -2,6 +2,9 @@
 
     {"subnet": "172.17.0.0/16", "allocations": {"172.17.0.2": "<container id>"}}
 
+A routed network with a datastore (net.datastore) takes its addresses from the cluster's pool
+instead: pyctr.network.clusteripam, behind the same functions.
+
 Every change happens under the network's flock, so containers started at the same time get
 distinct addresses; the file is on disk, so allocations survive a restart. An address stays
 with its container until the container is removed, so a restart keeps its address.
@@ -34,7 +37,17 @@ def reserved(net: networks.Network) -> set[ipaddress.IPv4Address]:
     return never
 
 
+def _cluster():
+    # Imported only for cluster networks: it brings the etcd client.
+    from pyctr.network import clusteripam
+
+    return clusteripam
+
+
 def check_requested(net: networks.Network, address: ipaddress.IPv4Address) -> None:
+    if net.datastore:
+        raise PyctrError(f"--ip is not supported on network {net.name}: its addresses come from "
+                         f"the cluster's pool in {net.datastore}")
     if address not in net.network:
         raise PyctrError(f"address {address} is outside network {net.name}'s subnet {net.subnet}")
     if address in reserved(net):
@@ -47,6 +60,8 @@ def allocate(net: networks.Network, container_id: str,
     """The container's address on `net`: the one it already holds, `requested`, or the lowest free."""
     if requested is not None:
         check_requested(net, requested)
+    if net.datastore:
+        return _cluster().allocate(net, container_id)
     with _updating(net) as doc:
         allocations = doc["allocations"]
         held = [ip for ip, owner in allocations.items() if owner == container_id]
@@ -73,6 +88,8 @@ def allocate(net: networks.Network, container_id: str,
 
 def release(net: networks.Network, container_id: str) -> None:
     """Free every address the container holds on `net`. Idempotent."""
+    if net.datastore:
+        return _cluster().release(net, container_id)
     path, _ = _paths(net)
     if not path.exists():
         return
@@ -83,6 +100,8 @@ def release(net: networks.Network, container_id: str) -> None:
 
 
 def allocations(net: networks.Network) -> dict[str, str]:
+    if net.datastore:
+        return _cluster().allocations(net)
     path, lock = _paths(net)
     with jsonstore.locked(lock, shared=True):
         doc = jsonstore.read_json(path, {}) or {}

@@ -43,7 +43,8 @@ class Network:
     def __init__(self, name: str, driver: str, subnet: str, id: str | None = None,
                  gateway: str | None = None, bridge: str | None = None, masquerade: bool = False,
                  isolate: bool = True, cluster_cidr: str | None = None,
-                 routes: list[Route] | None = None, created: str | None = None):
+                 routes: list[Route] | None = None, created: str | None = None,
+                 datastore: str | None = None, block_size: int | None = None):
         self.name = name
         self.driver = driver
         self.subnet = subnet
@@ -57,6 +58,10 @@ class Network:
         self.cluster_cidr = cluster_cidr  # routed: traffic to it keeps its source address
         self.routes = list(routes or [])
         self.created = created or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        # routed, cluster-wide: subnet is the pool in the etcd at datastore (etcd://HOST:PORT),
+        # handed out to nodes in blocks of /block_size (pyctr.network.clusteripam).
+        self.datastore = datastore
+        self.block_size = block_size
 
     @property
     def network(self) -> ipaddress.IPv4Network:
@@ -75,6 +80,8 @@ class Network:
     def to_json(self) -> dict:
         data = dict(vars(self))
         data["routes"] = [r._asdict() for r in self.routes]
+        if not self.datastore:  # a node-local network's file stays as it was
+            del data["datastore"], data["block_size"]
         return data
 
 

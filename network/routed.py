@@ -1,6 +1,7 @@
 """The routed driver, Calico's way: pure layer 3, no bridge, no NAT between containers.
 
-    node:       blackhole SUBNET (this node's block); per container IP/32 dev vethXXXX scope link,
+    node:       blackhole SUBNET (this node's block; on a cluster network, each block the node
+                holds of the pool: see clusteripam); per container IP/32 dev vethXXXX scope link,
                 and on vethXXXX rp_filter, route_localnet, proxy_arp, proxy_delay=0, forwarding;
                 routes to other nodes' blocks (`pyctr network route add`)
     container:  eth0 IP/32; 169.254.1.1 dev eth0 scope link; default via 169.254.1.1 dev eth0
@@ -41,18 +42,22 @@ class RoutedDriver(NetworkDriver):
         routes = hostroutes.routes()
         blackholes = {str(r.network) for r in routes if r.device == "*"}
         via = {(str(r.network), str(r.gateway)) for r in routes if r.gateway}
-        return net.subnet in blackholes and all((r.destination, r.via) in via for r in net.routes)
+        return set(_blackholes(net)) <= blackholes and all((r.destination, r.via) in via for r in net.routes)
 
     def create(self, net: networks.Network) -> None:
-        iproute.run([["route", "replace", "blackhole", net.subnet],
-                     *(_replace(route) for route in net.routes)])
+        commands = [*(["route", "replace", "blackhole", block] for block in _blackholes(net)),
+                    *(_replace(route) for route in net.routes)]
+        if commands:  # a cluster network holds no block before its first container
+            iproute.run(commands)
         sysctl.write("net.ipv4.ip_forward", 1)
         nft.replace_rules(nft.network_owner(net.name), _network_rules(net))
 
     def remove(self, net: networks.Network) -> None:
         nft.delete_rules(nft.network_owner(net.name))
-        iproute.run([*(_delete(route) for route in net.routes),
-                     ["route", "del", "blackhole", net.subnet]], missing_ok=True)
+        commands = [*(_delete(route) for route in net.routes),
+                    *(["route", "del", "blackhole", block] for block in _blackholes(net))]
+        if commands:
+            iproute.run(commands, missing_ok=True)
 
     def attach(self, net: networks.Network, container_id: str, pid: int,
                address: ipaddress.IPv4Address, ports: list[PortMapping]) -> Endpoint:
@@ -81,6 +86,20 @@ class RoutedDriver(NetworkDriver):
     def detach(self, net: networks.Network, container_id: str, ports: list[PortMapping]) -> None:
         # The host route IP/32 dev vethXXXX goes with the link.
         veth.delete_host_end(veth.host_interface(container_id))
+
+
+def _blackholes(net: networks.Network) -> list[str]:
+    """What this node owns of the network, and so drops when no container has the address."""
+    if net.datastore:
+        from pyctr.network import clusteripam
+
+        return clusteripam.node_blocks(net)
+    return [net.subnet]
+
+
+def node_owns(net: networks.Network, destination: ipaddress.IPv4Network) -> str | None:
+    """The block of this node that `destination` overlaps, if any (a route there is refused)."""
+    return next((b for b in _blackholes(net) if ipaddress.IPv4Network(b).overlaps(destination)), None)
 
 
 def add_route(net: networks.Network, route: networks.Route) -> None:

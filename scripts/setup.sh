@@ -43,11 +43,16 @@ dev_packages="procps iputils-ping mount busybox-static"
 #                    service is kept from starting, as dockerd's is)
 #   skopeo umoci     build OCI images from the Alpine minirootfs and push them (skopeo copy)
 client_packages="podman containerd docker.io runc docker-registry skopeo umoci"
+# The cluster tests (tests/test_cluster_ipam.py) run a private etcd, the routed driver's datastore:
+#   etcd-server   etcd 3.4, started by the tests with their own data folder inside a sandbox
+#                 namespace (its own service is kept from starting, as dockerd's is: it would
+#                 listen on this machine's loopback)
+cluster_packages="etcd-server"
 packages="$runtime_packages"
 [ "${1:-}" = "--dev" ] && packages="$packages $dev_packages"
 scripts/apt-install-missing.sh --no-install-recommends $packages
 if [ "${1:-}" = "--dev" ]; then
-    # docker.io's and containerd's maintainer scripts start their services (invoke-rc.d, or
+    # docker.io's, containerd's and etcd-server's maintainer scripts start their services (invoke-rc.d, or
     # deb-systemd-invoke), and a running dockerd creates docker0 and iptables rules in this
     # machine's own network namespace. A policy-rc.d that answers 101 ("action forbidden") stops
     # that; it is removed afterwards only when this script put it there.
@@ -64,7 +69,8 @@ if [ "${1:-}" = "--dev" ]; then
     installed docker.io || new_units="$new_units docker.service docker.socket"
     installed containerd || new_units="$new_units containerd.service"
     installed docker-registry || new_units="$new_units docker-registry.service"
-    scripts/apt-install-missing.sh --no-install-recommends $client_packages
+    installed etcd-server || new_units="$new_units etcd.service"
+    scripts/apt-install-missing.sh --no-install-recommends $client_packages $cluster_packages
     if [ -n "$own_policy" ]; then
         rm -f "$policy"
         trap - EXIT

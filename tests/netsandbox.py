@@ -115,12 +115,14 @@ class Node(Netns):
         self.state = sandbox.dir / name / "state"
         self.root.mkdir(parents=True)
         self.state.mkdir(parents=True)
+        self.extra_env: dict[str, str] = {}  # e.g. PYCTR_NODE_NAME: the nodes share one host name
         if images is not None:
             (self.root / "images").symlink_to(images)
 
     @property
     def env(self) -> dict:
-        return {**os.environ, "PYCTR_ROOT": str(self.root), "PYCTR_STATE": str(self.state)}
+        return {**os.environ, "PYCTR_ROOT": str(self.root), "PYCTR_STATE": str(self.state),
+                **self.extra_env}
 
     def pyctr(self, *args, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         return self.run(PYTHON, "-m", "pyctr.runtime", *args, check=check, timeout=timeout, env=self.env)

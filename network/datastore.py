@@ -1,0 +1,136 @@
+"""The cluster's datastore: etcd v3, through its JSON gateway (etcd3gw, over requests).
+
+Keys, each holding a JSON document:
+    /pyctr/pools/NET            {"subnet": "172.19.0.0/16", "block_size": 24, "masquerade": false}
+    /pyctr/members/NET/NODE     {}                      the nodes that defined NET
+    /pyctr/blocks/NET/CIDR      {"node": NODE}          a block affine to NODE
+    /pyctr/ipam/NET/IP          {"container": ID, "node": NODE}
+
+A claim (of a block or an address) is one transaction: create the key if its create_revision is
+0, so two nodes never get the same one.
+"""
+
+import base64
+import json
+import os
+import re
+
+from pyctr.runtime.errors import PyctrError
+
+PREFIX = "/pyctr/"
+# Short: a `run` or `network create` against an etcd that is down must fail at once.
+TIMEOUT = 2.0
+# etcd 3.4 and newer serve the gateway at /v3/; naming it saves etcd3gw's /version request.
+API_PATH = "/v3/"
+# etcd refuses a transaction of more than 128 operations (its --max-txn-ops).
+MAX_TXN_OPS = 128
+
+_URL = re.compile(r"^etcd://(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})/?$")
+
+
+def url_from(given: str | None) -> str | None:
+    """--datastore, else $PYCTR_DATASTORE, else None (a node-local network)."""
+    url = given or os.environ.get("PYCTR_DATASTORE") or None
+    if url is not None:
+        _parse(url)
+    return url
+
+
+def node_name() -> str:
+    """This node's name in the datastore: $PYCTR_NODE_NAME, else the host name."""
+    return os.environ.get("PYCTR_NODE_NAME") or os.uname().nodename
+
+
+def pool_key(net: str) -> str:
+    return f"{PREFIX}pools/{net}"
+
+
+def member_key(net: str, node: str) -> str:
+    return f"{PREFIX}members/{net}/{node}"
+
+
+def blocks_prefix(net: str) -> str:
+    return f"{PREFIX}blocks/{net}/"
+
+
+def ipam_prefix(net: str) -> str:
+    return f"{PREFIX}ipam/{net}/"
+
+
+def _parse(url: str) -> tuple[str, int]:
+    match = _URL.match(url)
+    if not match or not 0 < int(match["port"]) < 65536:
+        raise PyctrError(f"invalid datastore {url!r}: expected etcd://HOST:PORT")
+    return match["host"].strip("[]"), int(match["port"])
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _unb64(text: str) -> str:
+    return base64.b64decode(text).decode()
+
+
+class Datastore:
+    """One etcd. Every call raises a one-line PyctrError when etcd cannot be reached."""
+
+    def __init__(self, url: str):
+        # Imported here: only cluster networks need etcd3gw (and the modules it pulls in).
+        import etcd3gw
+
+        self.url = url
+        host, port = _parse(url)
+        self._client = etcd3gw.client(host=host, port=port, timeout=TIMEOUT, api_path=API_PATH)
+
+    def _post(self, path: str, payload: dict) -> dict:
+        from etcd3gw import exceptions
+
+        try:
+            return self._client.post(self._client.get_url(path), json=payload)
+        except exceptions.ConnectionTimeoutError:
+            raise PyctrError(f"datastore {self.url} cannot be reached: no answer in {TIMEOUT:g} s") from None
+        except exceptions.ConnectionFailedError:
+            raise PyctrError(f"datastore {self.url} cannot be reached: connection failed") from None
+        except exceptions.Etcd3Exception as e:
+            detail = " ".join(str(e).split())[:200]
+            raise PyctrError(f"datastore {self.url}: {detail}") from None
+
+    def get(self, key: str) -> dict | None:
+        kvs = self._post("/kv/range", {"key": _b64(key)}).get("kvs", [])
+        return json.loads(_unb64(kvs[0]["value"])) if kvs else None
+
+    def get_prefix(self, prefix: str) -> dict[str, dict]:
+        """{key: document} of every key that starts with `prefix`."""
+        reply = self._post("/kv/range", {"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix))})
+        return {_unb64(kv["key"]): json.loads(_unb64(kv["value"])) for kv in reply.get("kvs", [])}
+
+    def create(self, key: str, value: dict, also: dict[str, dict] | None = None) -> tuple[bool, dict | None]:
+        """Put `key` (and the keys of `also`) only if `key` does not exist yet, in one
+        transaction. Returns (created, the document that was there when it was not)."""
+        puts = {key: value, **(also or {})}
+        reply = self._post("/kv/txn", {
+            "compare": [{"key": _b64(key), "result": "EQUAL", "target": "CREATE", "create_revision": 0}],
+            "success": [{"request_put": {"key": _b64(k), "value": _b64(json.dumps(v, sort_keys=True))}}
+                        for k, v in puts.items()],
+            "failure": [{"request_range": {"key": _b64(key)}}],
+        })
+        if reply.get("succeeded"):
+            return True, None
+        kvs = (reply.get("responses") or [{}])[0].get("response_range", {}).get("kvs", [])
+        return False, json.loads(_unb64(kvs[0]["value"])) if kvs else None
+
+    def put(self, key: str, value: dict) -> None:
+        self._post("/kv/put", {"key": _b64(key), "value": _b64(json.dumps(value, sort_keys=True))})
+
+    def delete(self, *keys: str) -> None:
+        """Delete the keys, in transactions of at most MAX_TXN_OPS."""
+        for start in range(0, len(keys), MAX_TXN_OPS):
+            self._post("/kv/txn", {"compare": [], "success": [
+                {"request_delete_range": {"key": _b64(k)}} for k in keys[start:start + MAX_TXN_OPS]],
+                "failure": []})
+
+
+def _prefix_end(prefix: str) -> str:
+    # etcd's range end for "every key starting with prefix": the prefix with its last byte + 1.
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
