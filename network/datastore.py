@@ -11,6 +11,7 @@ A claim (of a block or an address) is one transaction: create the key if its cre
 """
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -68,12 +69,9 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-def _unb64(text: str) -> str:
-    return base64.b64decode(text).decode()
-
-
 class Datastore:
-    """One etcd. Every call raises a one-line PyctrError when etcd cannot be reached."""
+    """One etcd, through etcd3gw's calls. Every call raises a one-line PyctrError when etcd
+    cannot be reached. Values are JSON documents."""
 
     def __init__(self, url: str):
         # Imported here: only cluster networks need etcd3gw (and the modules it pulls in).
@@ -83,11 +81,12 @@ class Datastore:
         host, port = _parse(url)
         self._client = etcd3gw.client(host=host, port=port, timeout=TIMEOUT, api_path=API_PATH)
 
-    def _post(self, path: str, payload: dict) -> dict:
+    @contextlib.contextmanager
+    def _reaching(self):
         from etcd3gw import exceptions
 
         try:
-            return self._client.post(self._client.get_url(path), json=payload)
+            yield
         except exceptions.ConnectionTimeoutError:
             raise PyctrError(f"datastore {self.url} cannot be reached: no answer in {TIMEOUT:g} s") from None
         except exceptions.ConnectionFailedError:
@@ -97,40 +96,43 @@ class Datastore:
             raise PyctrError(f"datastore {self.url}: {detail}") from None
 
     def get(self, key: str) -> dict | None:
-        kvs = self._post("/kv/range", {"key": _b64(key)}).get("kvs", [])
-        return json.loads(_unb64(kvs[0]["value"])) if kvs else None
+        with self._reaching():
+            values = self._client.get(key)
+        return json.loads(values[0]) if values else None
 
     def get_prefix(self, prefix: str) -> dict[str, dict]:
         """{key: document} of every key that starts with `prefix`."""
-        reply = self._post("/kv/range", {"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix))})
-        return {_unb64(kv["key"]): json.loads(_unb64(kv["value"])) for kv in reply.get("kvs", [])}
+        with self._reaching():
+            found = self._client.get_prefix(prefix)
+        return {meta["key"].decode(): json.loads(value) for value, meta in found}
 
     def create(self, key: str, value: dict, also: dict[str, dict] | None = None) -> tuple[bool, dict | None]:
         """Put `key` (and the keys of `also`) only if `key` does not exist yet, in one
-        transaction. Returns (created, the document that was there when it was not)."""
+        transaction (etcd3gw's create, with more puts). Returns (created, the document that was
+        there when it was not)."""
         puts = {key: value, **(also or {})}
-        reply = self._post("/kv/txn", {
-            "compare": [{"key": _b64(key), "result": "EQUAL", "target": "CREATE", "create_revision": 0}],
-            "success": [{"request_put": {"key": _b64(k), "value": _b64(json.dumps(v, sort_keys=True))}}
-                        for k, v in puts.items()],
-            "failure": [{"request_range": {"key": _b64(key)}}],
-        })
+        with self._reaching():
+            reply = self._client.transaction({
+                "compare": [{"key": _b64(key), "result": "EQUAL", "target": "CREATE", "create_revision": 0}],
+                "success": [{"request_put": {"key": _b64(k), "value": _b64(_json(v))}} for k, v in puts.items()],
+                "failure": [{"request_range": {"key": _b64(key)}}],
+            })
         if reply.get("succeeded"):
             return True, None
         kvs = (reply.get("responses") or [{}])[0].get("response_range", {}).get("kvs", [])
-        return False, json.loads(_unb64(kvs[0]["value"])) if kvs else None
+        return False, json.loads(base64.b64decode(kvs[0]["value"])) if kvs else None
 
     def put(self, key: str, value: dict) -> None:
-        self._post("/kv/put", {"key": _b64(key), "value": _b64(json.dumps(value, sort_keys=True))})
+        with self._reaching():
+            self._client.put(key, _json(value))
 
     def delete(self, *keys: str) -> None:
         """Delete the keys, in transactions of at most MAX_TXN_OPS."""
         for start in range(0, len(keys), MAX_TXN_OPS):
-            self._post("/kv/txn", {"compare": [], "success": [
-                {"request_delete_range": {"key": _b64(k)}} for k in keys[start:start + MAX_TXN_OPS]],
-                "failure": []})
+            with self._reaching():
+                self._client.transaction({"compare": [], "failure": [], "success": [
+                    {"request_delete_range": {"key": _b64(k)}} for k in keys[start:start + MAX_TXN_OPS]]})
 
 
-def _prefix_end(prefix: str) -> str:
-    # etcd's range end for "every key starting with prefix": the prefix with its last byte + 1.
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+def _json(value: dict) -> str:
+    return json.dumps(value, sort_keys=True)
