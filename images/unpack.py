@@ -50,12 +50,24 @@ class BoundedTarInfo(tarfile.TarInfo):
 
     @classmethod
     def frombuf(cls, buf, encoding, errors):
-        info = super().frombuf(buf, encoding, errors)
-        if info.type in _EXTENDED_HEADERS and info.size > MAX_EXTENDED_HEADER:
-            # Not a tarfile.HeaderError: tarfile takes some of those for the end of the archive.
-            raise UnsafeArchiveError(f"refusing to read a tar archive with an extended header of "
-                                     f"{info.size} bytes (pyctr reads at most {MAX_EXTENDED_HEADER})")
-        return info
+        return _bounded(super().frombuf(buf, encoding, errors))
+
+    # tarfile has no public hook before it reads a header's payload. Older tarfiles (Debian 12's
+    # 3.11.2-6+deb12u6) read every header through frombuf; newer ones, with CPython's 2025 tarfile
+    # fixes (Debian's +deb12u9), route frombuf through _frombuf and read the header after a pax
+    # or long-name one through _frombuf alone. Bounding both covers either.
+    if hasattr(tarfile.TarInfo, "_frombuf"):
+        @classmethod
+        def _frombuf(cls, buf, encoding, errors, **kwargs):
+            return _bounded(super()._frombuf(buf, encoding, errors, **kwargs))
+
+
+def _bounded(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    if info.type in _EXTENDED_HEADERS and info.size > MAX_EXTENDED_HEADER:
+        # Not a tarfile.HeaderError: tarfile takes some of those for the end of the archive.
+        raise UnsafeArchiveError(f"refusing to read a tar archive with an extended header of "
+                                 f"{info.size} bytes (pyctr reads at most {MAX_EXTENDED_HEADER})")
+    return info
 
 
 def unpack(archive: Path, rootfs: Path) -> None:

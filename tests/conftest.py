@@ -1,5 +1,7 @@
 """Fixtures shared by pyctr's tests. The tests run as root.
 
+    no_host_paths_left  session, autouse: fails the session's end if a tool the tests ran left one of
+                      ociclients.HOST_PATHS (e.g. skopeo's /var/lib/containers) that was absent.
     alpine_mirror     session, autouse: the URL of ../shared/alpine-mirror/alpine, served on
                       127.0.0.1 (a free port) by a thread, and set as PYCTR_ALPINE_MIRROR for the
                       whole session, so no test reaches the internet by accident. When the folder is
@@ -57,6 +59,19 @@ def _serve(folder: Path, handler=QuietHandler):
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_host_paths_left():
+    """The tools the tests start as root (skopeo, podman, docker, containerd) write to fixed host
+    paths unless kept off them. One of those that was absent when the session began must be absent
+    at its end: a fresh machine has none of them, and a leak shows there first."""
+    from ociclients import HOST_PATHS
+
+    absent = [path for path in HOST_PATHS if not os.path.lexists(path)]
+    yield
+    left = [path for path in absent if os.path.lexists(path)]
+    assert not left, f"the tests left host paths behind: {', '.join(left)}"
 
 
 @pytest.fixture(scope="session", autouse=True)

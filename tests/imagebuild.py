@@ -24,6 +24,12 @@ from pathlib import Path
 ALPINE_TARBALL = "alpine/v3.20/releases/x86_64/alpine-minirootfs-3.20.3-x86_64.tar.gz"
 
 
+# As root, skopeo keeps a blob-info cache in the fixed /var/lib/containers/cache: each call runs
+# in a private mount namespace with a tmpfs on /var/lib, so the cache never reaches the machine.
+SKOPEO = ("unshare", "--mount", "--propagation", "private",
+          "sh", "-c", 'mount -t tmpfs pyctr-skopeo /var/lib && exec skopeo "$@"', "skopeo")
+
+
 def run(*argv) -> str:
     done = subprocess.run([str(a) for a in argv], capture_output=True, text=True)
     if done.returncode != 0:
@@ -135,7 +141,7 @@ class OciLayout:
 
 def zstd_copy(source: OciLayout, tag: str, dest: Path, dest_tag: str) -> OciLayout:
     """`tag` of `source` copied with every layer recompressed as zstd, into the layout `dest`."""
-    run("skopeo", "copy", "--quiet", "--dest-compress-format", "zstd",
+    run(*SKOPEO, "copy", "--quiet", "--dest-compress-format", "zstd",
         f"oci:{source.folder}:{tag}", f"oci:{dest}:zstd")
     copy = OciLayout(dest)
     copy.tag("zstd", dest_tag)

@@ -36,6 +36,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from imagebuild import SKOPEO
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MINIROOTFS = SHARED / "alpine-mirror/alpine/v3.20/releases/x86_64/alpine-minirootfs-3.20.3-x86_64.tar.gz"
 
@@ -252,7 +254,7 @@ class RegistryServer:
     def push(self, layout: Path, tag: str, name: str, creds: str | None = None,
              all_platforms: bool = False, dest_format: str | None = None) -> None:
         """skopeo copy oci:LAYOUT:TAG docker://HOST/NAME; `creds` is "user:password"."""
-        argv = ["skopeo", "--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false"]
+        argv = [*SKOPEO, "--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false"]
         if creds:
             argv += ["--dest-creds", creds]
         if all_platforms:

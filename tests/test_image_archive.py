@@ -30,6 +30,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from imagebuild import SKOPEO
 from netsandbox import run
 from ociclients import ClientSandbox, Docker
 
@@ -220,7 +221,7 @@ def test_docker_save_reads_back(docker, loaded, two_layers, blob_store, tmp_path
 
 def test_skopeo_archive_with_symlinked_layers_reads_back(two_layers, blob_store, tmp_path):
     out = tmp_path / "skopeo.tar"
-    run(["skopeo", "copy", "--quiet", f"oci:{two_layers.layout}:t", f"docker-archive:{out}:{TWO}"],
+    run([*SKOPEO, "copy", "--quiet", f"oci:{two_layers.layout}:t", f"docker-archive:{out}:{TWO}"],
         timeout=120)
     with tarfile.open(out) as tar:  # skopeo's legacy layer folders link to the layer files
         assert any(m.issym() and m.name.endswith("/layer.tar") for m in tar)
