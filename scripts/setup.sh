@@ -12,8 +12,8 @@ fi
 
 # python3-dev, gcc, libc6-dev and libcap-dev build python-prctl; iproute2 and nftables are what
 # the network drivers drive; util-linux has flock, nsenter and unshare; libseccomp2 compiles the
-# seccomp filters.
-runtime_packages="python3 python3-venv python3-dev gcc libc6-dev libcap-dev iproute2 nftables util-linux libseccomp2"
+# seccomp filters; graphviz has dot, which draws `pyctr network graph`'s picture (SVG and PNG).
+runtime_packages="python3 python3-venv python3-dev gcc libc6-dev libcap-dev iproute2 nftables util-linux libseccomp2 graphviz"
 # What the tests and the bench run on the host, beyond the above and a minimal Debian
 # (debootstrap minbase already has coreutils, dash, grep, mawk, mount, tar):
 #   procps        ps          run through `pyctr debug --pid` in tests/test_network_cluster.py
