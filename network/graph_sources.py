@@ -90,7 +90,10 @@ def cluster(net: networks.Network) -> Picture:
     if any(host.name == this_node for host in picture.hosts):
         local = picture.host(this_node)
         local.routes = [_route_text(r) for r in _ip_json("-4", "route", "show") if _concerns(net, r, subnet)]
-    for session in _bgp_sessions(settings.current().state_dir):
+    sessions = _bgp_sessions(settings.current().state_dir)
+    if sessions:
+        picture.host(this_node)  # a node that holds no block yet, or is not registered
+    for session in sessions:
         peer = _host_for_peer(picture, session["peer"])
         # BIRD's Info column starts with the BGP state (Established, Active, Connect, Idle…).
         state = (session.get("info") or session.get("state") or "?").split()[0]

@@ -47,12 +47,14 @@ client_packages="podman containerd docker.io runc docker-registry skopeo umoci"
 #   etcd-server   etcd 3.4, started by the tests with their own data folder inside a sandbox
 #                 namespace (its own service is kept from starting, as dockerd's is: it would
 #                 listen on this machine's loopback)
-cluster_packages="etcd-server"
+#   bird2         bird and birdc: tests/test_network_graph.py runs BIRD on two sandbox nodes for the
+#                 BGP sessions `network graph` draws (its own service is kept from starting too)
+cluster_packages="etcd-server bird2"
 packages="$runtime_packages"
 [ "${1:-}" = "--dev" ] && packages="$packages $dev_packages"
 scripts/apt-install-missing.sh --no-install-recommends $packages
 if [ "${1:-}" = "--dev" ]; then
-    # docker.io's, containerd's and etcd-server's maintainer scripts start their services (invoke-rc.d, or
+    # docker.io's, containerd's, etcd-server's and bird2's maintainer scripts start their services (invoke-rc.d, or
     # deb-systemd-invoke), and a running dockerd creates docker0 and iptables rules in this
     # machine's own network namespace. A policy-rc.d that answers 101 ("action forbidden") stops
     # that; it is removed afterwards only when this script put it there.
@@ -70,6 +72,7 @@ if [ "${1:-}" = "--dev" ]; then
     installed containerd || new_units="$new_units containerd.service"
     installed docker-registry || new_units="$new_units docker-registry.service"
     installed etcd-server || new_units="$new_units etcd.service"
+    installed bird2 || new_units="$new_units bird.service"
     scripts/apt-install-missing.sh --no-install-recommends $client_packages $cluster_packages
     if [ -n "$own_policy" ]; then
         rm -f "$policy"
