@@ -50,10 +50,9 @@ def local_host(net: networks.Network) -> Picture:
         next_hop = route.get("gateway")
         if next_hop:
             other = picture.host(next_hop)
-            destination = "default" if route["dst"] == "default" else route["dst"]
-            if destination != "default":
-                other.blocks.append(destination)
-            picture.links.append(Link(host.name, other.name, destination, "route"))
+            if route["dst"] != "default":
+                other.blocks.append(route["dst"])
+            picture.links.append(Link(host.name, other.name, route["dst"], "route"))
     return picture
 
 
