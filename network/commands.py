@@ -1,7 +1,8 @@
-"""CLI commands for networks: `pyctr network create|ls|inspect|rm|route`.
+"""CLI commands for networks: `pyctr network create|ls|inspect|rm|graph|route`.
 
 Only argparse lives here (the CLI imports it at start-up); the handlers are in
-pyctr.network.handlers and are imported when their command runs.
+pyctr.network.handlers (and `graph`'s in pyctr.network.graph) and are imported when their
+command runs.
 """
 
 import argparse
@@ -47,6 +48,13 @@ def register(sub, command) -> None:
     c = nsub.add_parser("rm", help="remove networks (refused while containers use them)")
     c.add_argument("names", nargs="+", metavar="NAME")
     c.set_defaults(handler=_handler("cmd_rm"))
+
+    c = nsub.add_parser("graph", help="draw a network: hosts, bridges or blocks, containers, routes, "
+                                      "BGP sessions (graphviz)")
+    c.add_argument("name", metavar="NAME")
+    c.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="FILE.svg or FILE.png (the suffix picks the format)")
+    c.set_defaults(handler="pyctr.network.graph:cmd_graph")
 
     r = nsub.add_parser("route", help="routes to other nodes' blocks (routed networks)")
     rsub = r.add_subparsers(dest="route_command", metavar="COMMAND", required=True)

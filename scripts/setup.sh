@@ -12,8 +12,8 @@ fi
 
 # python3-dev, gcc, libc6-dev and libcap-dev build python-prctl; iproute2 and nftables are what
 # the network drivers drive; util-linux has flock, nsenter and unshare; libseccomp2 compiles the
-# seccomp filters.
-runtime_packages="python3 python3-venv python3-dev gcc libc6-dev libcap-dev iproute2 nftables util-linux libseccomp2"
+# seccomp filters; graphviz has dot, which draws `pyctr network graph`'s picture (SVG and PNG).
+runtime_packages="python3 python3-venv python3-dev gcc libc6-dev libcap-dev iproute2 nftables util-linux libseccomp2 graphviz"
 # What the tests and the bench run on the host, beyond the above and a minimal Debian
 # (debootstrap minbase already has coreutils, dash, grep, mawk, mount, tar):
 #   procps        ps          run through `pyctr debug --pid` in tests/test_network_cluster.py
@@ -47,12 +47,14 @@ client_packages="podman containerd docker.io runc docker-registry skopeo umoci"
 #   etcd-server   etcd 3.4, started by the tests with their own data folder inside a sandbox
 #                 namespace (its own service is kept from starting, as dockerd's is: it would
 #                 listen on this machine's loopback)
-cluster_packages="etcd-server"
+#   bird2         bird and birdc: tests/test_network_graph.py runs BIRD on two sandbox nodes for the
+#                 BGP sessions `network graph` draws (its own service is kept from starting too)
+cluster_packages="etcd-server bird2"
 packages="$runtime_packages"
 [ "${1:-}" = "--dev" ] && packages="$packages $dev_packages"
 scripts/apt-install-missing.sh --no-install-recommends $packages
 if [ "${1:-}" = "--dev" ]; then
-    # docker.io's, containerd's and etcd-server's maintainer scripts start their services (invoke-rc.d, or
+    # docker.io's, containerd's, etcd-server's and bird2's maintainer scripts start their services (invoke-rc.d, or
     # deb-systemd-invoke), and a running dockerd creates docker0 and iptables rules in this
     # machine's own network namespace. A policy-rc.d that answers 101 ("action forbidden") stops
     # that; it is removed afterwards only when this script put it there.
@@ -70,6 +72,7 @@ if [ "${1:-}" = "--dev" ]; then
     installed containerd || new_units="$new_units containerd.service"
     installed docker-registry || new_units="$new_units docker-registry.service"
     installed etcd-server || new_units="$new_units etcd.service"
+    installed bird2 || new_units="$new_units bird.service"
     scripts/apt-install-missing.sh --no-install-recommends $client_packages $cluster_packages
     if [ -n "$own_policy" ]; then
         rm -f "$policy"

@@ -1,0 +1,200 @@
+"""What `network graph` draws, collected: from this host's kernel and pyctr's files (a network
+without a datastore), or from the cluster's datastore and this node's BIRD (a cluster network).
+
+Both return a pyctr.network.graph.Picture; neither changes anything.
+"""
+
+import ipaddress
+import json
+import os
+import subprocess
+
+from pyctr.network import datastore, ipam, networks, veth
+from pyctr.network.graph import Bridge, Container, Host, Link, Picture
+from pyctr.runtime import hosttools, jsonstore, settings
+from pyctr.runtime.errors import PyctrError
+
+# The nodes' documents, written by `pyctr node start`:
+#   /pyctr/nodes/NODE  {"address": IP, "asn": N, "gateway": bool, "masquerade": CIDR|null, "out": IFACE|null}
+NODES_PREFIX = f"{datastore.PREFIX}nodes/"
+# Where `pyctr node start` keeps BIRD's control socket, under --state.
+BIRD_SOCKET = ("node", "bird.ctl")
+BIRDC_TIMEOUT = 5
+
+
+def local_host(net: networks.Network) -> Picture:
+    """This host alone: its addresses, the network's bridge (with its gateway address), the
+    containers with their addresses and veths, and the routes that concern the network: host
+    routes, the blackhole, routes to other nodes' blocks, and the default route."""
+    picture = Picture(net.name, net.driver, net.subnet, "local")
+    links = _ip_json("-4", "addr", "show")
+    kernel_routes = _ip_json("-4", "route", "show")
+    pyctr_bridges = {other.bridge for other in networks.all_networks() if other.bridge}
+    host = picture.host(datastore.node_name())
+    host.interfaces = [f"{link['ifname']} {a['local']}/{a['prefixlen']}" for link in links
+                       if link["ifname"] != "lo" and link["ifname"] not in pyctr_bridges
+                       for a in link.get("addr_info", []) if a.get("family") == "inet"]
+    prefixlen = net.network.prefixlen if net.driver == "bridge" else 32
+    if net.driver == "bridge":
+        host.bridges.append(Bridge(net.bridge, f"{net.gateway}/{prefixlen}" if net.gateway else None))
+    else:
+        host.blocks.append(net.subnet)
+    host.containers = _local_containers(net, prefixlen, _link_names())
+    if net.masquerade:
+        cluster = net.cluster_cidr if net.driver == "routed" else None
+        host.masquerade = f"{net.subnet} to outside {cluster}" if cluster else net.subnet
+    for route in kernel_routes:
+        if not _concerns(net, route):
+            continue
+        host.routes.append(_route_text(route))
+        next_hop = route.get("gateway")
+        if next_hop:
+            other = picture.host(next_hop)
+            if route["dst"] != "default":
+                other.blocks.append(route["dst"])
+            picture.links.append(Link(host.name, other.name, route["dst"], "route"))
+    return picture
+
+
+def cluster(net: networks.Network) -> Picture:
+    """The cluster network from its datastore: every node with its address, AS and blocks, the
+    containers with their addresses (named where this node knows them), the gateway node with
+    its masquerade, and this node's BGP sessions with their state, read from its BIRD."""
+    store = datastore.Datastore(net.datastore)
+    nodes = {key[len(NODES_PREFIX):]: doc for key, doc in store.get_prefix(NODES_PREFIX).items()}
+    blocks = _suffixed(store.get_prefix(datastore.blocks_prefix(net.name)), datastore.blocks_prefix(net.name))
+    allocations = _suffixed(store.get_prefix(datastore.ipam_prefix(net.name)), datastore.ipam_prefix(net.name))
+    pool = store.get(datastore.pool_key(net.name)) or {}
+    subnet = pool.get("subnet", net.subnet)
+    picture = Picture(net.name, net.driver, subnet, "global")
+
+    # Nodes first, gateways last (the walk-through's head node sits at the edge of the cluster).
+    for name, doc in sorted(nodes.items(), key=lambda item: (bool(item[1].get("gateway")), item[0])):
+        host = picture.host(name)
+        host.interfaces = [doc["address"]] if doc.get("address") else []
+        host.asn = doc.get("asn")
+        host.gateway = bool(doc.get("gateway"))
+        host.masquerade = doc.get("masquerade")
+        host.out = doc.get("out")
+    for block, doc in sorted(blocks.items(), key=lambda item: ipaddress.IPv4Network(item[0])):
+        picture.host(doc.get("node", "?")).blocks.append(block)
+    this_node = datastore.node_name()
+    own_links = _link_names()
+    for address, doc in sorted(allocations.items(), key=lambda item: ipaddress.IPv4Address(item[0])):
+        container_id = doc.get("container", "?")
+        node = doc.get("node", "?")
+        host_end = veth.host_interface(container_id) if node == this_node else None
+        picture.host(node).containers.append(Container(
+            _container_name(container_id), f"{address}/32", host_end if host_end in own_links else None))
+    if any(host.name == this_node for host in picture.hosts):
+        local = picture.host(this_node)
+        local.routes = [_route_text(r) for r in _ip_json("-4", "route", "show") if _concerns(net, r, subnet)]
+    sessions = _bgp_sessions(settings.current().state_dir)
+    if sessions:
+        picture.host(this_node)  # a node that holds no block yet, or is not registered
+    for session in sessions:
+        peer = _host_for_peer(picture, session["peer"])
+        # BIRD's Info column starts with the BGP state (Established, Active, Connect, Idle…).
+        state = (session.get("info") or session.get("state") or "?").split()[0]
+        established = state == "Established"
+        picture.links.append(Link(this_node, peer.name, f"BGP {state}", "bgp", up=established))
+    return picture
+
+
+def _bgp_sessions(state_dir: str) -> list[dict]:
+    """This node's BGP sessions, as BIRD's `show protocols` lists them: [{"name": "mesh_node2",
+    "peer": "node2", "state": "up", "info": "Established"}]; [] when this node runs no BIRD (no
+    control socket) or BIRD does not answer."""
+    socket = os.path.join(state_dir, *BIRD_SOCKET)
+    if not os.path.exists(socket):
+        return []
+    try:
+        done = subprocess.run([hosttools.tool("birdc"), "-s", socket, "show", "protocols"],
+                              capture_output=True, text=True, timeout=BIRDC_TIMEOUT)
+    except (PyctrError, OSError, subprocess.TimeoutExpired):
+        return []
+    if done.returncode != 0:
+        return []
+    sessions = []
+    # "Name  Proto  Table  State  Since  Info": Since is one word (BIRD's default time format).
+    for line in done.stdout.splitlines():
+        fields = line.split(None, 5)
+        if len(fields) >= 5 and fields[1] == "BGP":
+            name = fields[0]
+            sessions.append({"name": name, "peer": name.removeprefix("mesh_"), "state": fields[3],
+                             "info": fields[5].strip() if len(fields) > 5 else ""})
+    return sessions
+
+
+def _host_for_peer(picture: Picture, peer: str) -> Host:
+    """The host a session's peer names: by name, else by address, else a new one."""
+    for host in picture.hosts:
+        if host.name == peer or peer in host.interfaces:
+            return host
+    return picture.host(peer)
+
+
+def _local_containers(net: networks.Network, prefixlen: int, link_names: set[str]) -> list[Container]:
+    found = []
+    for address, container_id in sorted(ipam.allocations(net).items(),
+                                        key=lambda item: ipaddress.IPv4Address(item[0])):
+        host_end = veth.host_interface(container_id)
+        found.append(Container(_container_name(container_id), f"{address}/{prefixlen}",
+                               host_end if host_end in link_names else None))
+    return found
+
+
+def _container_name(container_id: str) -> str:
+    """The container's name where this node has its record, else its short ID."""
+    record = jsonstore.read_json(settings.current().containers_dir / container_id / "config.json", {}) or {}
+    return (record.get("Name") or "").lstrip("/") or container_id[:12]
+
+
+def _concerns(net: networks.Network, route: dict, pool: str | None = None) -> bool:
+    """Whether a route belongs in the network's picture: the default route, routes by its
+    bridge, and routes into its subnet, pool or cluster CIDR, or to a destination it routes."""
+    if route.get("dst") == "default":
+        return True
+    if net.bridge and route.get("dev") == net.bridge:
+        return True
+    try:
+        destination = ipaddress.IPv4Network(route["dst"])
+    except (KeyError, ValueError):
+        return False
+    ranges = [net.subnet, pool, net.cluster_cidr, *(r.destination for r in net.routes)]
+    return any(destination.overlaps(ipaddress.IPv4Network(r)) for r in ranges if r)
+
+
+def _route_text(route: dict) -> str:
+    """A route of `ip -json route` as `ip route` prints it, less the usual `proto boot`."""
+    words = [] if route.get("type", "unicast") == "unicast" else [route["type"]]
+    words.append(route.get("dst", "?"))
+    for key, word in (("gateway", "via"), ("dev", "dev")):
+        if route.get(key):
+            words += [word, route[key]]
+    if route.get("protocol") not in (None, "boot"):
+        words += ["proto", route["protocol"]]
+    if route.get("scope") not in (None, "global", "universe"):
+        words += ["scope", route["scope"]]
+    if route.get("prefsrc"):
+        words += ["src", route["prefsrc"]]
+    return " ".join(str(w) for w in words)
+
+
+def _suffixed(found: dict, prefix: str) -> dict:
+    return {key[len(prefix):]: doc for key, doc in found.items()}
+
+
+def _link_names() -> set[str]:
+    """The links of pyctr's netns, from /proc/net/dev (no process needed)."""
+    with open("/proc/net/dev") as f:
+        return {line.partition(":")[0].strip() for line in f.readlines()[2:]}
+
+
+def _ip_json(*args: str) -> list[dict]:
+    """`ip -json ARGS` in pyctr's netns."""
+    done = subprocess.run([hosttools.tool("ip"), "-json", *args], capture_output=True, text=True,
+                          env={**os.environ, "LC_ALL": "C"})
+    if done.returncode != 0:
+        raise PyctrError(f"ip {' '.join(args)}: {done.stderr.strip() or 'failed'}")
+    return json.loads(done.stdout or "[]")
