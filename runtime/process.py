@@ -71,14 +71,11 @@ def prepare(process, *, seccomp=None, console_fd: int | None = None, stdio=None,
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write(str(process.oom_score_adj))
     os.umask(process.user.umask if process.user.umask is not None else 0o022)
-    if workdir_may_be_made and not os.path.isdir(process.cwd):
-        os.makedirs(process.cwd, exist_ok=True)  # as Docker and runc do, as root, before the user switch
     path = find_executable(process.args[0], env.get("PATH", ""))
 
     # The working directory now, while every syscall is still allowed: a profile may deny
     # getcwd, which the check needs (runc fails there).
-    os.chdir(process.cwd)
-    verify_cwd_inside_root(process.cwd)
+    enter_working_directory(process.cwd, workdir_may_be_made)
     caps = process.capabilities or {name: [] for name in ("bounding", "effective", "inheritable",
                                                           "permitted", "ambient")}
     # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN, which the switch below takes
@@ -184,6 +181,20 @@ def join_own_keyring() -> None:
     except OSError as e:
         if e.errno != errno.ENOSYS:  # a kernel without keys has nothing to hide, as runc reasons
             raise
+
+
+def enter_working_directory(workdir: str, may_be_made: bool) -> None:
+    """chdir to the working directory, made first if it may be (as Docker and runc do, as root,
+    before the user switch). One that cannot be (a file, a dangling link) is the caller's error."""
+    try:
+        if may_be_made and not os.path.isdir(workdir):
+            os.makedirs(workdir, exist_ok=True)
+        os.chdir(workdir)
+    except OSError as e:
+        # makedirs says "File exists" of a file in the way: the reason is that it is no folder.
+        reason = "Not a directory" if isinstance(e, FileExistsError) else e.strerror
+        raise PyctrError(f"working directory {workdir}: {reason}", 125) from e
+    verify_cwd_inside_root(workdir)
 
 
 def verify_cwd_inside_root(workdir: str) -> None:

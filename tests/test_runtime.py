@@ -215,6 +215,11 @@ def test_env_user_workdir_volume_readonly(run_pyctr, tmp_path):
     out = run_ok(run_pyctr, "run", "--rm", *NONE, "-u", "1000:1000", "alpine", "id").stdout
     assert out.startswith("uid=1000 gid=1000")
 
+    # A working directory that cannot be one (a file in the way) is the caller's error: 125.
+    not_a_dir = run_pyctr("run", "--rm", *NONE, "-w", "/etc/passwd/sub", "alpine", "pwd")
+    assert (not_a_dir.returncode, not_a_dir.stderr) == (
+        125, "Error: working directory /etc/passwd/sub: Not a directory\n"), not_a_dir.stderr
+
     # Alpine's /var/run is a symlink to /run: the mount lands in the container's /run, not the host's.
     via_link = run_ok(run_pyctr, "run", "--rm", *NONE, "-v", f"{shared}:/var/run/pyctr-test", "alpine",
                       "cat", "/run/pyctr-test/in.txt").stdout

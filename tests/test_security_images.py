@@ -490,12 +490,13 @@ def test_a_working_dir_through_a_lower_layers_symlink_stays_in_the_container(run
     host = tmp_path / "host"
     host.mkdir()
     link = layer_member("app", tarfile.SYMTYPE, linkname=str(host))
-    # The symlink dangles in the container: the start fails (Docker would make the path in the
-    # root), and nothing is made on the host.
+    # The symlink dangles in the container: the start fails in one line, 125 (Docker would make
+    # the path in the root), and nothing is made on the host.
     loaded = load(run_pyctr, env, Image([tar_bytes([link])], {"WorkingDir": "/app/sub"}), tmp_path)
     assert loaded.returncode == 0, loaded.stderr
     ran = run_in(run_pyctr, env, "attack/app:1", "pwd")
-    assert ran.returncode != 0 and ran.stderr.count("\n") == 1, ran.stderr
+    assert ran.returncode == 125 and ran.stderr.count("\n") == 1, ran.stderr
+    assert ran.stderr.startswith("Error: working directory /app/sub: "), ran.stderr
     assert list(host.iterdir()) == []
     # The image holds that path too: its own copy is the working directory.
     lower = tar_bytes([layer_member(str(host).lstrip("/") + "/", tarfile.DIRTYPE, mode=0o755), link])
