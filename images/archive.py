@@ -363,7 +363,7 @@ class _Staging:
         """(digest, temporary path, first bytes) of what produce(writer) writes."""
         folder = oci.blobs_dir()
         folder.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=folder, prefix=".staged-", suffix=".tmp")
+        fd, name = tempfile.mkstemp(dir=folder, prefix=f".staged-{os.getpid()}-", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as out:
                 sink = _HashingWriter(out)

@@ -35,6 +35,7 @@ finding an image that is here imports nothing more than this. The download, unpa
 hashing modules (and through them requests, yaml, tqdm) are imported by the functions that use them.
 """
 
+import contextlib
 import os
 import re
 import sys
@@ -326,7 +327,35 @@ def prune_images(all_unused: bool = False) -> tuple[list[str], int]:
             deleted, size = _delete_image(folder, record)
             lines += [line[0].lower() + line[1:] for line in deleted]
             freed += size
+        freed += _remove_abandoned_downloads()
     return lines, freed
+
+
+def _remove_abandoned_downloads() -> int:
+    """Remove the partial files of downloads and loads whose process is gone (a pull that was
+    SIGKILLed): `.NAME.PID.part` and `.staged-PID-*.tmp`. Those of a live process stay. Returns
+    the bytes freed."""
+    from pyctr.images import oci
+
+    freed = 0
+    for folder in (oci.blobs_dir(), _images_dir() / CACHE):
+        for path in (*folder.glob(".*.part"), *folder.glob(".staged-*.tmp")):
+            pid = path.name.rsplit(".", 2)[-2] if path.suffix == ".part" else path.name.split("-")[1]
+            if pid.isdigit() and not _process_lives(int(pid)):
+                with contextlib.suppress(FileNotFoundError):
+                    freed += path.stat().st_size
+                    path.unlink()
+    return freed
+
+
+def _process_lives(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def drop_unused_blobs(digests: list[str]) -> None:

@@ -491,6 +491,26 @@ def test_image_prune_dangling_then_all_unused(run_pyctr, layered_env, images, tm
     assert layout.manifest(TWO)["layers"][1]["digest"][7:] not in blobs(layered_env)
 
 
+def test_image_prune_removes_what_killed_pulls_and_loads_left_half_written(run_pyctr, layered_env):
+    """A pull or load SIGKILLed mid-blob leaves its hidden partial file (named with its PID);
+    `image prune` removes those of dead processes and keeps those of a live one."""
+    root = Path(layered_env["PYCTR_ROOT"]) / "images"
+    blobs_dir, cache = root / "_blobs" / "sha256", root / "_cache"
+    blobs_dir.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead, live = gone.pid, os.getpid()
+    abandoned = [blobs_dir / f".{'a' * 64}.{dead}.part", blobs_dir / f".staged-{dead}-x1y2.tmp",
+                 cache / f".alpine-minirootfs-3.20.3-x86_64.tar.gz.{dead}.part"]
+    in_progress = [blobs_dir / f".{'b' * 64}.{live}.part", blobs_dir / f".staged-{live}-z3w4.tmp"]
+    for path in abandoned + in_progress:
+        path.write_bytes(b"x" * 1000)
+    pruned = run_pyctr("image", "prune", env=layered_env)
+    assert (pruned.returncode, pruned.stdout) == (0, "Total reclaimed space: 3kB\n"), pruned.stderr
+    assert [p.exists() for p in abandoned + in_progress] == [False, False, False, True, True]
+
+
 # -- user namespaces ----------------------------------------------------------------------------
 
 
