@@ -100,7 +100,7 @@ def cmd_images(args) -> int:
     if args.format == "json":
         import json
 
-        print(json.dumps(images, indent=2))
+        print(json.dumps([_images_entry(image) for image in images], indent=2))
         return 0
     if args.quiet:
         for image in images:
@@ -120,6 +120,22 @@ def cmd_images(args) -> int:
     header = ["REPOSITORY", "TAG", *(["DIGEST"] if args.digests else []), "IMAGE ID", "CREATED", "SIZE"]
     print(humanize.table(rows, header))
     return 0
+
+
+def _images_entry(image: dict) -> dict:
+    """Podman's `images --format json` keys (as `ps --format json` has Podman's), which Docker
+    users script against too; RepoTags as Docker has them."""
+    from pyctr.images import store
+    from pyctr.runtime import humanize
+
+    created = image.get("Created") or ""
+    digests = image.get("RepoDigests", [])
+    return {"Id": image["Id"].removeprefix("sha256:"), "ParentId": "", "RepoTags": image["RepoTags"],
+            "RepoDigests": digests, "Size": image.get("Size") or 0, "SharedSize": 0,
+            "VirtualSize": image.get("Size") or 0, "Labels": image.get("Config", {}).get("Labels"),
+            "Containers": len(store.containers_using(image["Id"])), "Names": image["RepoTags"],
+            "Digest": digests[0].partition("@")[2] if digests else "",
+            "Created": int(humanize.parse_rfc3339(created)) if created else 0, "CreatedAt": created}
 
 
 def _digest_of(image: dict, repository: str) -> str:

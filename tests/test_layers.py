@@ -376,7 +376,9 @@ def test_images_table_digests_json_and_lookups(run_pyctr, layered_env, images):
     assert by_tag[("localhost:5000/team/app", "2")] == digest
     assert by_tag[("pyctr-test/base", "1")] == "<none>"
     listed = json.loads(run_pyctr("images", "--format", "json", env=layered_env).stdout)
-    assert {i["Id"] for i in listed} == {record["Id"] for record in records(layered_env)}
+    assert {"sha256:" + i["Id"] for i in listed} == {record["Id"] for record in records(layered_env)}
+    [app2] = [i for i in listed if "localhost:5000/team/app:2" in i["RepoTags"]]
+    assert (app2["Digest"], app2["Names"], app2["Containers"]) == (digest, app2["RepoTags"], 0)
     only = run_pyctr("images", "localhost:5000/team/app", env=layered_env).stdout.splitlines()
     assert len(only) == 3
 
