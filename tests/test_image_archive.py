@@ -423,6 +423,8 @@ def save(run_pyctr, env, out: Path, *refs) -> dict:
 
 def test_pyctr_save_alpine_loads_and_runs_in_docker(docker, run_pyctr, alpine_env, tmp_path):
     [record] = json.loads(run_pyctr("images", "--format", "json", env=alpine_env).stdout)
+    version = run_pyctr("run", "--rm", "--network", "none", "alpine", "cat", "/etc/alpine-release",
+                        env=alpine_env).stdout.strip()
     first, second = tmp_path / "first.tar", tmp_path / "second.tar"
     [image] = save(run_pyctr, alpine_env, first, "alpine")
     assert save(run_pyctr, alpine_env, second, "alpine:latest") == [image]
@@ -440,10 +442,10 @@ def test_pyctr_save_alpine_loads_and_runs_in_docker(docker, run_pyctr, alpine_en
     assert inspected["Id"] == "sha256:" + image["Config"].removesuffix(".json")
     assert (inspected["Architecture"], inspected["Os"]) == ("amd64", "linux")
     ran = docker("run", "--rm", "--network", "none", "alpine:latest", "cat", "/etc/alpine-release")
-    assert ran.stdout.strip() == record["Version"]
+    assert ran.stdout.strip() == version
 
     # By ID: no tags, as docker save does.
-    [by_id] = save(run_pyctr, alpine_env, tmp_path / "by-id.tar", record["Id"][7:19])
+    [by_id] = save(run_pyctr, alpine_env, tmp_path / "by-id.tar", record["Id"][:12])
     assert by_id["RepoTags"] is None and by_id["Config"] == image["Config"]
 
 
