@@ -408,7 +408,7 @@ def listing(url: str) -> list[dict]:
             bgp = states.get(bird.protocol_name(name), "none")
         rows.append({"name": name, "address": doc["address"] if doc else "-",
                      "asn": str(doc.get("asn", "")) if doc else "-",
-                     "role": ("gateway" if doc.get("gateway") else "node") if doc else "gone",
+                     "role": ("gateway" if doc.get("gateway") else "node") if doc else "down",
                      "blocks": sorted(blocks.get(name, []), key=ipaddress.IPv4Network), "bgp": bgp})
     return rows
 

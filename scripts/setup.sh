@@ -44,7 +44,8 @@ dev_packages="procps iputils-ping mount busybox-static"
 #                    service is kept from starting, as dockerd's is)
 #   skopeo umoci     build OCI images from the Alpine minirootfs and push them (skopeo copy)
 client_packages="podman containerd docker.io runc docker-registry skopeo umoci"
-# The cluster tests (tests/test_cluster_ipam.py) run a private etcd, the routed driver's datastore:
+# The cluster tests (tests/test_cluster_ipam.py, tests/test_cluster_bgp.py) run a private etcd,
+# the routed driver's datastore (and bird2, a runtime package, for test_cluster_bgp's nodes):
 #   etcd-server   etcd 3.4, started by the tests with their own data folder inside a sandbox
 #                 namespace (its own service is kept from starting, as dockerd's is: it would
 #                 listen on this machine's loopback)
