@@ -201,6 +201,26 @@ def test_containers_on_three_nodes_talk_with_their_real_addresses_no_route_typed
     assert seen == HEAD_UPSTREAM_IP  # the head's gateway masquerades the pool
 
 
+def test_containers_keep_their_routes_while_etcd_cannot_be_reached(cluster):
+    n1, head = cluster.node1, cluster.head
+    learned = set(bird_routes(n1))
+    assert len(learned) == 2
+    # etcd refuses every node for two seconds (a reset: the agents notice at once; less than
+    # the lease's TTL, so no lease expires meanwhile).
+    head.nft("add table ip cutoff\n"
+             "add chain ip cutoff input { type filter hook input priority -5; policy accept; }\n"
+             "add rule ip cutoff input tcp dport 2379 reject with tcp reset\n")
+    try:
+        eventually(lambda: "cannot be reached" in node_file(n1, "agent.log").read_text() or None, timeout=2)
+        assert set(bird_routes(n1)) == learned
+        n1.exec("c-node1", f"ping -c1 -W2 {cluster.node3.ip_of('c-node3')}")
+    finally:
+        head.nft("delete table ip cutoff\n")
+    eventually(lambda: "answers again" in node_file(n1, "agent.log").read_text() or None, timeout=5)
+    assert set(bird_routes(n1)) == learned
+    assert {f"/pyctr/nodes/{role}" for role in (*NODES, "head")} <= set(keys(cluster))
+
+
 def wait_for_route(node, block: str, present: bool, timeout: float) -> float:
     """Seconds until `block` is (or is no longer) among node's BGP routes."""
     started = time.monotonic()
@@ -291,3 +311,44 @@ def test_node_rm_and_network_rm_leave_etcd_and_every_node_as_they_were(cluster):
         after = getattr(cluster, role).snapshot()
         assert after == cluster.before[role], role
     fails_in_one_line(n1.pyctr("node", "stop", check=False), "no pyctr node runs on this host")
+
+
+# `birdc show protocols all`, as BIRD 2.0.12 printed it in this sandbox (cut short), and a
+# session that is down: what bird.sessions() reads, for those who draw the cluster from it.
+SHOW_PROTOCOLS = """\
+Name       Proto      Table      State  Since         Info
+device1    Device     ---        up     10:28:09.606  
+
+blocks     Static     master4    up     10:28:09.606  
+  Channel ipv4
+    State:          UP
+    Routes:         1 imported, 0 exported, 1 preferred
+
+mesh_node2 BGP        ---        up     10:28:10.406  Established   
+  Description:    pyctr node node2
+  BGP state:          Established
+    Neighbor address: 10.141.0.2
+    Neighbor AS:      64512
+    Hold timer:       2.264/3
+
+mesh_node_3 BGP        ---        start  10:28:22.716  Active        Socket: Connection refused
+  Description:    pyctr node node-3
+  BGP state:          Active
+    Neighbor address: 10.141.0.3
+
+mesh_head  BGP        ---        down   10:29:00.000  
+  Description:    pyctr node head
+  BGP state:          Down
+    Neighbor address: 10.141.255.254
+"""
+
+
+def test_bird_sessions_are_read_from_show_protocols():
+    from pyctr.network import bird
+
+    assert bird.protocol_name("node-3") == "mesh_node_3"
+    assert bird.parse_protocols(SHOW_PROTOCOLS) == [
+        {"name": "mesh_node2", "peer": "10.141.0.2", "state": "Established", "info": ""},
+        {"name": "mesh_node_3", "peer": "10.141.0.3", "state": "Active", "info": "Socket: Connection refused"},
+        {"name": "mesh_head", "peer": "10.141.255.254", "state": "Down", "info": ""},
+    ]
