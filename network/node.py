@@ -94,6 +94,7 @@ def start(url: str, name: str, address: str, asn: int, hold_time: int, lease_ttl
             text = bird_config(store, node)
             explain.write_file(files.bird_conf, text)
             files.bird_conf.write_text(text)
+            undo.append(lambda: files.bird_conf.unlink(missing_ok=True))
             explain.shell(f"{_bird_command(files)} &")
             explain.comment(f"the node agent keeps lease {node['lease']:x} alive (etcdctl lease keep-alive), "
                             f"and renders {files.bird_conf} again and runs `birdc -s {files.bird_ctl} "
