@@ -45,7 +45,8 @@ def overlapping(subnet: ipaddress.IPv4Network, ignore_devices: tuple[str, ...] =
     for route in routes():
         if route.network.prefixlen == 0 or route.device in ignore_devices:
             continue
-        if pool and route.gateway and route.device != "*" and route.network.subnet_of(subnet):
+        inside = route.network.prefixlen > subnet.prefixlen and route.network.subnet_of(subnet)
+        if pool and route.gateway and inside:
             continue
         if route.network.overlaps(subnet):
             return route

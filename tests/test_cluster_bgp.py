@@ -211,7 +211,7 @@ def test_containers_keep_their_routes_while_etcd_cannot_be_reached(cluster):
              "add chain ip cutoff input { type filter hook input priority -5; policy accept; }\n"
              "add rule ip cutoff input tcp dport 2379 reject with tcp reset\n")
     try:
-        eventually(lambda: "cannot be reached" in node_file(n1, "agent.log").read_text() or None, timeout=2)
+        eventually(lambda: "cannot be reached" in node_file(n1, "agent.log").read_text() or None, timeout=3)
         assert set(bird_routes(n1)) == learned
         n1.exec("c-node1", f"ping -c1 -W2 {cluster.node3.ip_of('c-node3')}")
     finally:
