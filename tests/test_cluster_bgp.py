@@ -250,7 +250,9 @@ def test_an_expired_lease_takes_the_node_out_of_the_mesh_until_its_agent_renews(
     n3 = cluster.node3
     block = sorted(blocks_of(cluster, "node3"))[0]
     agent = pid_of(n3, "agent.pid")
-    os.kill(agent, signal.SIGSTOP)  # BIRD runs on; only the lease is no longer kept alive
+    # SIGSTOP, not SIGKILL: a killed agent takes its BIRD with it (the test above); a stopped one
+    # leaves BIRD running, so only the lease's expiry can take node3 out of the others' mesh.
+    os.kill(agent, signal.SIGSTOP)
     try:
         eventually(lambda: "/pyctr/nodes/node3" not in keys(cluster), timeout=LEASE_TTL + 3)
         for role in ("node1", "node2"):
