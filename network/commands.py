@@ -1,7 +1,8 @@
-"""CLI commands for networks: `pyctr network create|ls|inspect|rm|graph|route`.
+"""CLI commands for networks and nodes: `pyctr network create|ls|inspect|rm|graph|route`, `pyctr
+node start|stop|rm|ls`.
 
 Only argparse lives here (the CLI imports it at start-up); the handlers are in
-pyctr.network.handlers (and `graph`'s in pyctr.network.graph) and are imported when their
+pyctr.network.handlers, pyctr.network.graph and pyctr.network.node, and are imported when their
 command runs.
 """
 
@@ -13,7 +14,7 @@ def _handler(name: str) -> str:
 
 
 def register(sub, command) -> None:
-    """Add the network subcommands. `command(name, "module:function", help)` returns a subparser."""
+    """Add the network and node subcommands. `command(name, "module:function", help)` returns a subparser."""
     p = command("network", "", "manage networks")
     nsub = p.add_subparsers(dest="network_command", metavar="COMMAND", required=True)
 
@@ -68,3 +69,46 @@ def register(sub, command) -> None:
     c = rsub.add_parser("ls", help="list a network's routes")
     c.add_argument("name", metavar="NAME")
     c.set_defaults(handler=_handler("cmd_route_ls"))
+
+    _register_node(command)
+
+
+def _register_node(command) -> None:
+    from pyctr.network import bird  # for its defaults; it imports nothing heavy
+
+    handler = "pyctr.network.node:cmd_{}".format
+    p = command("node", "", "this host as a node of a cluster network (BGP, with BIRD)")
+    nsub = p.add_subparsers(dest="node_command", metavar="COMMAND", required=True)
+    datastore_help = "the cluster's etcd (default: $PYCTR_DATASTORE)"
+
+    c = nsub.add_parser("start", help="register this host in the datastore, start BIRD and the node agent")
+    c.add_argument("--datastore", metavar="etcd://HOST:PORT", help=datastore_help)
+    c.add_argument("--name", required=True, metavar="NODE", help="the node's name in the datastore")
+    c.add_argument("--address", required=True, metavar="IP",
+                   help="this host's address on the underlay, where BGP speaks")
+    c.add_argument("--asn", type=int, default=bird.DEFAULT_ASN, metavar="N",
+                   help=f"the node's AS number (default: {bird.DEFAULT_ASN}, one iBGP mesh)")
+    c.add_argument("--bgp-hold-time", type=int, default=bird.DEFAULT_HOLD_TIME, metavar="S",
+                   help="seconds without a word from a peer before its routes go "
+                        f"(default: {bird.DEFAULT_HOLD_TIME})")
+    c.add_argument("--lease-ttl", type=int, default=10, metavar="S",
+                   help="seconds the node stays registered after its agent stops renewing (default: 10)")
+    c.add_argument("--gateway", action="store_true",
+                   help="a node without containers that learns every block (the head node)")
+    c.add_argument("--masquerade", metavar="CIDR", help="gateway: NAT traffic from CIDR that leaves through --out")
+    c.add_argument("--out", metavar="IFACE", help="gateway: the interface to the outside")
+    c.set_defaults(handler=handler("start"))
+
+    c = nsub.add_parser("stop", help="stop this host's node: BIRD and its agent; it leaves the mesh")
+    c.set_defaults(handler=handler("stop"))
+
+    c = nsub.add_parser("rm", help="forget a stopped node: free its blocks and addresses")
+    c.add_argument("--datastore", metavar="etcd://HOST:PORT", help=datastore_help)
+    c.add_argument("names", nargs="+", metavar="NAME")
+    c.set_defaults(handler=handler("rm"))
+
+    c = nsub.add_parser("ls", help="list the cluster's nodes, their blocks and this host's BGP sessions")
+    c.add_argument("--datastore", metavar="etcd://HOST:PORT",
+                   help="the cluster's etcd (default: $PYCTR_DATASTORE, else this host's node's)")
+    c.add_argument("-q", "--quiet", action="store_true", help="only names")
+    c.set_defaults(handler=handler("ls"))

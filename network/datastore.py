@@ -5,6 +5,9 @@ Keys, each holding a JSON document:
     /pyctr/members/NET/NODE     {}                      the nodes that defined NET
     /pyctr/blocks/NET/CIDR      {"node": NODE}          a block affine to NODE
     /pyctr/ipam/NET/IP          {"container": ID, "node": NODE}
+    /pyctr/nodes/NODE           {"address": IP, "asn": N, "gateway": bool, "masquerade": CIDR or
+                                null, "out": IFACE or null}, under a lease its node agent keeps
+                                alive (`pyctr node start`)
 
 A claim (of a block or an address) is one transaction: create the key if its create_revision is
 0, so two nodes never get the same one.
@@ -58,6 +61,19 @@ def ipam_prefix(net: str) -> str:
     return f"{PREFIX}ipam/{net}/"
 
 
+def nodes_prefix() -> str:
+    return f"{PREFIX}nodes/"
+
+
+def node_key(node: str) -> str:
+    return f"{nodes_prefix()}{node}"
+
+
+def all_blocks_prefix() -> str:
+    """The blocks of every network: /pyctr/blocks/NET/CIDR."""
+    return f"{PREFIX}blocks/"
+
+
 def _parse(url: str) -> tuple[str, int]:
     match = _URL.match(url)
     if not match or not 0 < int(match["port"]) < 65536:
@@ -106,15 +122,17 @@ class Datastore:
             found = self._client.get_prefix(prefix)
         return {meta["key"].decode(): json.loads(value) for value, meta in found}
 
-    def create(self, key: str, value: dict, also: dict[str, dict] | None = None) -> tuple[bool, dict | None]:
+    def create(self, key: str, value: dict, also: dict[str, dict] | None = None,
+               lease: int | None = None) -> tuple[bool, dict | None]:
         """Put `key` (and the keys of `also`) only if `key` does not exist yet, in one
-        transaction (etcd3gw's create, with more puts). Returns (created, the document that was
-        there when it was not)."""
-        puts = {key: value, **(also or {})}
+        transaction (etcd3gw's create, with more puts); `key` under `lease` when given. Returns
+        (created, the document that was there when it was not)."""
+        puts = [{"key": _b64(key), "value": _b64(_json(value)), **({"lease": lease} if lease else {})}]
+        puts += [{"key": _b64(k), "value": _b64(_json(v))} for k, v in (also or {}).items()]
         with self._reaching():
             reply = self._client.transaction({
                 "compare": [{"key": _b64(key), "result": "EQUAL", "target": "CREATE", "create_revision": 0}],
-                "success": [{"request_put": {"key": _b64(k), "value": _b64(_json(v))}} for k, v in puts.items()],
+                "success": [{"request_put": put} for put in puts],
                 "failure": [{"request_range": {"key": _b64(key)}}],
             })
         if reply.get("succeeded"):
@@ -122,9 +140,36 @@ class Datastore:
         kvs = (reply.get("responses") or [{}])[0].get("response_range", {}).get("kvs", [])
         return False, json.loads(base64.b64decode(kvs[0]["value"])) if kvs else None
 
-    def put(self, key: str, value: dict) -> None:
+    def put(self, key: str, value: dict, lease: int | None = None) -> None:
+        """Put `key`; with `lease` (an ID), the key goes when the lease expires or is revoked."""
         with self._reaching():
-            self._client.put(key, _json(value))
+            self._client.put(key, _json(value), lease=self._lease(lease) if lease else None)
+
+    def grant(self, ttl: int) -> int:
+        """A new lease of `ttl` seconds: its ID."""
+        with self._reaching():
+            return self._client.lease(ttl).id
+
+    def keep_alive(self, lease: int) -> int:
+        """Renew the lease: its TTL in seconds, or -1 when it has expired (or was revoked)."""
+        with self._reaching():
+            return self._lease(lease).refresh()
+
+    def revoke(self, lease: int) -> None:
+        """End the lease now: its keys go with it. A lease that expired already is no error."""
+        from etcd3gw import exceptions
+
+        with self._reaching():
+            try:
+                self._lease(lease).revoke()
+            except exceptions.Etcd3Exception as e:
+                if "not found" not in str(e):
+                    raise
+
+    def _lease(self, lease: int):
+        import etcd3gw.lease
+
+        return etcd3gw.lease.Lease(lease, client=self._client)
 
     def delete(self, *keys: str) -> None:
         """Delete the keys, in transactions of at most MAX_TXN_OPS."""

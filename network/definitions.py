@@ -82,7 +82,7 @@ def _new_definition(name, driver_name, subnet, gateway, bridge, masquerade, clus
     routed = driver_name == "routed"
     if subnet:
         chosen = networks.parse_subnet(subnet)
-        networks.check_free_subnet(chosen)
+        networks.check_free_subnet(chosen, pool=routed and bool(datastore))
     elif routed and datastore:
         raise PyctrError("a cluster network needs --subnet: the cluster's pool, e.g. 172.19.0.0/16")
     elif routed:

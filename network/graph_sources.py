@@ -14,12 +14,6 @@ from pyctr.network.graph import Bridge, Container, Host, Link, Picture
 from pyctr.runtime import hosttools, jsonstore, settings
 from pyctr.runtime.errors import PyctrError
 
-# The nodes' documents, written by `pyctr node start`:
-#   /pyctr/nodes/NODE  {"address": IP, "asn": N, "gateway": bool, "masquerade": CIDR|null, "out": IFACE|null}
-NODES_PREFIX = f"{datastore.PREFIX}nodes/"
-# Where `pyctr node start` keeps BIRD's control socket, under --state.
-BIRD_SOCKET = ("node", "bird.ctl")
-BIRDC_TIMEOUT = 5
 
 
 def local_host(net: networks.Network) -> Picture:
@@ -61,7 +55,8 @@ def cluster(net: networks.Network) -> Picture:
     containers with their addresses (named where this node knows them), the gateway node with
     its masquerade, and this node's BGP sessions with their state, read from its BIRD."""
     store = datastore.Datastore(net.datastore)
-    nodes = {key[len(NODES_PREFIX):]: doc for key, doc in store.get_prefix(NODES_PREFIX).items()}
+    prefix = datastore.nodes_prefix()  # the nodes' documents, written by `pyctr node start`
+    nodes = {key[len(prefix):]: doc for key, doc in store.get_prefix(prefix).items()}
     blocks = _suffixed(store.get_prefix(datastore.blocks_prefix(net.name)), datastore.blocks_prefix(net.name))
     allocations = _suffixed(store.get_prefix(datastore.ipam_prefix(net.name)), datastore.ipam_prefix(net.name))
     pool = store.get(datastore.pool_key(net.name)) or {}
@@ -89,41 +84,29 @@ def cluster(net: networks.Network) -> Picture:
     if any(host.name == this_node for host in picture.hosts):
         local = picture.host(this_node)
         local.routes = [_route_text(r) for r in _ip_json("-4", "route", "show") if _concerns(net, r, subnet)]
-    sessions = _bgp_sessions(settings.current().state_dir)
+    sessions = _bgp_sessions()
     if sessions:
         picture.host(this_node)  # a node that holds no block yet, or is not registered
     for session in sessions:
-        peer = _host_for_peer(picture, session["peer"])
-        # BIRD's Info column starts with the BGP state (Established, Active, Connect, Idle…).
-        state = (session.get("info") or session.get("state") or "?").split()[0]
-        established = state == "Established"
-        picture.links.append(Link(this_node, peer.name, f"BGP {state}", "bgp", up=established))
+        # The peer by its address, else by the node name in the protocol's (mesh_NODE).
+        peer = _host_for_peer(picture, session["peer"] or session["name"].removeprefix("mesh_"))
+        established = session["state"] == "Established"
+        picture.links.append(Link(this_node, peer.name, f"BGP {session['state']}", "bgp", up=established))
     return picture
 
 
-def _bgp_sessions(state_dir: str) -> list[dict]:
-    """This node's BGP sessions, as BIRD's `show protocols` lists them: [{"name": "mesh_node2",
-    "peer": "node2", "state": "up", "info": "Established"}]; [] when this node runs no BIRD (no
-    control socket) or BIRD does not answer."""
-    socket = os.path.join(state_dir, *BIRD_SOCKET)
-    if not os.path.exists(socket):
+def _bgp_sessions() -> list[dict]:
+    """This node's BGP sessions (bird.sessions); [] when this node runs no BIRD (no control
+    socket) or BIRD does not answer: the picture is drawn without them."""
+    from pyctr.network import bird, node
+
+    control_socket = node.Files().bird_ctl
+    if not control_socket.exists():
         return []
     try:
-        done = subprocess.run([hosttools.tool("birdc"), "-s", socket, "show", "protocols"],
-                              capture_output=True, text=True, timeout=BIRDC_TIMEOUT)
-    except (PyctrError, OSError, subprocess.TimeoutExpired):
+        return bird.sessions(str(control_socket))
+    except (PyctrError, OSError):
         return []
-    if done.returncode != 0:
-        return []
-    sessions = []
-    # "Name  Proto  Table  State  Since  Info": Since is one word (BIRD's default time format).
-    for line in done.stdout.splitlines():
-        fields = line.split(None, 5)
-        if len(fields) >= 5 and fields[1] == "BGP":
-            name = fields[0]
-            sessions.append({"name": name, "peer": name.removeprefix("mesh_"), "state": fields[3],
-                             "info": fields[5].strip() if len(fields) > 5 else ""})
-    return sessions
 
 
 def _host_for_peer(picture: Picture, peer: str) -> Host:

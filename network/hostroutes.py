@@ -37,10 +37,16 @@ def routes(path: str = "/proc/net/route") -> list[HostRoute]:
     return found
 
 
-def overlapping(subnet: ipaddress.IPv4Network, ignore_devices: tuple[str, ...] = ()) -> HostRoute | None:
-    """The first route (other than a default route) whose destination overlaps `subnet`."""
+def overlapping(subnet: ipaddress.IPv4Network, ignore_devices: tuple[str, ...] = (),
+                pool: bool = False) -> HostRoute | None:
+    """The first route (other than a default route) whose destination overlaps `subnet`. With
+    `pool` (a cluster network's pool), a route inside it via a gateway is no overlap: it leads
+    to another node's block (learned by BGP from the node's BIRD, or `network route add`)."""
     for route in routes():
         if route.network.prefixlen == 0 or route.device in ignore_devices:
+            continue
+        inside = route.network.prefixlen > subnet.prefixlen and route.network.subnet_of(subnet)
+        if pool and route.gateway and inside:
             continue
         if route.network.overlaps(subnet):
             return route

@@ -161,12 +161,13 @@ def check_interface_name(name: str) -> None:
         raise PyctrError(f"invalid bridge name {name!r}: at most 15 letters, digits, '_', '.' or '-'")
 
 
-def check_free_subnet(subnet: ipaddress.IPv4Network, ignore: str | None = None) -> None:
-    """Refuse a subnet that overlaps another pyctr network or a route of this node."""
+def check_free_subnet(subnet: ipaddress.IPv4Network, ignore: str | None = None, pool: bool = False) -> None:
+    """Refuse a subnet that overlaps another pyctr network or a route of this node (`pool`: a
+    cluster network's pool, inside which routes to other nodes' blocks are expected)."""
     for other in all_networks():
         if other.name != ignore and other.network.overlaps(subnet):
             raise ConflictError(f"subnet {subnet} overlaps network {other.name} ({other.subnet})")
-    route = hostroutes.overlapping(subnet)
+    route = hostroutes.overlapping(subnet, pool=pool)
     if route is not None:
         raise ConflictError(f"subnet {subnet} overlaps the host route '{route}'")
 

@@ -12,8 +12,10 @@ fi
 
 # python3-dev, gcc, libc6-dev and libcap-dev build python-prctl; iproute2 and nftables are what
 # the network drivers drive; util-linux has flock, nsenter and unshare; libseccomp2 compiles the
-# seccomp filters; graphviz has dot, which draws `pyctr network graph`'s picture (SVG and PNG).
-runtime_packages="python3 python3-venv python3-dev gcc libc6-dev libcap-dev iproute2 nftables util-linux libseccomp2 graphviz"
+# seccomp filters; bird2 is the BGP speaker `pyctr node start` runs for a cluster network (its
+# own service is kept from starting, see below: pyctr runs its own BIRD per node); graphviz has
+# dot, which draws `pyctr network graph`'s picture (SVG and PNG).
+runtime_packages="python3 python3-venv python3-dev gcc libc6-dev libcap-dev iproute2 nftables util-linux libseccomp2 bird2 graphviz"
 # What the tests and the bench run on the host, beyond the above and a minimal Debian
 # (debootstrap minbase already has coreutils, dash, grep, mawk, mount, tar):
 #   procps        ps          run through `pyctr debug --pid` in tests/test_network_cluster.py
@@ -43,47 +45,48 @@ dev_packages="procps iputils-ping mount busybox-static"
 #                    service is kept from starting, as dockerd's is)
 #   skopeo umoci     build OCI images from the Alpine minirootfs and push them (skopeo copy)
 client_packages="podman containerd docker.io runc docker-registry skopeo umoci"
-# The cluster tests (tests/test_cluster_ipam.py) run a private etcd, the routed driver's datastore:
+# The cluster tests (tests/test_cluster_ipam.py, tests/test_cluster_bgp.py) run a private etcd,
+# the routed driver's datastore (and bird2, a runtime package, for test_cluster_bgp's nodes):
 #   etcd-server   etcd 3.4, started by the tests with their own data folder inside a sandbox
 #                 namespace (its own service is kept from starting, as dockerd's is: it would
 #                 listen on this machine's loopback)
-#   bird2         bird and birdc: tests/test_network_graph.py runs BIRD on two sandbox nodes for the
-#                 BGP sessions `network graph` draws (its own service is kept from starting too)
-cluster_packages="etcd-server bird2"
+cluster_packages="etcd-server"
 packages="$runtime_packages"
 [ "${1:-}" = "--dev" ] && packages="$packages $dev_packages"
-scripts/apt-install-missing.sh --no-install-recommends $packages
+[ "${1:-}" = "--dev" ] && packages="$packages $client_packages $cluster_packages"
+
+# bird2's, docker.io's, containerd's, docker-registry's and etcd-server's maintainer scripts start
+# their services (invoke-rc.d, or deb-systemd-invoke): a running dockerd creates docker0 and
+# iptables rules in this machine's own network namespace, and Debian's BIRD would speak for this
+# machine's routes. A policy-rc.d that answers 101 ("action forbidden") stops that; it is removed
+# afterwards only when this script put it there.
+policy=/usr/sbin/policy-rc.d
+own_policy=""
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# pyctr setup.sh: no service starts while it installs packages\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    own_policy=1
+    trap 'rm -f "$policy"' EXIT
+fi
+new_units=""
+installed() { dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null | grep -qx installed; }
+installed bird2 || new_units="$new_units bird.service"
 if [ "${1:-}" = "--dev" ]; then
-    # docker.io's, containerd's, etcd-server's and bird2's maintainer scripts start their services (invoke-rc.d, or
-    # deb-systemd-invoke), and a running dockerd creates docker0 and iptables rules in this
-    # machine's own network namespace. A policy-rc.d that answers 101 ("action forbidden") stops
-    # that; it is removed afterwards only when this script put it there.
-    policy=/usr/sbin/policy-rc.d
-    own_policy=""
-    if [ ! -e "$policy" ]; then
-        printf '#!/bin/sh\n# pyctr setup.sh: no service starts while it installs packages\nexit 101\n' >"$policy"
-        chmod 755 "$policy"
-        own_policy=1
-        trap 'rm -f "$policy"' EXIT
-    fi
-    new_units=""
-    installed() { dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null | grep -qx installed; }
     installed docker.io || new_units="$new_units docker.service docker.socket"
     installed containerd || new_units="$new_units containerd.service"
     installed docker-registry || new_units="$new_units docker-registry.service"
     installed etcd-server || new_units="$new_units etcd.service"
-    installed bird2 || new_units="$new_units bird.service"
-    scripts/apt-install-missing.sh --no-install-recommends $client_packages $cluster_packages
-    if [ -n "$own_policy" ]; then
-        rm -f "$policy"
-        trap - EXIT
-    fi
-    # Under systemd the packages also enable their units, and dockerd would start at the next
-    # boot and change the network. Those that this run brought stay off: the tests need only
-    # the programs.
-    if [ -n "$new_units" ] && [ -d /run/systemd/system ]; then
-        systemctl disable --quiet $new_units 2>/dev/null || true
-    fi
+fi
+scripts/apt-install-missing.sh --no-install-recommends $packages
+if [ -n "$own_policy" ]; then
+    rm -f "$policy"
+    trap - EXIT
+fi
+# Under systemd the packages also enable their units, and dockerd or BIRD would start at the next
+# boot and change the network. Those that this run brought stay off: pyctr and the tests need
+# only the programs.
+if [ -n "$new_units" ] && [ -d /run/systemd/system ]; then
+    systemctl disable --quiet $new_units 2>/dev/null || true
 fi
 
 # pyctr needs Python 3.11 or newer; where python3 is older (Ubuntu 22.04), use python3.11.

@@ -241,22 +241,24 @@ def link(a: Netns, a_ifname: str, b: Netns, b_ifname: str) -> None:
     a.run("ip", "link", "add", a_ifname, "type", "veth", "peer", "name", b_ifname, "netns", b.name)
 
 
-def build_cluster(sandbox: Sandbox, images: Path | None) -> dict:
-    """fabric, node1, node2, head and upstream, wired and addressed as in the walk-through."""
+def build_cluster(sandbox: Sandbox, images: Path | None, nodes: int = 2, head_node: bool = False) -> dict:
+    """fabric, node1…nodeN (10.141.0.N), head and upstream, wired and addressed as in the
+    walk-through. With `head_node`, the head is a pyctr Node too (a gateway node, which NATs the
+    cluster's pool itself): the sandbox's own NAT on the head then covers only the underlay."""
     fabric = sandbox.netns("fabric")
     fabric.run("ip", "link", "add", "br0", "type", "bridge")
     fabric.run("ip", "link", "set", "br0", "up")
-    nodes = {"node1": sandbox.node("node1", images), "node2": sandbox.node("node2", images),
-             "head": sandbox.netns("head")}
-    addresses = {"node1": "10.141.0.1", "node2": "10.141.0.2", "head": HEAD_UNDERLAY_IP}
-    for role, ns in nodes.items():
+    members = {f"node{i}": sandbox.node(f"node{i}", images) for i in range(1, nodes + 1)}
+    members["head"] = sandbox.node("head") if head_node else sandbox.netns("head")
+    addresses = {f"node{i}": f"10.141.0.{i}" for i in range(1, nodes + 1)} | {"head": HEAD_UNDERLAY_IP}
+    for role, ns in members.items():
         link(fabric, f"p-{role}", ns, "eth0")
         fabric.run("ip", "link", "set", f"p-{role}", "master", "br0", "up")
         ns.run("ip", "addr", "add", f"{addresses[role]}/16", "dev", "eth0")
         ns.run("ip", "link", "set", "eth0", "up")
         if role != "head":
             ns.run("ip", "route", "add", "default", "via", HEAD_UNDERLAY_IP)
-    head, upstream = nodes["head"], sandbox.netns("upstream")
+    head, upstream = members["head"], sandbox.netns("upstream")
     link(head, "up0", upstream, "eth0")
     head.run("ip", "addr", "add", f"{HEAD_UPSTREAM_IP}/24", "dev", "up0")
     head.run("ip", "link", "set", "up0", "up")
@@ -265,12 +267,13 @@ def build_cluster(sandbox: Sandbox, images: Path | None) -> dict:
     # The "internet" knows the way back to the nodes' addresses (for published ports).
     upstream.run("ip", "route", "add", UNDERLAY, "via", HEAD_UPSTREAM_IP)
     head.write_sysctl("net.ipv4.ip_forward", 1)
+    sources = UNDERLAY if head_node else f"{UNDERLAY}, 172.19.0.0/16"
     head.nft(f"""
         add table ip masq
         add chain ip masq postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}
-        add rule ip masq postrouting oifname "up0" ip saddr {{ {UNDERLAY}, 172.19.0.0/16 }} masquerade
+        add rule ip masq postrouting oifname "up0" ip saddr {{ {sources} }} masquerade
     """)
-    return {**nodes, "fabric": fabric, "upstream": upstream}
+    return {**members, "fabric": fabric, "upstream": upstream}
 
 
 def add_watch_counters(ns: Netns, counters: dict[str, str]) -> None:
@@ -396,3 +399,31 @@ def remove_cgroup_tree(top: Path) -> None:
                 if time.monotonic() > deadline:
                     break
                 time.sleep(0.05)
+
+
+ETCD_WAIT_READY = """
+import sys, time, requests
+deadline = time.monotonic() + 20
+while True:
+    try:
+        requests.post(sys.argv[1] + "/v3/kv/range", json={"key": "AA=="}, timeout=1).raise_for_status()
+        break
+    except requests.RequestException:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.1)
+"""
+
+
+def start_etcd(ns: Netns, data_dir: Path, client_url: str) -> subprocess.Popen:
+    """A private etcd in `ns`, with its own data folder, serving `client_url`; returns once it
+    answers. It is one of the sandbox's processes (close() kills it)."""
+    with open(data_dir.parent / "etcd.log", "w") as log:
+        etcd = ns.spawn("etcd", "--name", "pyctr-test", "--data-dir", data_dir,
+                        "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
+                        "--listen-peer-urls", "http://127.0.0.1:2380",
+                        "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+                        "--initial-cluster", "pyctr-test=http://127.0.0.1:2380",
+                        stdout=log, stderr=subprocess.STDOUT)
+    ns.run(PYTHON, "-c", ETCD_WAIT_READY, client_url)
+    return etcd
