@@ -104,6 +104,12 @@ def dnat_ports(table: list[dict], exclude_owner: str = "") -> list[tuple[str, st
     return found
 
 
+def transaction(lines: list[str]) -> None:
+    """Run `lines` as one `nft -f -` script: one kernel transaction, all or nothing (for the
+    tables of other modules, such as policyrules'; this module's own go through the above)."""
+    _apply(lines)
+
+
 def table_exists() -> bool:
     return _list_table() is not None
 
