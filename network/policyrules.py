@@ -9,7 +9,7 @@ the old table for the new one atomically: no packet ever sees half of a change.
     map ingress-endpoints for egress (resp. ingress); an endpoint that no policy selects for a
                           direction has no entry, and stays open that way
     chain egress-CID      jump policy-NAME-egress for each policy that selects the container,
-    chain ingress-CID     then drop: what is allowed is the union of the policies' rules
+    chain ingress-CID     then count and drop: what is allowed is the union of the policies' rules
     chain policy-NAME-…   one rule per peer and port: `ip saddr @peers-HASH tcp dport 5432 accept`
     base chains           on forward, input and output: established and related packets (replies)
                           accept, then the endpoint's chain through the map (vmap)
@@ -102,7 +102,7 @@ def table_script(net: networks.Network, policies: dict[str, dict], members: list
             if not chosen and not default_deny:
                 continue  # not isolated in this direction
             chain = f"{direction}-{member.container_id[:12]}"
-            rules = [f"jump policy-{name}-{direction}" for name in chosen] + ["drop"]
+            rules = [f"jump policy-{name}-{direction}" for name in chosen] + ["counter drop"]
             body.append(_chain(chain, rules, f"container {member.name or member.container_id[:12]}"))
             maps[kind].append(f'"{member.interface}" . {member.address} : jump {chain}')
     head = []
