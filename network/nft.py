@@ -3,7 +3,8 @@
 Rules name their owner in a comment ("pyctr network NAME", "pyctr container ID"), so the rules
 of one network or one container can be found and replaced or deleted. Each change is one
 `nft -f -` script, which the kernel applies as a single transaction. When the last rule goes,
-the table goes whole. No other table is ever read or written.
+the table goes whole. No other table is read or written here, except through transaction(),
+which runs the script of pyctr's policy tables (`table inet pyctr-policy-NET`, policyrules.py).
 
 One limit of nftables to know: a packet must be accepted by every base chain on a hook, so the
 forward-accept rules here cannot undo a drop in another table (Docker's FORWARD policy DROP, a
