@@ -41,6 +41,9 @@ def node():
         node.run("ip", "link", "set", "eth0", "up")
         node.run("ip", "link", "set", "eth0-peer", "up")
         node.run("ip", "route", "add", "default", "via", "10.99.0.2")
+        # br_netfilter's namespace-wide switch off (its default is on): the bridge tests then show
+        # that pyctr's per-bridge switch alone does it, and that pyctr never turns this one on.
+        node.write_sysctl("net.bridge.bridge-nf-call-iptables", 0)
         yield node
     finally:
         sandbox.close()
@@ -142,6 +145,12 @@ def test_web_reaches_db_on_5432_and_an_unlabelled_container_cannot(clean):
     assert refused(scene, "stranger", "db", 5432)
     assert refused(scene, "web", "db", 9000)  # another port of db: not in the rule
     assert eventually_reaches(scene, "stranger", "web", 80)  # web is selected by nothing: open
+    if scene.driver == "bridge":  # switched packets reach the inet table through this bridge's option only
+        inspected = json.loads(scene.node.pyctr("network", "inspect", scene.network).stdout)[0]
+        bridge = inspected["Options"]["com.docker.network.bridge.name"]
+        [link] = json.loads(scene.node.run("ip", "-d", "-j", "link", "show", bridge).stdout)
+        assert link["linkinfo"]["info_data"]["nf_call_iptables"] == 1
+        assert scene.node.run("cat", "/proc/sys/net/bridge/bridge-nf-call-iptables").stdout.strip() == "0"
 
 
 def test_db_cannot_open_a_connection_to_web_but_its_replies_pass(clean):
@@ -458,3 +467,30 @@ def test_the_quick_path_reads_ps_filters_and_labels_as_argparse(monkeypatch):
         assert check_agrees(argv), argv
     assert cli.quick_parse(["ps", "--filter", "label=a"]).filter == ["label=a"]
     assert cli.quick_parse(["ps", "--fil", "label=a"]) is None  # an abbreviation: argparse's
+
+
+# --- reading policies and matching labels (no packets) --------------------------------------
+def test_policy_types_default_as_the_api_server_does_and_selectors_match_as_kubernetes():
+    from pyctr.network import policyspec
+
+    def spec(body: str) -> dict:
+        return policyspec.parse(policy_yaml("p", body))["spec"]
+
+    assert spec("  podSelector: {}\n")["policyTypes"] == ["Ingress"]
+    assert spec("  podSelector: {}\n  egress: []\n")["policyTypes"] == ["Ingress"]  # an empty section
+    assert spec("  podSelector: {}\n  egress:\n  - {}\n")["policyTypes"] == ["Ingress", "Egress"]
+    assert spec("  podSelector: {}\n  policyTypes: [Egress]\n")["policyTypes"] == ["Egress"]
+    selector = {"matchLabels": {"app": "db"},
+                "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["test"]},
+                                     {"key": "debug", "operator": "DoesNotExist"}]}
+    assert policyspec.matches(selector, {"app": "db"})  # NotIn matches a missing key
+    assert policyspec.matches(selector, {"app": "db", "tier": "prod"})
+    assert not policyspec.matches(selector, {"app": "db", "tier": "test"})
+    assert not policyspec.matches(selector, {"app": "db", "debug": ""})
+    assert not policyspec.matches(selector, {"app": "web"})
+    assert policyspec.matches({}, {}) and policyspec.matches({}, {"any": "thing"})
+    assert policyspec.selector_text(selector) == "app=db,tier notin (test),!debug"
+    # What inspect shows can be applied again (creationTimestamp is known).
+    stored = policyspec.parse(policy_yaml("p", "  podSelector: {}\n"))
+    stored["metadata"]["creationTimestamp"] = "2026-11-28T10:00:00Z"
+    assert policyspec.check(json.loads(json.dumps(stored)))["spec"] == stored["spec"]
