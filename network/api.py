@@ -63,6 +63,11 @@ def connect(container: dict, pid: int) -> dict:
                 if not driver.is_ready(net):
                     driver.create(net)
         endpoint = driver.attach(net, container_id, pid, address, mappings)
+        try:
+            _enforce_policies(net, joining=container_id)  # before the container's first packet
+        except BaseException:
+            driver.detach(net, container_id, mappings)
+            raise
     except BaseException:
         if address is not None:
             ipam.release(net, container_id)
@@ -102,6 +107,18 @@ def _detach(net: networks.Network, container: dict) -> None:
     if host_end and sandbox and not os.path.exists(sandbox):
         iproute.wait_until_gone(host_end, timeout=0.05)
     get_driver(net.driver).detach(net, container["Id"], _mappings(container))
+    _enforce_policies(net, leaving=container["Id"])
+
+
+def _enforce_policies(net: networks.Network, joining: str = "", leaving: str = "") -> None:
+    """Rebuild the network's policy table with the container in (or out of) its sets and maps;
+    a network without policies or --default-deny has no table, and this costs it one stat."""
+    from pyctr.network import policystore
+
+    if policystore.enforced(net):
+        from pyctr.network import policyrules
+
+        policyrules.sync(net, joining=joining, leaving=leaving)
 
 
 def _mappings(container: dict) -> list:

@@ -1,5 +1,5 @@
-"""CLI commands for networks and nodes: `pyctr network create|ls|inspect|rm|graph|route`, `pyctr
-node start|stop|rm|ls`.
+"""CLI commands for networks and nodes: `pyctr network create|ls|inspect|rm|graph|route|policy`,
+`pyctr node start|stop|rm|ls`.
 
 Only argparse lives here (the CLI imports it at start-up); the handlers are in
 pyctr.network.handlers, pyctr.network.graph and pyctr.network.node, and are imported when their
@@ -35,6 +35,8 @@ def register(sub, command) -> None:
                    help="routed: a cluster-wide pool in this etcd (default: $PYCTR_DATASTORE)")
     c.add_argument("--block-size", type=int, metavar="N",
                    help="routed with a datastore: nodes take the pool in blocks of /N (default: 26)")
+    c.add_argument("--default-deny", action="store_true",
+                   help="isolate every container both ways until a network policy allows traffic")
     c.add_argument("name", metavar="NAME")
     c.set_defaults(handler=_handler("cmd_create"))
 
@@ -69,6 +71,25 @@ def register(sub, command) -> None:
     c = rsub.add_parser("ls", help="list a network's routes")
     c.add_argument("name", metavar="NAME")
     c.set_defaults(handler=_handler("cmd_route_ls"))
+
+    r = nsub.add_parser("policy", help="network policies (Kubernetes' NetworkPolicy, in YAML)")
+    psub = r.add_subparsers(dest="policy_command", metavar="COMMAND", required=True)
+    c = psub.add_parser("apply", help="create or replace a policy on a network")
+    c.add_argument("name", metavar="NETWORK")
+    c.add_argument("-f", "--file", required=True, metavar="POLICY.yaml", help="the policy (- for stdin)")
+    c.set_defaults(handler=_handler("cmd_policy_apply"))
+    c = psub.add_parser("ls", help="list a network's policies")
+    c.add_argument("-q", "--quiet", action="store_true", help="only names")
+    c.add_argument("name", metavar="NETWORK")
+    c.set_defaults(handler=_handler("cmd_policy_ls"))
+    c = psub.add_parser("inspect", help="show policies as JSON")
+    c.add_argument("name", metavar="NETWORK")
+    c.add_argument("policies", nargs="+", metavar="POLICY")
+    c.set_defaults(handler=_handler("cmd_policy_inspect"))
+    c = psub.add_parser("rm", help="remove policies")
+    c.add_argument("name", metavar="NETWORK")
+    c.add_argument("policies", nargs="+", metavar="POLICY")
+    c.set_defaults(handler=_handler("cmd_policy_rm"))
 
     _register_node(command)
 

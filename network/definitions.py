@@ -13,7 +13,7 @@ def define(name: str, driver_name: str = "bridge", subnet: str | None = None,
            gateway: str | None = None, bridge: str | None = None,
            masquerade: bool | None = None, cluster_cidr: str | None = None,
            isolate: bool | None = None, datastore: str | None = None,
-           block_size: int | None = None) -> networks.Network:
+           block_size: int | None = None, default_deny: bool = False) -> networks.Network:
     """Check, save and build a network; on any failure nothing is left behind. A routed network
     with a datastore is cluster-wide: its pool is defined (or found) in etcd first."""
     networks.check_name(name)
@@ -23,14 +23,23 @@ def define(name: str, driver_name: str = "bridge", subnet: str | None = None,
     with networks.definitions_lock():
         net = _new_definition(name, driver_name, subnet, gateway, bridge, masquerade, cluster_cidr,
                               isolate, datastore, block_size)
+        if default_deny:
+            from pyctr.network import policyrules
+
+            policyrules.check_network(net)
+            net.default_deny = True
         if net.datastore:
             _cluster().join(net)
         try:
             networks.save(net)
             try:
                 driver.create(net)
+                if net.default_deny:
+                    policyrules.sync(net)
             except BaseException:
                 try:
+                    if net.default_deny:
+                        policyrules.remove(net)
                     driver.remove(net)
                 finally:
                     networks.delete(name)
@@ -64,6 +73,12 @@ def remove(name: str) -> None:
             raise ConflictError(f"network {name} is in use by container(s): {', '.join(users)}")
         if net.datastore:
             _cluster().leave(net)  # first: an etcd that is down leaves the network as it was
+        from pyctr.network import policystore
+
+        if policystore.enforced(net):
+            from pyctr.network import policyrules
+
+            policyrules.remove(net)
         get_driver(net.driver).remove(net)
         networks.delete(name)
 

@@ -19,7 +19,8 @@ def cmd_create(args) -> int:
     net = definitions.define(args.name, args.driver, subnet=args.subnet, gateway=args.gateway,
                              bridge=args.bridge, masquerade=args.masquerade,
                              cluster_cidr=args.cluster_cidr, isolate=args.isolate,
-                             datastore=datastore, block_size=args.block_size)
+                             datastore=datastore, block_size=args.block_size,
+                             default_deny=args.default_deny)
     print(net.id)
     return 0
 
@@ -138,6 +139,8 @@ def _inspect(name: str) -> dict:
         options["pyctr.isolate"] = str(net.isolate).lower()
     if net.cluster_cidr:
         options["pyctr.cluster_cidr"] = net.cluster_cidr
+    if net.default_deny:
+        options["pyctr.default_deny"] = "true"
     if net.datastore:
         options["pyctr.datastore"] = net.datastore
         options["pyctr.block_size"] = str(net.block_size)
@@ -158,3 +161,99 @@ def _inspect(name: str) -> dict:
         "Routes": [{"Destination": r.destination, "Via": r.via} for r in net.routes],
         "Labels": {},
     }
+
+
+# --- network policy ----------------------------------------------------------------------------
+def cmd_policy_apply(args) -> int:
+    """Create or replace a policy (by its metadata.name); nothing changes if anything is wrong."""
+    from pyctr.network import policyrules, policyspec
+
+    net = _policy_network(args.name)
+    try:
+        if args.file == "-":
+            import sys
+
+            text = sys.stdin.read()
+        else:
+            with open(args.file) as f:
+                text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise PyctrError(f"cannot read {args.file}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        policy = policyspec.parse(text)
+    except policyspec.PolicyError as e:
+        raise policyspec.PolicyError(f"{args.file}: {e}") from None
+    name = policy["metadata"]["name"]
+
+    def put(policies: dict) -> None:
+        created = (policies.get(name) or {}).get("metadata", {}).get("creationTimestamp")
+        policy["metadata"]["creationTimestamp"] = created or _now()
+        policies[name] = policy
+
+    policyrules.sync(net, change=put)
+    print(name)
+    return 0
+
+
+def cmd_policy_ls(args) -> int:
+    from pyctr.network import policyspec, policystore
+
+    net = _policy_network(args.name)
+    policies = policystore.load(net)
+    if args.quiet:
+        for name in policies:
+            print(name)
+        return 0
+    rows = [(name, policyspec.selector_text(p["spec"]["podSelector"]), ",".join(p["spec"]["policyTypes"]),
+             p["metadata"].get("creationTimestamp", "")) for name, p in policies.items()]
+    width = max([len(row[0]) for row in rows] + [4]) + 2
+    selector_width = max([len(row[1]) for row in rows] + [12]) + 2
+    print(f"{'NAME':<{width}}{'POD-SELECTOR':<{selector_width}}{'POLICY-TYPES':<16}CREATED")
+    for name, selector, types, created in rows:
+        print(f"{name:<{width}}{selector:<{selector_width}}{types:<16}{created}".rstrip())
+    return 0
+
+
+def cmd_policy_inspect(args) -> int:
+    from pyctr.network import policystore
+
+    net = _policy_network(args.name)
+    policies = policystore.load(net)
+    missing = [name for name in args.policies if name not in policies]
+    if missing:
+        raise NotFoundError(f"network {net.name} has no policy {missing[0]}")
+    print(json.dumps([policies[name] for name in args.policies], indent=4))
+    return 0
+
+
+def cmd_policy_rm(args) -> int:
+    from pyctr.network import policyrules
+
+    net = _policy_network(args.name)
+
+    def drop(policies: dict) -> None:
+        for name in args.policies:
+            if name not in policies:
+                raise NotFoundError(f"network {net.name} has no policy {name}")
+            del policies[name]
+
+    policyrules.sync(net, change=drop)
+    for name in args.policies:
+        print(name)
+    return 0
+
+
+def _policy_network(name: str) -> networks.Network:
+    from pyctr.network import policyrules
+
+    if name in networks.BUILTIN_NETWORKS:
+        raise PyctrError(f"network {name} has no addresses: policies need a bridge or routed network")
+    net = networks.load(name)
+    policyrules.check_network(net)
+    return net
+
+
+def _now() -> str:
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

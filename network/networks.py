@@ -44,7 +44,8 @@ class Network:
                  gateway: str | None = None, bridge: str | None = None, masquerade: bool = False,
                  isolate: bool = True, cluster_cidr: str | None = None,
                  routes: list[Route] | None = None, created: str | None = None,
-                 datastore: str | None = None, block_size: int | None = None):
+                 datastore: str | None = None, block_size: int | None = None,
+                 default_deny: bool = False):
         self.name = name
         self.driver = driver
         self.subnet = subnet
@@ -62,6 +63,8 @@ class Network:
         # handed out to nodes in blocks of /block_size (pyctr.network.clusteripam).
         self.datastore = datastore
         self.block_size = block_size
+        # Every container is isolated both ways until a policy allows traffic (policyrules.py).
+        self.default_deny = default_deny
 
     @property
     def network(self) -> ipaddress.IPv4Network:
@@ -82,6 +85,8 @@ class Network:
         data["routes"] = [r._asdict() for r in self.routes]
         if not self.datastore:  # a node-local network's file stays as it was
             del data["datastore"], data["block_size"]
+        if not self.default_deny:
+            del data["default_deny"]
         return data
 
 

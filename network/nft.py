@@ -3,7 +3,8 @@
 Rules name their owner in a comment ("pyctr network NAME", "pyctr container ID"), so the rules
 of one network or one container can be found and replaced or deleted. Each change is one
 `nft -f -` script, which the kernel applies as a single transaction. When the last rule goes,
-the table goes whole. No other table is ever read or written.
+the table goes whole. No other table is read or written here, except through transaction(),
+which runs the script of pyctr's policy tables (`table inet pyctr-policy-NET`, policyrules.py).
 
 One limit of nftables to know: a packet must be accepted by every base chain on a hook, so the
 forward-accept rules here cannot undo a drop in another table (Docker's FORWARD policy DROP, a
@@ -102,6 +103,12 @@ def dnat_ports(table: list[dict], exclude_owner: str = "") -> list[tuple[str, st
         if protocol and isinstance(port, int) and any("dnat" in e for e in rule.get("expr", [])):
             found.append((owner, protocol, port, host_ip))
     return found
+
+
+def transaction(lines: list[str]) -> None:
+    """Run `lines` as one `nft -f -` script: one kernel transaction, all or nothing (for the
+    tables of other modules, such as policyrules'; this module's own go through the above)."""
+    _apply(lines)
 
 
 def table_exists() -> bool:

@@ -69,7 +69,8 @@ def _container_config_flags(**more) -> dict:
                 "platform": ("--platform",)},
         lists={"env": ("-e", "--env"), "env_file": ("--env-file",), "volume": ("-v", "--volume"),
                "cap_add": ("--cap-add",), "cap_drop": ("--cap-drop",),
-               "security_opt": ("--security-opt",), "publish": ("-p", "--publish")},
+               "security_opt": ("--security-opt",), "publish": ("-p", "--publish"),
+               "label": ("-l", "--label"), "label_file": ("--label-file",)},
         defaults={"network": "bridge"}, integers=("cpu_shares", "pids_limit"),
         positional="image", rest="command")
 
@@ -77,8 +78,9 @@ def _container_config_flags(**more) -> dict:
 # tests/test_cli.py checks these against cli_parser's declarations, and both parsers on many argvs.
 QUICK_COMMANDS = {
     "ps": Flags(switches={"all": ("-a", "--all"), "quiet": ("-q", "--quiet"), "no_trunc": ("--no-trunc",)},
-                values={"format": ("--format",)}, defaults={"format": "table"},
-                choices={"format": ("table", "json")}, handler="pyctr.runtime.listing:cmd_ps"),
+                values={"format": ("--format",)}, lists={"filter": ("-f", "--filter")},
+                defaults={"format": "table"}, choices={"format": ("table", "json")},
+                handler="pyctr.runtime.listing:cmd_ps"),
     "inspect": Flags(values={"format": ("-f", "--format")}, handler="pyctr.runtime.listing:cmd_inspect",
                      positional="containers", many=True),
     "logs": Flags(switches={"follow": ("-f", "--follow"), "timestamps": ("-t", "--timestamps")},

@@ -27,6 +27,10 @@ def add_container_config_flags(p: argparse.ArgumentParser) -> None:
                    help="set an environment variable")
     p.add_argument("--env-file", action="append", default=[], metavar="FILE",
                    help="read environment variables from a file")
+    p.add_argument("-l", "--label", action="append", default=[], metavar="KEY[=VALUE]",
+                   help="set a label (network policies select containers by their labels)")
+    p.add_argument("--label-file", action="append", default=[], metavar="FILE",
+                   help="read labels from a file (KEY=VALUE lines)")
     p.add_argument("-w", "--workdir", help="working directory inside the container")
     p.add_argument("--entrypoint", metavar="COMMAND",
                    help="replace the image's Entrypoint (and drop its Cmd); \"\" clears it")
@@ -243,6 +247,9 @@ def _add_ps_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="only IDs")
     p.add_argument("--no-trunc", action="store_true")
     p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="label=KEY[=VALUE] or network=NAME (repeat a key: any of them; "
+                        "label filters: all of them, as Docker)")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

@@ -38,6 +38,7 @@ def create(args) -> Container:
     memory = options.parse_memory(args.memory)
     nano_cpus = options.parse_cpus(args.cpus)
     user_env = options.parse_env(args.env, args.env_file)
+    labels = options.parse_labels(getattr(args, "label", []), getattr(args, "label_file", []))
     binds = options.parse_volumes(args.volume)
     if args.hostname:
         options.check_hostname(args.hostname)
@@ -78,9 +79,11 @@ def create(args) -> Container:
         "Image": args.image,
         "WorkingDir": workdir or defaults.get("WorkingDir") or "",
     }
-    for key in ("ExposedPorts", "Labels"):
-        if defaults.get(key):
-            config[key] = defaults[key]
+    if defaults.get("ExposedPorts"):
+        config["ExposedPorts"] = defaults["ExposedPorts"]
+    labels = {**(defaults.get("Labels") or {}), **labels}  # the image's, then ours over them, as Docker
+    if labels:
+        config["Labels"] = labels
     c = Container({
         "Id": cid,
         "Name": name,

@@ -32,8 +32,44 @@ def _ports_text(c: records.Container) -> str:
     return ", ".join(out)
 
 
+FILTER_KEYS = ("label", "network")
+
+
+def _filters(items: list[str]) -> dict[str, list[str]]:
+    """`--filter KEY=VALUE`s by key, checked as Docker checks them."""
+    found: dict[str, list[str]] = {}
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not equals:
+            raise PyctrError(f"bad format of filter (expected name=value): {item!r}")
+        key = key.strip().lower()
+        if key not in FILTER_KEYS:
+            raise PyctrError(f"invalid filter '{key}' (pyctr knows {', '.join(FILTER_KEYS)})")
+        found.setdefault(key, []).append(value)
+    return found
+
+
+def _selected(c: records.Container, filters: dict[str, list[str]]) -> bool:
+    """Docker's rules: every label filter must match (label=KEY or label=KEY=VALUE); one of the
+    network filters must (the network's name, or a prefix of its ID)."""
+    labels = c.config["Config"].get("Labels") or {}
+    for wanted in filters.get("label", ()):
+        key, equals, value = wanted.partition("=")
+        if key not in labels or (equals and labels[key] != value):
+            return False
+    wanted_networks = filters.get("network")
+    if wanted_networks:
+        mode = c.config["HostConfig"].get("NetworkMode")
+        attached = (c.config.get("NetworkSettings") or {}).get("Networks") or {}
+        ids = [n.get("NetworkID") or "" for n in attached.values() if isinstance(n, dict)]
+        if not any(name == mode or any(i.startswith(name) for i in ids if name) for name in wanted_networks):
+            return False
+    return True
+
+
 def cmd_ps(args) -> int:
-    containers = [c for c in records.list_all() if args.all or c.running]
+    filters = _filters(getattr(args, "filter", None) or [])
+    containers = [c for c in records.list_all() if (args.all or c.running) and _selected(c, filters)]
     if args.quiet:
         for c in containers:
             print(c.id if args.no_trunc else c.short_id)
@@ -58,6 +94,7 @@ def _ps_entry(c: records.Container) -> dict:
             "Command": [c.config["Path"], *c.config["Args"]], "Created": c.config["Created"], "State": c.status,
             "Status": _status_text(c), "Pid": c.pid if c.running else 0,
             "ExitCode": c.state.get("ExitCode", 0), "Ports": _ports_text(c),
+            "Labels": c.config["Config"].get("Labels") or {},
             "Networks": [c.config["HostConfig"]["NetworkMode"]]}
 
 

@@ -63,6 +63,30 @@ def _env_pairs(items: list[str]) -> list[str]:
     return out
 
 
+def parse_labels(items: list[str], files: list[str]) -> dict[str, str]:
+    """--label-file then --label, as Docker reads them: KEY=VALUE, or KEY for an empty value; in
+    a file, one a line, blank lines and lines starting with # skipped. A later KEY wins."""
+    pairs: list[str] = []
+    for path in files:
+        try:
+            with open(path, encoding="utf-8-sig") as f:  # a BOM is not part of the first key
+                lines = [line.rstrip("\r\n").lstrip() for line in f]
+        except OSError as e:
+            raise PyctrError(f"open {path}: {e.strerror}")
+        except UnicodeDecodeError:
+            raise PyctrError(f"{path}: invalid utf8 bytes in a label file")
+        pairs += [line for line in lines if line and not line.startswith("#")]
+    labels = {}
+    for item in pairs + list(items):
+        key, _, value = item.partition("=")
+        if not key.strip():
+            raise PyctrError(f"invalid label '{item}': empty name")
+        if any(c.isspace() for c in key):
+            raise PyctrError(f"invalid label '{item}': the name contains whitespace")
+        labels[key] = value
+    return labels
+
+
 def parse_volumes(specs: list[str]) -> list[dict]:
     """Every -v, checked now rather than at start: one destination each, as Docker requires."""
     binds = [parse_volume(spec) for spec in specs]

@@ -145,7 +145,7 @@ def test_both_parsers_agree_on_random_command_lines(monkeypatch):
              "-a", "-q", "-aq", "-qa", "-ax", "--all", "--al", "--quiet", "--no-trunc", "--format",
              "--format=json", "--format=xml", "-f", "-t", "-ft", "-fx", "--follow", "--tail", "--tail=3",
              "--timestamps", "--root", "/r", "--root=/x", "--state", "--explain", "--log-level", "debug",
-             "--version", "-h", "--help"]
+             "--version", "-h", "--help", "--filter", "--filter=label=a", "label=a=b", "--fil"]
     rng = random.Random(13)
     taken = 0
     for _ in range(4000):
@@ -164,7 +164,8 @@ def test_both_parsers_agree_on_random_container_command_lines(monkeypatch):
              "--volume", "-p", "--cap", "--cap-add", "--cap-drop", "--cpu", "--cpus", "--cpu-shares",
              "--cpu-shares=7", "--pids-limit", "--network", "--net", "--ne", "--ip", "-h", "--hostname",
              "-w", "--workdir=/", "-u", "-m", "--memory", "--userns", "--userns-remap", "--read-only",
-             "--security-opt", "--help", "--bogus", "--root", "/r", "--version"]
+             "--security-opt", "--help", "--bogus", "--root", "/r", "--version",
+             "-l", "--label", "--label=a=b", "--label-file", "--lab", "-la=b"]
     rng = random.Random(2013)
     taken = 0
     for _ in range(6000):
