@@ -24,6 +24,7 @@ br_netfilter, switched on for that bridge only: see README).
 
 import hashlib
 import json
+import os
 
 from pyctr.network import endpoints as endpoint_list
 from pyctr.network import networks, nft, policyspec, policystore
@@ -41,6 +42,10 @@ SUPPORTED_DRIVERS = ("bridge", "routed")
 
 def table_name(net: networks.Network) -> str:
     return f"pyctr-policy-{net.name}"
+
+
+# There when br_netfilter is in the kernel (built in, or its module loaded), for this netns.
+BRIDGE_NETFILTER_SYSCTLS = "/proc/sys/net/bridge"
 
 
 def check_network(net: networks.Network) -> None:
@@ -177,5 +182,12 @@ def _bridge_through_netfilter(net: networks.Network) -> None:
     bridge only: its own nf_call_iptables, not the netns-wide net.bridge.bridge-nf-call-iptables."""
     from pyctr.network import iproute
 
+    # Without br_netfilter (a module on most distributions' kernels) the bridge's option does
+    # nothing, and switched traffic would pass every policy: refuse rather than enforce nothing.
+    # pyctr does not load it: loading it sends every bridge of the host through netfilter.
+    if not os.path.isdir(BRIDGE_NETFILTER_SYSCTLS):
+        raise PyctrError(f"network {net.name}: policies on a bridge network need the kernel's "
+                         "br_netfilter (modprobe br_netfilter; it also sends this host's other "
+                         "bridges through netfilter, see the README)")
     if iproute.link_exists(net.bridge):  # else the first connect builds it, and syncs again
         iproute.run([["link", "set", net.bridge, "type", "bridge", "nf_call_iptables", "1"]])

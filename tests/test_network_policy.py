@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from netsandbox import Sandbox, eventually, pull_alpine
+from netsandbox import PYTHON, Sandbox, eventually, pull_alpine
 
 SLEEP = ("alpine", "sleep", "600")
 NETWORKS = {"bridge": ("pb", "172.31.1.0/24"), "routed": ("pr", "172.31.2.0/24")}
@@ -327,6 +327,30 @@ def test_bad_input_is_one_line_exit_125_and_nothing_is_applied(node):
     finally:
         node.pyctr("network", "rm", "badnet", check=False)
     assert "pyctr-policy-badnet" not in node.run("nft", "list", "tables").stdout
+
+
+def test_a_bridge_policy_without_br_netfilter_is_refused_rather_than_left_unenforced(node):
+    """Where br_netfilter is a module not loaded, switched traffic would pass every policy. Here it
+    is built in: a private mount namespace hides /proc/sys/net (an empty tmpfs over it) from one
+    pyctr, which then sees a kernel without it."""
+    node.pyctr("network", "create", "--driver", "bridge", "--subnet", "172.31.6.0/24", "nobrnf")
+    try:
+        policy = node.root.parent / "nobrnf.yaml"
+        policy.write_text(policy_yaml("db", DB_FROM_WEB))
+        before = node.run("nft", "list", "ruleset").stdout
+        hidden = node.run("unshare", "--mount", "--propagation", "private", "sh", "-c",
+                          'mount -t tmpfs none /proc/sys/net && exec "$@"', "sh",
+                          PYTHON, "-m", "pyctr.runtime", "network", "policy", "apply", "nobrnf", "-f", policy,
+                          check=False, env=node.env)
+        assert hidden.returncode == 125 and hidden.stderr.count("\n") == 1, hidden.stderr
+        assert "need the kernel's br_netfilter" in hidden.stderr, hidden.stderr
+        assert node.run("nft", "list", "ruleset").stdout == before
+        assert node.pyctr("network", "policy", "ls", "-q", "nobrnf").stdout.split() == []
+        # With br_netfilter in sight, the same policy applies.
+        node.pyctr("network", "policy", "apply", "nobrnf", "-f", policy)
+        assert "pyctr-policy-nobrnf" in node.run("nft", "list", "tables").stdout
+    finally:
+        node.pyctr("network", "rm", "nobrnf", check=False)
 
 
 def test_explain_prints_the_nft_transaction(node):
