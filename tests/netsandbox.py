@@ -415,6 +415,22 @@ while True:
 """
 
 
+# What the tests read etcd with: its JSON gateway, straight (not pyctr's own client).
+ETCD_READ_KEYS = """
+import base64, json, sys, requests
+b64 = lambda s: base64.b64encode(s.encode()).decode()
+reply = requests.post(sys.argv[1] + "/v3/kv/range", json={"key": b64("/pyctr/"), "range_end": b64("/pyctr0")},
+                      timeout=5).json()
+print(json.dumps({base64.b64decode(kv["key"]).decode(): json.loads(base64.b64decode(kv["value"]))
+                  for kv in reply.get("kvs", [])}))
+"""
+
+
+def etcd_keys(ns: Netns, client_url: str) -> dict:
+    """Every /pyctr/ key in the etcd at `client_url` (reached from `ns`), with its JSON document."""
+    return json.loads(ns.run(PYTHON, "-c", ETCD_READ_KEYS, client_url).stdout)
+
+
 def start_etcd(ns: Netns, data_dir: Path, client_url: str) -> subprocess.Popen:
     """A private etcd in `ns`, with its own data folder, serving `client_url`; returns once it
     answers. It is one of the sandbox's processes (close() kills it)."""

@@ -5,14 +5,13 @@ are still typed (`network route add`): BGP is a later slice."""
 
 import ipaddress
 import json
-import signal
-import subprocess
 import time
 from types import SimpleNamespace
 
 import pytest
 
-from netsandbox import HEAD_UNDERLAY_IP, PYTHON, Sandbox, build_cluster, pull_alpine, read_output
+from netsandbox import (HEAD_UNDERLAY_IP, PYTHON, Sandbox, build_cluster, etcd_keys, pull_alpine, read_output,
+                        start_etcd)
 
 ETCD_URL = f"http://{HEAD_UNDERLAY_IP}:2379"
 DATASTORE = f"etcd://{HEAD_UNDERLAY_IP}:2379"
@@ -22,15 +21,6 @@ CREATE = ("network", "create", "--driver", "routed", "--subnet", POOL, "--block-
 SLEEP = ("alpine", "sleep", "600")
 NODE_IPS = {"node1": "10.141.0.1", "node2": "10.141.0.2"}
 
-# What the tests read etcd with: its JSON gateway, straight (not pyctr's own client).
-READ_KEYS = """
-import base64, json, sys, requests
-b64 = lambda s: base64.b64encode(s.encode()).decode()
-reply = requests.post(sys.argv[1] + "/v3/kv/range", json={"key": b64("/pyctr/"), "range_end": b64("/pyctr0")},
-                      timeout=5).json()
-print(json.dumps({base64.b64decode(kv["key"]).decode(): json.loads(base64.b64decode(kv["value"]))
-                  for kv in reply.get("kvs", [])}))
-"""
 # etcd's own count of key-value requests, by method (Range, Txn, Put, DeleteRange).
 KV_REQUESTS = """
 import json, re, sys, requests
@@ -38,38 +28,16 @@ text = requests.get(sys.argv[1] + "/metrics", timeout=5).text
 found = re.findall(r'^grpc_server_started_total{grpc_method="(\\w+)",grpc_service="etcdserverpb.KV".*} (\\d+)', text, re.M)
 print(json.dumps({method: int(count) for method, count in found}))
 """
-WAIT_READY = """
-import sys, time, requests
-deadline = time.monotonic() + 20
-while True:
-    try:
-        requests.post(sys.argv[1] + "/v3/kv/range", json={"key": "AA=="}, timeout=1).raise_for_status()
-        break
-    except requests.RequestException:
-        if time.monotonic() > deadline:
-            raise
-        time.sleep(0.1)
-"""
 
 
 @pytest.fixture(scope="module")
 def cluster():
     sandbox = Sandbox()
-    etcd = None
     try:
         images = pull_alpine(sandbox.dir / "images-root")
         nodes = build_cluster(sandbox, images)
         head = nodes["head"]
-        data = sandbox.dir / "etcd-data"
-        log = open(sandbox.dir / "etcd.log", "w")
-        etcd = head.spawn("etcd", "--name", "pyctr-test", "--data-dir", data,
-                          "--listen-client-urls", ETCD_URL, "--advertise-client-urls", ETCD_URL,
-                          "--listen-peer-urls", "http://127.0.0.1:2380",
-                          "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
-                          "--initial-cluster", "pyctr-test=http://127.0.0.1:2380",
-                          stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        head.run(PYTHON, "-c", WAIT_READY, ETCD_URL)
+        start_etcd(head, sandbox.dir / "etcd-data", ETCD_URL)
         for role in ("node1", "node2"):
             nodes[role].extra_env["PYCTR_NODE_NAME"] = role
         # Each node's routes and nftables before any cluster network, for the last test.
@@ -81,14 +49,11 @@ def cluster():
                 if role in locals().get("nodes", {}):
                     nodes[role].remove_all_containers()
         finally:
-            if etcd is not None:
-                etcd.send_signal(signal.SIGKILL)
-                etcd.wait(timeout=10)
-            sandbox.close()  # the data folder is under the sandbox's
+            sandbox.close()  # etcd, and its data folder under the sandbox's
 
 
 def keys(cluster) -> dict:
-    return json.loads(cluster.head.run(PYTHON, "-c", READ_KEYS, ETCD_URL).stdout)
+    return etcd_keys(cluster.head, ETCD_URL)
 
 
 def kv_requests(cluster) -> dict:
