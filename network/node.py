@@ -231,26 +231,8 @@ def _spawn_agent(files: Files) -> int:
     descriptors but the pipe it answers on), and wait until it says BIRD runs: its PID."""
     ready_r, ready_w = os.pipe()
     argv = hosttools.python("-m", AGENT_MODULE, str(files.dir), str(ready_w))
-    env = {k: v for k, v in os.environ.items() if k.startswith("PYCTR_")} | {"PATH": hosttools.SYSTEM_PATH}
-    child = os.fork()
-    if child == 0:
-        try:
-            os.setsid()  # no controlling terminal, no signal of the caller's session
-            if os.fork() == 0:  # a grandchild: not ours to wait for
-                os.chdir("/")
-                null = os.open(os.devnull, os.O_RDWR)
-                os.dup2(null, 0)
-                log = os.open(files.agent_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-                os.dup2(log, 1)
-                os.dup2(log, 2)
-                os.set_inheritable(ready_w, True)
-                os.closerange(3, ready_w)
-                os.closerange(ready_w + 1, 65536)
-                os.execve(argv[0], argv, env)
-        finally:
-            os._exit(0)
+    hosttools.spawn_detached(argv, hosttools.pyctr_environment(), str(files.agent_log), str(files.agent_log), ready_w)
     os.close(ready_w)
-    os.waitpid(child, 0)
     answer = _read_answer(ready_r)
     word, _, rest = answer.strip().partition(" ")
     if word == "ready" and rest.isdigit():

@@ -129,28 +129,9 @@ def start(state_dir, wait: bool = True) -> None:
     explain.comment("start pyctr's host monitor (it watches every detached container)")
     ready_r, ready_w = os.pipe()
     argv = hosttools.python("-m", "pyctr.runtime.hostmonitor", str(state_dir), str(ready_w))
-    # Only pyctr's own settings, and a fixed PATH: nothing of the caller's environment to follow.
-    env = {k: v for k, v in os.environ.items() if k.startswith("PYCTR_")} | {"PATH": hosttools.SYSTEM_PATH}
-    child = os.fork()
-    if child == 0:
-        try:
-            os.setsid()  # no controlling terminal, no signal of the caller's session
-            if os.fork() == 0:  # a grandchild: not ours to wait for
-                os.chdir("/")
-                null = os.open(os.devnull, os.O_RDWR)
-                for fd in (0, 1):
-                    os.dup2(null, fd)
-                # Its own errors, if any, go beside its socket.
-                errors = os.open(os.path.join(state_dir, "monitor.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-                os.dup2(errors, 2)
-                os.set_inheritable(ready_w, True)
-                os.closerange(3, ready_w)
-                os.closerange(ready_w + 1, 65536)
-                os.execve(argv[0], argv, env)
-        finally:
-            os._exit(0)
+    # Its own errors, if any, go beside its socket.
+    hosttools.spawn_detached(argv, hosttools.pyctr_environment(), None, os.path.join(state_dir, "monitor.log"), ready_w)
     os.close(ready_w)
-    os.waitpid(child, 0)
     while wait and os.read(ready_r, 64):  # EOF once it listens, or has exited
         pass
     os.close(ready_r)

@@ -18,6 +18,40 @@ def python(*args: str) -> list[str]:
     return [sys.executable, "-I", *args]
 
 
+def pyctr_environment() -> dict[str, str]:
+    """A helper's environment: only pyctr's own settings, and a fixed PATH; nothing of the
+    caller's environment to follow."""
+    return {k: v for k, v in os.environ.items() if k.startswith("PYCTR_")} | {"PATH": SYSTEM_PATH}
+
+
+def spawn_detached(argv: list[str], env: dict[str, str], output: str | None, errors: str, keep_fd: int) -> None:
+    """Exec `argv` as a daemon, and return once it is on its way: a grandchild (not ours to
+    wait for) in its own session (no controlling terminal, no signal of the caller's), in /,
+    stdin from /dev/null, stdout appended to the file `output` (None: /dev/null) and stderr to
+    `errors` (mode 0600), and none of our descriptors but `keep_fd`."""
+    child = os.fork()
+    if child == 0:
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                os.chdir("/")
+                null = os.open(os.devnull, os.O_RDWR)
+                os.dup2(null, 0)
+                os.dup2(_append(output) if output else null, 1)
+                os.dup2(_append(errors), 2)
+                os.set_inheritable(keep_fd, True)
+                os.closerange(3, keep_fd)
+                os.closerange(keep_fd + 1, 65536)
+                os.execve(argv[0], argv, env)
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+
+
+def _append(path: str) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+
 def tool(name: str) -> str:
     """The absolute path of a host tool such as nft or ip, never one in the working directory."""
     for directory in SYSTEM_PATH.split(":"):
