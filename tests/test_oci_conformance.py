@@ -19,12 +19,16 @@ CONFORMANCE = SHARED_MIRROR.parent / "oci-conformance"
 
 FAST = [
     "create", "state", "kill_no_effect", "delete_resources",                      # lifecycle
-    "hooks_stdin", "prestart", "prestart_fail", "poststart_fail", "poststop",      # hooks
+    "prestart", "prestart_fail", "poststart_fail", "poststop",                     # hooks
     "mounts", "root_readonly_true",                                               # mounts
     "linux_ns_itype", "linux_ns_nopath", "hostname", "linux_uid_mappings",        # namespaces
     "linux_cgroups_pids", "linux_cgroups_devices", "linux_cgroups_relative_cpus",  # cgroups
     "process", "process_user", "process_rlimits_fail", "linux_seccomp",           # the process
 ]
+
+# Not in either list: hooks_stdin. Its container runs `true`, whose poststart hook must see it
+# "running"; under load `true` has exited by then and the state says "stopped", as runc's would
+# (runc's baseline fails it too). The full suite runs it, under "none worse than runc's baseline".
 
 # These two make a user namespace, which a chroot cannot (runc fails them there too).
 NEEDS_USERNS = ["linux_ns_nopath", "linux_uid_mappings"]
