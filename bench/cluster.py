@@ -31,6 +31,7 @@ from pathlib import Path
 from bench.measure import CommandFailed, Series, run
 from bench.pyctr_cli import Pyctr
 from bench.rows import Row
+from bench.sandbox import delete_netns
 
 NETWORK = "benchcluster"
 POOL = "172.19.0.0/16"  # only ever exists inside the bench's node namespaces
@@ -148,8 +149,6 @@ class Cluster:
         self._undo.append((what, step))
 
     def _netns(self, role: str) -> str:
-        from bench.sandbox import delete_netns
-
         name = self.sb.add_netns(f"c{self.size}-{role}")
         self._on_close(f"delete netns {name}", lambda: delete_netns(name))
         return name

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import time
 from types import SimpleNamespace
 
@@ -162,6 +163,8 @@ def test_nodes_register_under_leases_and_form_a_full_mesh(cluster):
                             "masquerade": POOL if role == "head" else None, "out": "up0" if role == "head" else None}
                      for role in (*NODES, "head")}
     # node1's agent renders a session for each other node (within its poll period).
+    # The FIFO through which a `run` that claims a block wakes node1's agent.
+    assert stat.S_ISFIFO(node_file(cluster.node1, "wake").stat().st_mode)
     conf = eventually(lambda: {"mesh_node2", "mesh_node3", "mesh_head"} <= set(
         (text := node_file(cluster.node1, "bird.conf").read_text()).split()) and text, timeout=3)
     assert "mesh_node1" not in conf
@@ -305,6 +308,7 @@ def test_a_restarted_node_gets_its_blocks_back(cluster):
     n1.pyctr("node", "stop")
     assert not bird_routes(n1)  # BIRD took its routes out of the kernel
     assert not node_file(n1, "bird.ctl").exists()
+    assert not node_file(n1, "wake").exists()
     for role in ("node2", "node3"):
         for block in blocks:
             wait_for_route(getattr(cluster, role), block, present=False, timeout=HOLD_TIME)
