@@ -22,12 +22,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--quick", action="store_true",
-                   help="smoke mode: 3 runs each, density N=5,10, ps with 5 containers, no conformance")
+                   help="smoke mode: 3 runs each, density N=5,10, ps with 5 containers, a cluster of 3, "
+                   "no conformance")
     p.add_argument("--runs", type=int, help="timed runs of each command (default 20; quick 3)")
     p.add_argument("--density", help="comma-separated N at which the density ramp measures; it goes up to "
                    "the largest, and the smallest is the batch the others' starts are compared with "
                    "(default 10,100,1000)")
     p.add_argument("--ps-containers", type=int, help="containers running during `pyctr ps` (default 50)")
+    p.add_argument("--cluster", help="comma-separated numbers of nodes for the cluster rows (default 3,10,20; "
+                   "quick 3)")
     p.add_argument("--only", help=f"comma-separated scenarios among {','.join(SCENARIOS)}")
     p.add_argument("--compare", type=Path, metavar="OLD.json", help="compare with an earlier run")
     p.add_argument("--out", type=Path, default=RESULTS, help="where the JSON and PNG go")
@@ -41,6 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.density = [int(n) for n in (args.density or ("5,10" if args.quick else "10,100,1000")).split(",")]
     if min(args.density) < 1:
         p.error("--density: each N must be at least 1")
+    args.cluster = [int(n) for n in (args.cluster or ("3" if args.quick else "3,10,20")).split(",")]
+    if min(args.cluster) < 2:
+        p.error("--cluster: a cluster has at least 2 nodes")
     args.ps_containers = args.ps_containers if args.ps_containers is not None else (5 if args.quick else 50)
     args.only = (args.only.split(",") if args.only
                  else [name for name in SCENARIOS if not (args.quick and name in NOT_IN_QUICK)])
@@ -121,7 +127,7 @@ def _set_up(sb: Sandbox, args: argparse.Namespace, leaks: list[str]) -> Context:
         if err:
             print(f"bench: {who}: {err}", file=sys.stderr)
     return Context(sb, pyctr, podman, podman_error, runc, runc_error, pyctr_oci, pyctr_oci_error,
-                   rootfs, args.runs, args.density, args.ps_containers)
+                   rootfs, args.runs, args.density, args.ps_containers, args.cluster)
 
 
 def _run_scenario(name: str, ctx: Context) -> list:

@@ -27,6 +27,11 @@ class Pyctr:
     def cmd(self, *args: str) -> list[str]:
         return [self.binary, *args]
 
+    @property
+    def python(self) -> Path:
+        """The Python that runs pyctr (the venv's)."""
+        return Path(self.binary).parent / "python"
+
     def pull(self, mirror_url: str) -> None:
         """`pyctr pull alpine` from the given mirror; on failure the pyctr rows say why."""
         env = dict(self.env, PYCTR_ALPINE_MIRROR=mirror_url)

@@ -89,9 +89,14 @@ class Sandbox:
 
     def make_netns(self) -> str:
         """`ip netns add benchnode-<random>` with loopback up; deleted at clean-up."""
-        name = f"benchnode-{self.tag}"
+        self.netns = self.add_netns()
+        return self.netns
+
+    def add_netns(self, role: str = "") -> str:
+        """Another namespace of the bench, `benchnode-<random>-ROLE` (the cluster rows make one
+        per node), with loopback up; deleted at clean-up, or earlier by delete_netns."""
+        name = f"benchnode-{self.tag}" + (f"-{role}" if role else "")
         subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
-        self.netns = name
         self.on_cleanup(f"delete netns {name}", lambda: delete_netns(name))
         subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
         return name
@@ -184,7 +189,10 @@ def _raise_exit(signum, frame):
 
 
 def delete_netns(name: str) -> None:
-    """Kill what still runs in our namespace (only things the bench started), then delete it."""
+    """Kill what still runs in our namespace (only things the bench started), then delete it.
+    One deleted already is no error (the cluster rows delete theirs after each size)."""
+    if not os.path.exists(f"{NETNS_DIR}/{name}"):
+        return
     pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout
     for pid in pids.split():
         try:

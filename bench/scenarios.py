@@ -1,14 +1,15 @@
-"""The seven scenarios. Each returns rows of the results table; none raises for a contender that
+"""The eight scenarios. Each returns rows of the results table; none raises for a contender that
 cannot run (its cells say "failed: …" instead), so one broken piece never hides the others."""
 
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from bench import conformance as oci_conformance
+from bench.cluster import cluster
 from bench import procs
 from bench.measure import (CommandFailed, Contender, Series, interleave, pair_ratio, removal_timeout,
                            run, single_ratio, timed)
@@ -37,6 +38,7 @@ class Context:
     runs: int
     density: list[int]
     ps_containers: int
+    cluster_sizes: list[int] = field(default_factory=lambda: [3, 10, 20])
 
 
 # -- 1. start, no network ---------------------------------------------------------------------
@@ -428,5 +430,6 @@ SCENARIOS = {
     "density": density,
     "cli": cli,
     "conformance": conformance,
+    "cluster": cluster,
 }
 NOT_IN_QUICK = {"conformance"}  # minutes long; `--quick --only conformance` still runs it

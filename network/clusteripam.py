@@ -72,6 +72,7 @@ def leave(net: networks.Network) -> None:
     ours = [key for prefix in (datastore.ipam_prefix(net.name), datastore.blocks_prefix(net.name))
             for key, doc in store.get_prefix(prefix).items() if doc.get("node") == node]
     store.delete(*ours, datastore.member_key(net.name, node))
+    _tell_agent()
     if not store.get_prefix(f"{datastore.member_key(net.name, '')}"):
         store.delete(datastore.pool_key(net.name))
 
@@ -105,6 +106,7 @@ def allocate(net: networks.Network, container_id: str) -> ipaddress.IPv4Address:
                 # Taken in etcd though not in our file (a file lost or restored): note it, go on.
                 doc["allocations"][str(address)] = (owner or {}).get("container", "?")
             doc["blocks"].append(_claim_block(net, store, node, doc["blocks"]))
+            _tell_agent()
 
 
 def release(net: networks.Network, container_id: str) -> None:
@@ -119,6 +121,14 @@ def release(net: networks.Network, container_id: str) -> None:
         datastore.Datastore(net.datastore).delete(*(f"{datastore.ipam_prefix(net.name)}{ip}" for ip in mine))
         for ip in mine:
             del doc["allocations"][ip]
+
+
+def _tell_agent() -> None:
+    """The node agent (if this host runs one) tells BIRD at once, not at its next poll: the
+    other nodes learn a new block, or drop a freed one, within a fraction of a second."""
+    from pyctr.network import node  # here: only a change of blocks needs it
+
+    node.wake_agent()
 
 
 def _candidates(net: networks.Network, doc: dict):

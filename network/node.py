@@ -11,7 +11,8 @@ A running node is three things:
     renders BIRD's configuration again when nodes or blocks change in etcd.
 
 Their files are in $PYCTR_STATE/node/: node.json (what `node start` was given, and the lease),
-bird.conf, bird.ctl (BIRD's control socket), bird.pid, bird.log, agent.pid, agent.log.
+bird.conf, bird.ctl (BIRD's control socket), bird.pid, bird.log, agent.pid, agent.log, and wake
+(a FIFO: a `run` that claims a block, or a `network rm` that frees some, wakes the agent at once).
 
 A gateway node (--gateway, the walk-through's head node) runs no containers: it peers with the
 mesh, learns every block, and with --masquerade CIDR --out IFACE NATs the cluster's traffic that
@@ -53,6 +54,7 @@ class Files:
         self.bird_log = self.dir / "bird.log"
         self.agent_pid = self.dir / "agent.pid"
         self.agent_log = self.dir / "agent.log"
+        self.wake = self.dir / "wake"  # a FIFO the agent reads: a byte means "sync now"
         self.lock = state / "locks" / "node.lock"
 
 
@@ -298,6 +300,22 @@ def _wait_for_dying_agent(files: Files, timeout: float = 5.0) -> None:
         time.sleep(0.05)
 
 
+def wake_agent() -> None:
+    """Tell this host's node agent that its blocks changed in etcd, so that BIRD announces them
+    now rather than at the agent's next poll. Nothing happens when no agent runs: there is no
+    FIFO, or no one reads it (ENXIO)."""
+    try:
+        fd = os.open(Files().wake, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return
+    try:
+        os.write(fd, b"\n")
+    except BlockingIOError:
+        pass  # the FIFO is full: the agent has been woken already
+    finally:
+        os.close(fd)
+
+
 # --- stop --------------------------------------------------------------------------------------
 def stop() -> str:
     """Stop the agent (which stops BIRD and revokes the lease), and undo the gateway's rules."""
@@ -343,7 +361,7 @@ def _clean_up(files: Files) -> None:
             datastore.Datastore(node["datastore"]).revoke(node["lease"])
     if node.get("gateway"):
         nft.delete_rules(owner(node["name"]))
-    for path in (files.settings, files.bird_conf, files.bird_ctl, files.bird_pid, files.agent_pid):
+    for path in (files.settings, files.bird_conf, files.bird_ctl, files.bird_pid, files.agent_pid, files.wake):
         path.unlink(missing_ok=True)
 
 

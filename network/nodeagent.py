@@ -18,8 +18,11 @@ Why it polls etcd (every POLL_SECONDS, two range requests) rather than watching:
 keeps the lease and waits on BIRD is then all there is, with no thread; it needs no resync after
 etcd restarts or compacts (a watch must read everything again after any reconnect, and etcd3gw
 runs a watch as a thread over a streamed HTTP response); and two reads a node per half second
-are nothing to etcd at a cluster's size. The price is up to POLL_SECONDS of delay before a new
-node or block reaches BIRD.
+are nothing to etcd at a cluster's size. The price would be up to POLL_SECONDS of delay before a
+new block reaches BIRD; but this node's own blocks change only by this node's `run` (a claim)
+and `network rm` (a release), and these wake the agent at once through a FIFO in the node's
+folder (node.wake_agent), so the mesh hears of a new block within a fraction of a second. Other
+changes (nodes that come and go, a `node rm`) wait for the poll.
 
 When etcd cannot be reached, nothing changes: BIRD keeps its sessions and the kernel its routes,
 so containers keep talking; the agent says so once in its log and tries again.
@@ -52,6 +55,7 @@ class Agent:
         self.node = jsonstore.read_json(files.settings)
         self.store = datastore.Datastore(self.node["datastore"])
         self.bird: subprocess.Popen | None = None
+        self.wake = -1  # the wake FIFO's descriptor (open_wake)
         self.stopping = False
         self.rendered = files.bird_conf.read_text() if files.bird_conf.exists() else ""
         self.next_keep_alive = time.monotonic() + self.node["lease_ttl"] / 3
@@ -104,13 +108,24 @@ class Agent:
             self.bird.wait()
 
     # --- the loop ----------------------------------------------------------------------------
+    def open_wake(self) -> None:
+        """The FIFO that `run` and `network rm` write a byte to when this node's blocks change
+        (node.wake_agent). Opened read-write, so that it never reads as closed when a writer
+        goes, and non-blocking."""
+        self.files.wake.unlink(missing_ok=True)
+        os.mkfifo(self.files.wake, 0o600)
+        self.wake = os.open(self.files.wake, os.O_RDWR | os.O_NONBLOCK)
+
     def run(self) -> int:
         import select
 
         bird_exit = os.pidfd_open(self.bird.pid)  # readable once BIRD exits: no busy wait
         while not self.stopping:
-            readable, _, _ = select.select([bird_exit], [], [], POLL_SECONDS)
-            if readable:
+            readable, _, _ = select.select([bird_exit, self.wake], [], [], POLL_SECONDS)
+            if self.wake in readable:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self.wake, 4096)  # every wake so far: one sync serves them all
+            if bird_exit in readable:
                 code = self.bird.wait()
                 how = f"signal {-code}" if code < 0 else f"status {code}"
                 log(f"BIRD exited ({how}): node {self.node['name']} leaves the mesh; "
@@ -183,6 +198,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
+        agent.open_wake()
         agent.start_bird()
         files.agent_pid.write_text(f"{os.getpid()}\n")
     except BaseException as e:
@@ -202,6 +218,7 @@ def main(argv: list[str]) -> int:
         agent.stop_bird()
         agent.revoke()
         files.agent_pid.unlink(missing_ok=True)
+        files.wake.unlink(missing_ok=True)
         log(f"node {agent.node['name']} stopped")
     return code
 

@@ -9,7 +9,9 @@ Pools that overlap a node's own networks and block sizes larger than the pool ar
 import ipaddress
 import json
 import os
+import shutil
 import signal
+import stat
 import time
 from types import SimpleNamespace
 
@@ -17,6 +19,7 @@ import pytest
 
 from netsandbox import (CONTAINER_PEER_SERVER, HEAD_UNDERLAY_IP, HEAD_UPSTREAM_IP, PYTHON, UPSTREAM_IP, Sandbox,
                         build_cluster, eventually, peers_in_log, pull_alpine, start_etcd, start_peer_server)
+from svgdrawing import Drawing
 
 ETCD_URL = f"http://{HEAD_UNDERLAY_IP}:2379"
 DATASTORE = f"etcd://{HEAD_UNDERLAY_IP}:2379"
@@ -27,6 +30,8 @@ ADDRESSES = {"node1": "10.141.0.1", "node2": "10.141.0.2", "node3": "10.141.0.3"
 HOLD_TIME = 3
 LEASE_TTL = 4
 PORT = 7000
+# Where to copy node1's picture of the cluster (the README's example): PYCTR_GRAPH_EXAMPLE=docs/network-graph.svg
+EXAMPLE = os.environ.get("PYCTR_GRAPH_EXAMPLE")
 
 READ_KEYS = """
 import base64, json, sys, requests
@@ -158,6 +163,8 @@ def test_nodes_register_under_leases_and_form_a_full_mesh(cluster):
                             "masquerade": POOL if role == "head" else None, "out": "up0" if role == "head" else None}
                      for role in (*NODES, "head")}
     # node1's agent renders a session for each other node (within its poll period).
+    # The FIFO through which a `run` that claims a block wakes node1's agent.
+    assert stat.S_ISFIFO(node_file(cluster.node1, "wake").stat().st_mode)
     conf = eventually(lambda: {"mesh_node2", "mesh_node3", "mesh_head"} <= set(
         (text := node_file(cluster.node1, "bird.conf").read_text()).split()) and text, timeout=3)
     assert "mesh_node1" not in conf
@@ -199,6 +206,35 @@ def test_containers_on_three_nodes_talk_with_their_real_addresses_no_route_typed
     start_peer_server(cluster.upstream, UPSTREAM_IP, 8080)
     seen = cluster.node2.exec("c-node2", f"wget -T3 -qO- http://{UPSTREAM_IP}:8080/").stdout.strip()
     assert seen == HEAD_UPSTREAM_IP  # the head's gateway masquerades the pool
+
+
+def test_the_picture_of_the_cluster_drawn_on_node1(cluster, tmp_path):
+    """The README's example (PYCTR_GRAPH_EXAMPLE=docs/network-graph.svg copies it out): three
+    nodes and the gateway head, every session of node1 Established."""
+    n1 = cluster.node1
+    eventually(lambda: set(sessions_of(n1).values()) == {"Established", "this node"} or None, timeout=15)
+    path = tmp_path / "calico.svg"
+    n1.pyctr("network", "graph", "calico", "-o", path)
+    drawing = Drawing(path)
+    lines = drawing.lines()
+    assert "network calico: routed, 172.19.0.0/16 (the cluster, from its datastore)" in lines
+    assert set(drawing.boxes) == {*NODES, "head (gateway)"}
+    for role in NODES:
+        node = getattr(cluster, role)
+        cid = node.inspect(f"c-{role}", "{{.Id}}")
+        # node1 names its own container; the others' it knows by their IDs (etcd records IDs).
+        texts = [ADDRESSES[role], "AS 64512", f"eth0 {node.ip_of(f'c-{role}')}/32",
+                 f"c-{role}" if role == "node1" else cid[:12]]
+        texts += [f"block {block}" for block in blocks_of(cluster, role)]
+        for text in texts:
+            assert drawing.inside(role, text), (role, text, lines)
+    for text in (HEAD_UNDERLAY_IP, "masquerade 172.19.0.0/16 out up0"):
+        assert drawing.inside("head (gateway)", text), (text, lines)
+    # node1's sessions with node2, node3 and the head, all up (solid lines).
+    assert sorted(line for line in lines if line.startswith("BGP ")) == ["BGP Established"] * 3, lines
+    assert "the outside" in lines and "out up0" in lines
+    if EXAMPLE:
+        shutil.copyfile(path, EXAMPLE)
 
 
 def test_containers_keep_their_routes_while_etcd_cannot_be_reached(cluster):
@@ -272,6 +308,7 @@ def test_a_restarted_node_gets_its_blocks_back(cluster):
     n1.pyctr("node", "stop")
     assert not bird_routes(n1)  # BIRD took its routes out of the kernel
     assert not node_file(n1, "bird.ctl").exists()
+    assert not node_file(n1, "wake").exists()
     for role in ("node2", "node3"):
         for block in blocks:
             wait_for_route(getattr(cluster, role), block, present=False, timeout=HOLD_TIME)

@@ -10,24 +10,18 @@ blocks and containers, the gateway with its masquerade, and the sessions with th
 SVGs are read as XML: the position of each text is checked against the boxes drawn."""
 
 import json
-import os
-import re
-import shutil
 import subprocess
-import xml.etree.ElementTree as ElementTree
 from types import SimpleNamespace
 
 import pytest
 
 from netsandbox import HEAD_UNDERLAY_IP, PYTHON, Sandbox, build_cluster, eventually, pull_alpine
+from svgdrawing import Drawing
 
 ETCD_URL = f"http://{HEAD_UNDERLAY_IP}:2379"
 DATASTORE = f"etcd://{HEAD_UNDERLAY_IP}:2379"
 POOL = "172.19.0.0/16"
 SLEEP = ("alpine", "sleep", "600")
-SVG = "{http://www.w3.org/2000/svg}"
-# Where to copy the cluster's picture (the README's example): PYCTR_GRAPH_EXAMPLE=docs/network-graph.svg
-EXAMPLE = os.environ.get("PYCTR_GRAPH_EXAMPLE")
 
 WAIT_READY = """
 import sys, time, requests
@@ -121,35 +115,6 @@ def fails_in_one_line(result, *words) -> None:
     assert len(lines) == 1, result.stderr
     for word in words:
         assert word in lines[0], lines[0]
-
-
-class Drawing:
-    """An SVG made by dot, read as XML: its texts with their positions, and its boxes (the
-    clusters, one per host) with their bounds and first line."""
-
-    def __init__(self, path):
-        self.root = ElementTree.parse(path).getroot()
-        self.texts = [(t.text or "", float(t.get("x")), float(t.get("y")))
-                      for t in self.root.iter(f"{SVG}text")]
-        self.boxes = {}
-        for group in self.root.iter(f"{SVG}g"):
-            if group.get("class") != "cluster":
-                continue
-            outline = group.find(f"{SVG}path")
-            if outline is None:
-                outline = group.find(f"{SVG}polygon")
-            numbers = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", outline.get("d") or outline.get("points"))]
-            xs, ys = numbers[0::2], numbers[1::2]
-            label = group.find(f"{SVG}text").text
-            self.boxes[label] = (min(xs), min(ys), max(xs), max(ys))
-
-    def lines(self) -> list[str]:
-        return [text for text, _, _ in self.texts]
-
-    def inside(self, box: str, text: str) -> bool:
-        """Whether `text` is written (at least once) inside the box labelled `box`."""
-        left, top, right, bottom = self.boxes[box]
-        return any(t == text and left <= x <= right and top <= y <= bottom for t, x, y in self.texts)
 
 
 # --- one host ---------------------------------------------------------------------------------
@@ -263,8 +228,6 @@ def test_the_cluster_nodes_blocks_containers_gateway_and_bgp_sessions(cluster, e
     graph(n2, "calico", path2)
     drawing2 = Drawing(path2)
     assert drawing2.inside("node2", "b1") and drawing2.inside("node2", "b2")
-    if EXAMPLE:
-        shutil.copyfile(path, EXAMPLE)
 
 
 # --- bad input --------------------------------------------------------------------------------
