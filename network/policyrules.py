@@ -22,6 +22,7 @@ or the bridge of a bridge network (its switched traffic reaches the inet hooks t
 br_netfilter, switched on for that bridge only: see README).
 """
 
+import copy
 import hashlib
 import json
 
@@ -56,6 +57,7 @@ def sync(net: networks.Network, joining: str = "", leaving: str = "", change=Non
     endpoints.endpoints()."""
     with policystore.locked(net):
         policies = policystore.load(net)
+        before = copy.deepcopy(policies)
         if change is not None:
             change(policies)
         members = endpoint_list.endpoints(net, joining, leaving)
@@ -64,7 +66,11 @@ def sync(net: networks.Network, joining: str = "", leaving: str = "", change=Non
             _bridge_through_netfilter(net)
         nft.transaction(lines)
         if change is not None:
-            policystore.save(net, policies)
+            try:
+                policystore.save(net, policies, before)
+            except BaseException:  # etcd refused: the table goes back to what is saved
+                nft.transaction(table_script(net, before, members))
+                raise
 
 
 def remove(net: networks.Network) -> None:
