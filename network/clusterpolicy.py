@@ -45,10 +45,6 @@ def save_policies(net: networks.Network, policies: dict[str, dict], before: dict
     _store(net).put_and_delete(puts, deletes)
 
 
-def has_policies(net: networks.Network) -> bool:
-    return bool(_store(net).get_prefix(datastore.policies_prefix(net.name)))
-
-
 def other_nodes_endpoints(net: networks.Network) -> list[tuple[str, str, dict]]:
     """(address, container id, labels) of the network's endpoints on the other nodes."""
     prefix = datastore.endpoints_prefix(net.name)

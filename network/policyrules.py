@@ -65,11 +65,14 @@ def sync(net: networks.Network, joining: str = "", leaving: str = "", change=Non
         if net.driver == "bridge" and len(lines) > 2:
             _bridge_through_netfilter(net)
         nft.transaction(lines)
+        policystore.mark_table(net, len(lines) > 2)
         if change is not None:
             try:
                 policystore.save(net, policies, before)
             except BaseException:  # etcd refused: the table goes back to what is saved
-                nft.transaction(table_script(net, before, members))
+                restored = table_script(net, before, members)
+                nft.transaction(restored)
+                policystore.mark_table(net, len(restored) > 2)
                 raise
 
 
@@ -77,6 +80,7 @@ def remove(net: networks.Network) -> None:
     """The network goes: its table goes (nothing happens if there is none)."""
     with policystore.locked(net):
         nft.transaction(_drop_table(net))
+        policystore.mark_table(net, False)
 
 
 def table_script(net: networks.Network, policies: dict[str, dict], members: list) -> list[str]:

@@ -9,22 +9,34 @@ policies costs one stat (enforced()).
 A cluster network (one with a datastore) keeps its policies in etcd instead, one key each
 (clusterpolicy.py), so that a policy applied on any node holds on every node; the lock stays
 this node's (its table), and a save writes only the policies that changed, in one transaction.
-A start on a cluster network costs one etcd read more (enforced()).
+There, what enforced() reads is a local mark, TABLE_MARK, that the node has a table: a start
+still costs no etcd request beyond its address claim. The node agent builds the table (and the
+mark) within a poll of a policy's arrival; a container started in between gets its chain when
+the agent sees its endpoint, at the next poll.
 """
 
 from pyctr.network import networks
 from pyctr.runtime import jsonstore
 
 FILE = "policies.json"
+TABLE_MARK = "policy-table"
 
 
 def enforced(net: networks.Network) -> bool:
     """Whether the network has a policy table to keep current: a policy, or --default-deny."""
     if getattr(net, "default_deny", False):
         return True
+    return (net.dir / (TABLE_MARK if net.datastore else FILE)).exists()
+
+
+def mark_table(net: networks.Network, present: bool) -> None:
+    """Note whether this node now has a table for a cluster network (see enforced())."""
     if net.datastore:
-        return _cluster().has_policies(net)
-    return (net.dir / FILE).exists()
+        mark = net.dir / TABLE_MARK
+        if present:
+            mark.touch()
+        else:
+            mark.unlink(missing_ok=True)
 
 
 def locked(net: networks.Network) -> jsonstore.locked:
