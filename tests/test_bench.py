@@ -52,7 +52,7 @@ def test_quick_bench_prints_the_table_and_writes_every_run(tmp_path):
     # The table: a header and one row per figure, every scenario present.
     assert "| scenario | figure | pyctr median" in p.stdout
     for scenario in ("start, no network", "OCI runtime", "start, network", "exec", "density N=10",
-                     "density growth", "CLI overhead"):
+                     "density growth", "CLI overhead", "network policy, 3 nodes"):
         assert f"| {scenario}" in p.stdout, scenario
 
     # The JSON keeps every run, and the machine it ran on.
@@ -63,7 +63,7 @@ def test_quick_bench_prints_the_table_and_writes_every_run(tmp_path):
     assert {"start-none-runc", "oci-run-runc", "oci-podman-runc", "start-bridge-podman", "exec-podman",
             "density-10-start", "density-10-ps", "density-10-remove", "density-starts",
             "density-growth-pyctr", "cli-version", "start-none-python-floor",
-            "start-none-python-floor-runc"} <= keys
+            "start-none-python-floor-runc", "policy-spread", "policy-throughput-loss"} <= keys
     # Every row is in the table for the README too, with its budget and whether it was met.
     readme = p.stdout.split("For the project README")[1]
     for r in doc["rows"]:
