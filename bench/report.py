@@ -132,7 +132,7 @@ def _figure(s, spread: bool = True) -> str:
     unit, scale = s.unit, 1
     if unit == "ms" and s.median >= 10_000:  # a removal of many containers: seconds read better
         unit, scale = "s", 1000
-    fmt = {"MiB": "{:.2f}", "ms": "{:.1f}", "s": "{:.1f}"}.get(unit, "{:.0f}")  # other units count things
+    fmt = {"MiB": "{:.2f}", "ms": "{:.1f}", "s": "{:.1f}", "%": "{:.1f}", "Gbit/s": "{:.2f}"}.get(unit, "{:.0f}")  # other units count things
     text = f"{fmt.format(s.median / scale)} {unit}"
     if spread and len(s.samples) > 1:
         text += f" ({fmt.format(s.min / scale)}–{fmt.format(s.max / scale)})"

@@ -1,4 +1,5 @@
-"""The eight scenarios. Each returns rows of the results table; none raises for a contender that
+"""The nine scenarios (the cluster and network policy ones are in bench/cluster.py and bench/policy.py).
+Each returns rows of the results table; none raises for a contender that
 cannot run (its cells say "failed: …" instead), so one broken piece never hides the others."""
 
 import statistics
@@ -14,6 +15,7 @@ from bench import procs
 from bench.measure import (CommandFailed, Contender, Series, interleave, pair_ratio, removal_timeout,
                            run, single_ratio, timed)
 from bench.peers import PODMAN_IMAGE, Podman, PyctrOci, Runc, floor_argv, python_floor_argv
+from bench.policy import network_policy
 from bench.pyctr_cli import Pyctr
 from bench.rows import Row
 from bench.sandbox import Sandbox
@@ -431,5 +433,6 @@ SCENARIOS = {
     "cli": cli,
     "conformance": conformance,
     "cluster": cluster,
+    "policy": network_policy,
 }
 NOT_IN_QUICK = {"conformance"}  # minutes long; `--quick --only conformance` still runs it

@@ -56,7 +56,8 @@ def connect(container: dict, pid: int) -> dict:
     container_id = container["Id"]
     address = None
     if driver.uses_ipam:
-        address = ipam.allocate(net, container_id, _requested_address(container))
+        labels = (container.get("Config") or {}).get("Labels") or {}
+        address = ipam.allocate(net, container_id, _requested_address(container), labels)
     try:
         if not driver.is_ready(net):
             with networks.definitions_lock():

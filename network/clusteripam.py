@@ -11,6 +11,12 @@ The node keeps its own view in $PYCTR_ROOT/networks/NAME/ipam.json, under the ne
 
 etcd is the truth; the file spares a read per start. Every claim still goes through etcd's
 create-if-absent, so a stale file can make a claim fail and retry, never give an address twice.
+
+The claim's transaction also publishes the endpoint, /pyctr/endpoints/NET/IP {"container",
+"node", "labels"}, for the network policies of the other nodes (clusterpolicy.py); the release
+deletes both keys in one transaction too. An endpoint is published from its first start until
+its removal (a stopped container keeps its address, so its address stays in the sets: no other
+container can use it meanwhile).
 """
 
 import ipaddress
@@ -66,15 +72,17 @@ def join(net: networks.Network) -> None:
 
 
 def leave(net: networks.Network) -> None:
-    """`network rm` on this node: free its addresses and blocks; the pool goes with the last member."""
+    """`network rm` on this node: free its addresses, endpoints and blocks; the pool and the
+    network's policies go with the last member."""
     store = datastore.Datastore(net.datastore)
     node = datastore.node_name()
-    ours = [key for prefix in (datastore.ipam_prefix(net.name), datastore.blocks_prefix(net.name))
+    ours = [key for prefix in (datastore.ipam_prefix(net.name), datastore.endpoints_prefix(net.name),
+                               datastore.blocks_prefix(net.name))
             for key, doc in store.get_prefix(prefix).items() if doc.get("node") == node]
     store.delete(*ours, datastore.member_key(net.name, node))
     _tell_agent()
     if not store.get_prefix(f"{datastore.member_key(net.name, '')}"):
-        store.delete(datastore.pool_key(net.name))
+        store.delete(datastore.pool_key(net.name), *store.get_prefix(datastore.policies_prefix(net.name)))
 
 
 def node_blocks(net: networks.Network) -> list[str]:
@@ -87,9 +95,9 @@ def allocations(net: networks.Network) -> dict[str, str]:
     return dict(_read(net).get("allocations", {}))
 
 
-def allocate(net: networks.Network, container_id: str) -> ipaddress.IPv4Address:
+def allocate(net: networks.Network, container_id: str, labels: dict | None = None) -> ipaddress.IPv4Address:
     """The container's address: the one it holds, else the next free one in this node's blocks,
-    claiming a block first when they are full."""
+    claiming a block first when they are full. The claim publishes the endpoint with `labels`."""
     node = datastore.node_name()
     with _updating(net) as doc:
         held = [ip for ip, owner in doc["allocations"].items() if owner == container_id]
@@ -97,9 +105,11 @@ def allocate(net: networks.Network, container_id: str) -> ipaddress.IPv4Address:
             return ipaddress.IPv4Address(held[0])
         store = datastore.Datastore(net.datastore)
         record = {"container": container_id, "node": node}
+        endpoint = {**record, "labels": dict(labels or {})}
         while True:
             for address in _candidates(net, doc):
-                created, owner = store.create(f"{datastore.ipam_prefix(net.name)}{address}", record)
+                created, owner = store.create(f"{datastore.ipam_prefix(net.name)}{address}", record,
+                                              also={f"{datastore.endpoints_prefix(net.name)}{address}": endpoint})
                 if created:
                     doc["allocations"][str(address)] = container_id
                     return address
@@ -118,7 +128,8 @@ def release(net: networks.Network, container_id: str) -> None:
         mine = [ip for ip, owner in doc["allocations"].items() if owner == container_id]
         if not mine:
             return
-        datastore.Datastore(net.datastore).delete(*(f"{datastore.ipam_prefix(net.name)}{ip}" for ip in mine))
+        datastore.Datastore(net.datastore).delete(*(f"{prefix}{ip}" for ip in mine for prefix in (
+            datastore.ipam_prefix(net.name), datastore.endpoints_prefix(net.name))))
         for ip in mine:
             del doc["allocations"][ip]
 

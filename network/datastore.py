@@ -5,6 +5,9 @@ Keys, each holding a JSON document:
     /pyctr/members/NET/NODE     {}                      the nodes that defined NET
     /pyctr/blocks/NET/CIDR      {"node": NODE}          a block affine to NODE
     /pyctr/ipam/NET/IP          {"container": ID, "node": NODE}
+    /pyctr/endpoints/NET/IP     {"container": ID, "node": NODE, "labels": {...}}   written with the
+                                address claim, deleted with its release (network policies' sets)
+    /pyctr/policies/NET/NAME    a network policy, as `network policy inspect` shows it
     /pyctr/nodes/NODE           {"address": IP, "asn": N, "gateway": bool, "masquerade": CIDR or
                                 null, "out": IFACE or null}, under a lease its node agent keeps
                                 alive (`pyctr node start`)
@@ -59,6 +62,24 @@ def blocks_prefix(net: str) -> str:
 
 def ipam_prefix(net: str) -> str:
     return f"{PREFIX}ipam/{net}/"
+
+
+def endpoints_prefix(net: str) -> str:
+    return f"{PREFIX}endpoints/{net}/"
+
+
+def all_endpoints_prefix() -> str:
+    """The endpoints of every network: /pyctr/endpoints/NET/IP."""
+    return f"{PREFIX}endpoints/"
+
+
+def policies_prefix(net: str) -> str:
+    return f"{PREFIX}policies/{net}/"
+
+
+def all_policies_prefix() -> str:
+    """The policies of every network: /pyctr/policies/NET/NAME."""
+    return f"{PREFIX}policies/"
 
 
 def nodes_prefix() -> str:
@@ -170,6 +191,16 @@ class Datastore:
         import etcd3gw.lease
 
         return etcd3gw.lease.Lease(lease, client=self._client)
+
+    def put_and_delete(self, puts: dict[str, dict], deletes: list[str]) -> None:
+        """Put and delete keys in one transaction: another node sees all of it or none."""
+        if len(puts) + len(deletes) > MAX_TXN_OPS:
+            raise PyctrError(f"datastore {self.url}: more than {MAX_TXN_OPS} changes in one transaction")
+        success = [{"request_put": {"key": _b64(k), "value": _b64(_json(v))}} for k, v in puts.items()]
+        success += [{"request_delete_range": {"key": _b64(k)}} for k in deletes]
+        if success:
+            with self._reaching():
+                self._client.transaction({"compare": [], "failure": [], "success": success})
 
     def delete(self, *keys: str) -> None:
         """Delete the keys, in transactions of at most MAX_TXN_OPS."""

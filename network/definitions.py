@@ -75,7 +75,9 @@ def remove(name: str) -> None:
             _cluster().leave(net)  # first: an etcd that is down leaves the network as it was
         from pyctr.network import policystore
 
-        if policystore.enforced(net):
+        # A cluster network's node agent may have built a table from etcd: remove it whatever
+        # etcd says now (leave() took the last member's policies with it).
+        if net.datastore or policystore.enforced(net):
             from pyctr.network import policyrules
 
             policyrules.remove(net)

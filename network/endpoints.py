@@ -7,10 +7,10 @@ On one host the list is read from what pyctr keeps anyway: the network's address
 whether its veth exists now (the container is attached: between connect and disconnect). Nothing
 more is written at a start, so a network without policies pays nothing.
 
-Across a cluster (the node agent's datastore), every node would publish its own endpoints as
-this module reads them (address, labels, container) under a prefix of the network's etcd keys,
-and endpoints() would add those of the other nodes with `interface` "": their addresses go into
-the sets, so a selector matches containers on every node, but only local endpoints get chains.
+On a cluster network (one with a datastore), every node publishes its own endpoints (address,
+labels, container) in etcd when it claims their addresses (clusteripam.py), and endpoints() adds
+those of the other nodes with `interface` "": their addresses go into the sets, so a selector
+matches containers on every node, but only local endpoints get chains (clusterpolicy.py).
 """
 
 import ipaddress
@@ -44,6 +44,11 @@ def endpoints(net: networks.Network, joining: str = "", leaving: str = "") -> li
         interface = net.bridge if net.driver == "bridge" else veth.host_interface(container_id)
         found.append(Endpoint(container_id, (record.get("Name") or "").lstrip("/"), address,
                               dict(labels), interface))
+    if net.datastore:
+        from pyctr.network import clusterpolicy  # only cluster networks need the etcd client
+
+        found += [Endpoint(container_id, "", address, labels, "")
+                  for address, container_id, labels in clusterpolicy.other_nodes_endpoints(net)]
     return sorted(found, key=lambda e: ipaddress.IPv4Address(e.address))
 
 

@@ -55,13 +55,14 @@ def check_requested(net: networks.Network, address: ipaddress.IPv4Address) -> No
         raise ConflictError(f"address {address} is the {what} of network {net.name}")
 
 
-def allocate(net: networks.Network, container_id: str,
-             requested: ipaddress.IPv4Address | None = None) -> ipaddress.IPv4Address:
-    """The container's address on `net`: the one it already holds, `requested`, or the lowest free."""
+def allocate(net: networks.Network, container_id: str, requested: ipaddress.IPv4Address | None = None,
+             labels: dict | None = None) -> ipaddress.IPv4Address:
+    """The container's address on `net`: the one it already holds, `requested`, or the lowest free.
+    `labels`: the container's, published with a cluster network's claim (for its policies)."""
     if requested is not None:
         check_requested(net, requested)
     if net.datastore:
-        return _cluster().allocate(net, container_id)
+        return _cluster().allocate(net, container_id, labels)
     with _updating(net) as doc:
         allocations = doc["allocations"]
         held = [ip for ip, owner in allocations.items() if owner == container_id]

@@ -367,8 +367,8 @@ def _clean_up(files: Files) -> None:
 
 # --- rm and ls -----------------------------------------------------------------------------------
 def remove(url: str, name: str) -> None:
-    """Forget a node that no longer runs: its blocks and addresses in every network, and its
-    memberships (a pool goes with its last member, as at `network rm`)."""
+    """Forget a node that no longer runs: its blocks, addresses and endpoints in every network,
+    and its memberships (a pool and its policies go with its last member, as at `network rm`)."""
     store = datastore.Datastore(url)
     if store.get(datastore.node_key(name)) is not None:
         raise ConflictError(f"node {name} is running (its agent keeps its lease): "
@@ -376,7 +376,7 @@ def remove(url: str, name: str) -> None:
     prefix = datastore.PREFIX
     found = store.get_prefix(prefix)
     held = [key for key, doc in found.items()
-            if key.startswith((f"{prefix}blocks/", f"{prefix}ipam/")) and doc.get("node") == name]
+            if key.startswith((f"{prefix}blocks/", f"{prefix}ipam/", f"{prefix}endpoints/")) and doc.get("node") == name]
     members = [key for key in found if key.startswith(f"{prefix}members/") and key.rpartition("/")[2] == name]
     if not held and not members:
         raise NotFoundError(f"no such node: {name}")
@@ -384,7 +384,7 @@ def remove(url: str, name: str) -> None:
     for member in members:
         net = member[len(f"{prefix}members/"):].rpartition("/")[0]
         if not store.get_prefix(datastore.member_key(net, "")):
-            store.delete(datastore.pool_key(net))
+            store.delete(datastore.pool_key(net), *store.get_prefix(datastore.policies_prefix(net)))
 
 
 def listing(url: str) -> list[dict]:

@@ -12,7 +12,9 @@ It ties the node's parts together:
   - it keeps the node's lease alive (every third of its TTL). When the lease expired anyway (the
     agent was stopped, or etcd was away longer than the TTL), it registers the node again;
   - it renders BIRD's configuration from etcd (the other nodes, this node's blocks) and runs
-    `birdc configure` when the text changes.
+    `birdc configure` when the text changes;
+  - it rebuilds a cluster network's policy table when its policies or endpoints in etcd change
+    (clusterpolicy.py).
 
 Why it polls etcd (every POLL_SECONDS, two range requests) rather than watching: the loop that
 keeps the lease and waits on BIRD is then all there is, with no thread; it needs no resync after
@@ -36,7 +38,7 @@ import sys
 import time
 from pathlib import Path
 
-from pyctr.network import bird, datastore, node
+from pyctr.network import bird, clusterpolicy, datastore, node
 from pyctr.runtime import jsonstore
 from pyctr.runtime.errors import PyctrError
 
@@ -60,6 +62,7 @@ class Agent:
         self.rendered = files.bird_conf.read_text() if files.bird_conf.exists() else ""
         self.next_keep_alive = time.monotonic() + self.node["lease_ttl"] / 3
         self.last_error = ""
+        self.policies = clusterpolicy.Follower(self.store, log)  # the cluster networks' policy tables
 
     # --- BIRD --------------------------------------------------------------------------------
     def start_bird(self) -> None:
@@ -139,6 +142,7 @@ class Agent:
         try:
             self.keep_lease()
             self.sync()
+            self.policies.refresh()
         except PyctrError as e:
             self.say(f"{e} (BIRD keeps its sessions and routes; trying again)")
             return

@@ -22,6 +22,7 @@ or the bridge of a bridge network (its switched traffic reaches the inet hooks t
 br_netfilter, switched on for that bridge only: see README).
 """
 
+import copy
 import hashlib
 import json
 import os
@@ -61,6 +62,7 @@ def sync(net: networks.Network, joining: str = "", leaving: str = "", change=Non
     endpoints.endpoints()."""
     with policystore.locked(net):
         policies = policystore.load(net)
+        before = copy.deepcopy(policies)
         if change is not None:
             change(policies)
         members = endpoint_list.endpoints(net, joining, leaving)
@@ -68,14 +70,22 @@ def sync(net: networks.Network, joining: str = "", leaving: str = "", change=Non
         if net.driver == "bridge" and len(lines) > 2:
             _bridge_through_netfilter(net)
         nft.transaction(lines)
+        policystore.mark_table(net, len(lines) > 2)
         if change is not None:
-            policystore.save(net, policies)
+            try:
+                policystore.save(net, policies, before)
+            except BaseException:  # etcd refused: the table goes back to what is saved
+                restored = table_script(net, before, members)
+                nft.transaction(restored)
+                policystore.mark_table(net, len(restored) > 2)
+                raise
 
 
 def remove(net: networks.Network) -> None:
     """The network goes: its table goes (nothing happens if there is none)."""
     with policystore.locked(net):
         nft.transaction(_drop_table(net))
+        policystore.mark_table(net, False)
 
 
 def table_script(net: networks.Network, policies: dict[str, dict], members: list) -> list[str]:

@@ -26,7 +26,10 @@ runtime_packages="python3 python3-venv python3-dev gcc libc6-dev libcap-dev ipro
 #   util-linux    nsenter     the bench; mount: umount (the network sandbox's clean-up)
 #   busybox-static  a static busybox with httpd: the web server of the walk-through's ending
 #                 (tests/test_registry_walkthrough.py), copied into an image built by the tests
-dev_packages="procps iputils-ping mount busybox-static"
+#   iperf3        TCP throughput between two containers, with and without a network policy
+#                 (bench/policy.py), run in their network namespaces; its daemon stays off (its
+#                 debconf question defaults to no, and the unit is disabled below)
+dev_packages="procps iputils-ping mount busybox-static iperf3"
 # The OCI client tests (tests/test_oci_clients.py) drive a runc-compatible runtime through real
 # clients, each started privately by the tests (none of their services is used or started):
 #   podman        podman 4.3, daemonless: `podman --runtime RT run ...`. Pulls in conmon (its
@@ -76,6 +79,7 @@ if [ "${1:-}" = "--dev" ]; then
     installed containerd || new_units="$new_units containerd.service"
     installed docker-registry || new_units="$new_units docker-registry.service"
     installed etcd-server || new_units="$new_units etcd.service"
+    installed iperf3 || new_units="$new_units iperf3.service"
 fi
 scripts/apt-install-missing.sh --no-install-recommends $packages
 if [ -n "$own_policy" ]; then

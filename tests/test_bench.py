@@ -52,7 +52,8 @@ def test_quick_bench_prints_the_table_and_writes_every_run(tmp_path):
     # The table: a header and one row per figure, every scenario present.
     assert "| scenario | figure | pyctr median" in p.stdout
     for scenario in ("start, no network", "OCI runtime", "start, network", "exec", "density N=10",
-                     "density growth", "CLI overhead", "cluster N=3"):
+                     "density growth", "CLI overhead", "cluster N=3",
+                     "network policy, 3 nodes"):
         assert f"| {scenario}" in p.stdout, scenario
 
     # The JSON keeps every run, and the machine it ran on.
@@ -63,7 +64,8 @@ def test_quick_bench_prints_the_table_and_writes_every_run(tmp_path):
     assert {"start-none-runc", "oci-run-runc", "oci-podman-runc", "start-bridge-podman", "exec-podman",
             "density-10-start", "density-10-ps", "density-10-remove", "density-starts",
             "density-growth-pyctr", "cli-version", "start-none-python-floor",
-            "start-none-python-floor-runc", "cluster-3-converge", "cluster-etcd-requests"} <= keys
+            "start-none-python-floor-runc", "cluster-3-converge", "cluster-etcd-requests",
+            "policy-spread", "policy-throughput-loss"} <= keys
     # The cluster of 3: every sample converged (their count is the quick runs'), and a start on a
     # node that holds a block cost etcd one transaction.
     rows = {r["key"]: r for r in doc["rows"]}

@@ -1,0 +1,103 @@
+"""Network policies across a cluster: what a network with a datastore (a cluster network) keeps
+in etcd, and the node agent's part, which keeps every node's tables current.
+
+    /pyctr/policies/NET/NAME   a policy, one key each: `network policy apply` on any node writes
+                               it (policystore), so every node enforces the same policies
+    /pyctr/endpoints/NET/IP    {"container", "node", "labels"}: written in the transaction that
+                               claims the address (clusteripam), deleted with its release
+
+A node's table (policyrules.py) holds its own endpoints, which get chains, and every other
+node's, which only join the sets: a selector on node1 matches containers on node2 and node3.
+
+Each node agent reads both prefixes every poll (Follower.refresh(), two range requests) and
+rebuilds a network's table, in one `nft -f` as always, when what it read of that network
+changed. A change made anywhere thus reaches every node within a poll period plus one
+rebuild; a connection already open keeps going (its packets are `established`), as in
+Kubernetes. The node that made the change rebuilds its own table at once, before it returns.
+"""
+
+import json
+
+from pyctr.network import datastore, networks
+from pyctr.runtime import explain
+
+
+def _store(net: networks.Network) -> datastore.Datastore:
+    return datastore.Datastore(net.datastore)
+
+
+def load_policies(net: networks.Network) -> dict[str, dict]:
+    prefix = datastore.policies_prefix(net.name)
+    return {key[len(prefix):]: doc for key, doc in _store(net).get_prefix(prefix).items()}
+
+
+def save_policies(net: networks.Network, policies: dict[str, dict], before: dict[str, dict]) -> None:
+    """Write what changed from `before` to `policies`, in one transaction. Only those keys: a
+    policy another node applied meanwhile stays."""
+    prefix = datastore.policies_prefix(net.name)
+    puts = {f"{prefix}{name}": p for name, p in policies.items() if before.get(name) != p}
+    deletes = [f"{prefix}{name}" for name in before if name not in policies]
+    endpoint = f"--endpoints=http://{net.datastore.removeprefix('etcd://')}"
+    for key, value in puts.items():
+        explain.step("etcdctl", endpoint, "put", key, json.dumps(value, sort_keys=True))
+    for key in deletes:
+        explain.step("etcdctl", endpoint, "del", key)
+    _store(net).put_and_delete(puts, deletes)
+
+
+def other_nodes_endpoints(net: networks.Network) -> list[tuple[str, str, dict]]:
+    """(address, container id, labels) of the network's endpoints on the other nodes."""
+    prefix = datastore.endpoints_prefix(net.name)
+    this_node = datastore.node_name()
+    return [(key[len(prefix):], doc.get("container", ""), dict(doc.get("labels") or {}))
+            for key, doc in _store(net).get_prefix(prefix).items() if doc.get("node") != this_node]
+
+
+class Follower:
+    """The node agent's part: rebuild a cluster network's table when its policies or endpoints
+    in etcd change. One refresh() per poll of the agent."""
+
+    def __init__(self, store: datastore.Datastore, log):
+        self.store = store
+        self.log = log
+        # network -> (what its table was last built from, whether it had a policy or --default-deny)
+        self.seen: dict[str, tuple[str, bool]] = {}
+
+    def refresh(self) -> None:
+        from pyctr.network import policyrules
+
+        cluster = [net for net in networks.all_networks()
+                   if net.datastore and net.driver in policyrules.SUPPORTED_DRIVERS]
+        self.seen = {name: seen for name, seen in self.seen.items() if name in {n.name for n in cluster}}
+        if not cluster:
+            return
+        endpoints = self.store.get_prefix(datastore.all_endpoints_prefix())
+        policies = self.store.get_prefix(datastore.all_policies_prefix())
+        for net in cluster:
+            ours = _under(policies, datastore.policies_prefix(net.name))
+            enforced = bool(getattr(net, "default_deny", False) or ours)
+            state = json.dumps([enforced, ours, _under(endpoints, datastore.endpoints_prefix(net.name))],
+                               sort_keys=True)
+            previous = self.seen.get(net.name)
+            if previous is not None and previous[0] == state:
+                continue
+            # A network without policies has no table: its endpoints' changes cost nothing. The
+            # first look at a network (the agent started) rebuilds it, whatever happened meanwhile.
+            if enforced or previous is None or previous[1]:
+                self._rebuild(net)
+            self.seen[net.name] = (state, enforced)
+
+    def _rebuild(self, net: networks.Network) -> None:
+        from pyctr.network import policyrules
+
+        # Under the definitions' lock: a `network rm` running now either removed the network
+        # (skip it) or waits until its table is built (and removes it then).
+        with networks.definitions_lock():
+            if not networks.exists(net.name):
+                return
+            policyrules.sync(networks.load(net.name))
+        self.log(f"network {net.name}: policy table rebuilt from the datastore")
+
+
+def _under(documents: dict[str, dict], prefix: str) -> dict[str, dict]:
+    return {key: doc for key, doc in documents.items() if key.startswith(prefix)}

@@ -1,0 +1,269 @@
+"""Issue 14 across the cluster: network policies of a cluster network live in etcd, every node
+publishes its endpoints and their labels there, and every node's agent keeps its table current.
+Three pyctr nodes in the sandbox (as in test_cluster_bgp.py, without the gateway node: the
+sandbox's head only routes and runs etcd), one routed cluster network, real packets (busybox
+nc): web on node1, db on node2, a stranger on node3. Nothing runs in this machine's own netns.
+
+A refusal is checked twice, as on one host: no answer, and the drop counter of the chain on
+the node that holds the container went up."""
+
+import json
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from netsandbox import HEAD_UNDERLAY_IP, PYTHON, Sandbox, build_cluster, eventually, pull_alpine, start_etcd
+from test_cluster_bgp import READ_KEYS
+
+ETCD_URL = f"http://{HEAD_UNDERLAY_IP}:2379"
+DATASTORE = f"etcd://{HEAD_UNDERLAY_IP}:2379"
+NODES = ("node1", "node2", "node3")
+NET = "calico"
+CREATE = ("network", "create", "--driver", "routed", "--subnet", "172.19.0.0/16", "--block-size", "28", NET)
+TABLE = f"pyctr-policy-{NET}"
+DB_SERVERS = "for p in 5432 9000; do (while true; do nc -lvn -p $p -e echo pong; done) & done; wait"
+WEB_SERVER = "while true; do nc -lvn -p 80 -e echo pong; done"
+DB_FROM_WEB = """  podSelector:
+    matchLabels: {app: db}
+  ingress:
+  - from:
+    - podSelector:
+        matchLabels: {app: web}
+    ports:
+    - port: 5432
+"""
+DB_NO_EGRESS = "  podSelector:\n    matchLabels: {app: db}\n  policyTypes: [Egress]\n"
+# Where each role runs.
+PLACES = {"web": "node1", "db": "node2", "stranger": "node3"}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    sandbox = Sandbox()
+    members = {}
+    try:
+        images = pull_alpine(sandbox.dir / "images-root")
+        members = build_cluster(sandbox, images, nodes=3)
+        start_etcd(members["head"], sandbox.dir / "etcd-data", ETCD_URL)
+        before = {}
+        for index, role in enumerate(NODES, start=1):
+            node = members[role]
+            node.extra_env.update(PYCTR_NODE_NAME=role, PYCTR_DATASTORE=DATASTORE)
+            before[role] = node.snapshot()
+            node.pyctr("node", "start", "--name", role, "--address", f"10.141.0.{index}",
+                       "--bgp-hold-time", "3", "--lease-ttl", "4")
+        for role in NODES:
+            members[role].pyctr(*CREATE)
+        cluster = SimpleNamespace(sandbox=sandbox, before=before, names={}, ips={}, **members)
+        for role, command in (("db", ["sh", "-c", DB_SERVERS]), ("web", ["sh", "-c", WEB_SERVER]),
+                              ("stranger", ["sleep", "600"])):
+            labels = [] if role == "stranger" else ["--label", f"app={role}"]
+            node = getattr(cluster, PLACES[role])
+            cluster.names[role] = role
+            node.start("--name", role, "--network", NET, *labels, "alpine", *command)
+            cluster.ips[role] = node.ip_of(role)
+        # Everything is open before any policy (once BGP has spread the blocks).
+        for client in ("web", "stranger"):
+            assert eventually(lambda: reaches(cluster, client, "db", 5432), timeout=30)
+        assert eventually(lambda: reaches(cluster, "db", "web", 80), timeout=15)
+        yield cluster
+    finally:
+        for role in NODES:
+            if role in members:
+                members[role].remove_all_containers()
+                members[role].pyctr("network", "rm", NET, check=False)
+                members[role].pyctr("node", "stop", check=False)
+        sandbox.close()
+
+
+def node_of(cluster, role: str):
+    return getattr(cluster, PLACES.get(role, "node3"))
+
+
+def keys(cluster) -> dict:
+    return json.loads(cluster.head.run(PYTHON, "-c", READ_KEYS, ETCD_URL).stdout)
+
+
+def policy_yaml(name: str, spec: str) -> str:
+    return f"apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: {name}\nspec:\n{spec}"
+
+
+def apply(cluster, on: str, name: str, spec: str, check: bool = True):
+    node = getattr(cluster, on)
+    path = node.root.parent / f"{name}.yaml"
+    path.write_text(policy_yaml(name, spec))
+    return node.pyctr("network", "policy", "apply", NET, "-f", path, check=check)
+
+
+def reaches(cluster, client: str, server: str, port: int) -> bool:
+    command = f"nc -w1 {cluster.ips[server]} {port} </dev/null"
+    return "pong" in node_of(cluster, client).exec(cluster.names[client], command, check=False).stdout
+
+
+def eventually_reaches(cluster, client: str, server: str, port: int) -> bool:
+    """The servers restart nc after each client: a refusal in that gap is not a policy."""
+    return eventually(lambda: reaches(cluster, client, server, port), timeout=15)
+
+
+def drops(cluster, role: str, direction: str) -> int:
+    """Packets counted by the drop at the end of the container's chain, on its own node; -1
+    while that node's table has no such chain."""
+    node = node_of(cluster, role)
+    cid = node.inspect(cluster.names[role], "{{.Id}}")
+    listed = node.run("nft", "-j", "list", "chain", "inet", TABLE, f"{direction}-{cid[:12]}", check=False)
+    if listed.returncode != 0:
+        return -1
+    rules = [item["rule"] for item in json.loads(listed.stdout)["nftables"] if "rule" in item]
+    return sum(e["counter"]["packets"] for rule in rules for e in rule["expr"] if "counter" in e)
+
+
+def refused(cluster, client: str, server: str, port: int, chain: tuple[str, str] | None = None) -> bool:
+    role, direction = chain or (server, "ingress")
+    before = drops(cluster, role, direction)
+    return before >= 0 and not reaches(cluster, client, server, port) and drops(cluster, role, direction) > before
+
+
+def eventually_refused(cluster, client: str, server: str, port: int, chain=None) -> bool:
+    """The other nodes' agents take up to a poll period (0.5 s) and a rebuild."""
+    return eventually(lambda: refused(cluster, client, server, port, chain), timeout=5)
+
+
+def tables(node) -> str:
+    return node.run("nft", "list", "tables").stdout
+
+
+def policy_names(node) -> list[str]:
+    return node.pyctr("network", "policy", "ls", "-q", NET).stdout.split()
+
+
+def everywhere(cluster, policy: str = "db-from-web") -> None:
+    """Until every node's table has the policy's chain (their agents are up to a poll behind)."""
+    for role in NODES:
+        node = getattr(cluster, role)
+        eventually(lambda: f"chain policy-{policy}-ingress" in node.run(
+            "nft", "list", "table", "inet", TABLE, check=False).stdout, timeout=3, interval=0.05)
+
+
+@pytest.fixture
+def clean(cluster):
+    yield cluster
+    names = policy_names(cluster.node1)
+    if names:
+        cluster.node1.pyctr("network", "policy", "rm", NET, *names)
+
+
+def test_a_policy_applied_on_node1_is_enforced_on_node2_and_rm_on_node3_opens_everywhere(clean):
+    cluster = clean
+    apply(cluster, "node1", "db-from-web", DB_FROM_WEB)
+    # Kept in etcd, one key: every node lists it.
+    stored = keys(cluster)[f"/pyctr/policies/{NET}/db-from-web"]
+    assert stored["spec"]["podSelector"] == {"matchLabels": {"app": "db"}}
+    for role in NODES:
+        assert policy_names(getattr(cluster, role)) == ["db-from-web"]
+    # db is on node2: node2's agent built its chain, with web's address (node1) in the set.
+    assert eventually_refused(cluster, "stranger", "db", 5432)
+    assert eventually_reaches(cluster, "web", "db", 5432)
+    assert refused(cluster, "web", "db", 9000)  # another port of db: not in the rule
+    assert eventually_reaches(cluster, "stranger", "web", 80)  # web is selected by nothing
+    table = cluster.node2.run("nft", "list", "table", "inet", TABLE).stdout
+    assert cluster.ips["web"] in table and cluster.ips["stranger"] not in table
+
+    assert cluster.node3.pyctr("network", "policy", "rm", NET, "db-from-web").stdout.split() == ["db-from-web"]
+    assert not [key for key in keys(cluster) if key.startswith("/pyctr/policies/")]
+    assert eventually_reaches(cluster, "stranger", "db", 5432)
+    for role in NODES:  # no policy: no table on any node
+        eventually(lambda: TABLE not in tables(getattr(cluster, role)), timeout=3)
+
+
+def test_db_cannot_open_a_connection_to_web_on_another_node_but_its_replies_pass(clean):
+    cluster = clean
+    apply(cluster, "node1", "db-from-web", DB_FROM_WEB)
+    apply(cluster, "node3", "db-no-egress", DB_NO_EGRESS)
+    assert eventually_refused(cluster, "db", "web", 80, chain=("db", "egress"))
+    # db is isolated for egress, yet web's connection to it gets db's answer (conntrack).
+    assert eventually_reaches(cluster, "web", "db", 5432)
+
+
+def test_a_web_started_on_node3_gets_access_within_one_second_with_no_command_on_node2(clean):
+    cluster = clean
+    apply(cluster, "node1", "db-from-web", DB_FROM_WEB)
+    assert eventually_refused(cluster, "stranger", "db", 5432)
+    node3 = cluster.node3
+    node3.start("--name", "late-web", "--network", NET, "--label", "app=web", "alpine", "sleep", "600")
+    started = time.monotonic()  # `run -d` returned: the address and labels are in etcd
+    try:
+        cluster.names["late-web"] = "late-web"
+        address = node3.ip_of("late-web")
+        cluster.ips["late-web"] = address
+
+        def in_node2_set() -> bool:
+            listed = cluster.node2.run("nft", "list", "table", "inet", TABLE, check=False).stdout
+            return address in listed
+
+        eventually(in_node2_set, timeout=5, interval=0.02)
+        elapsed = time.monotonic() - started
+        print(f"late-web's address in node2's set {elapsed:.3f} s after `run -d` returned")
+        assert elapsed < 1.0, elapsed
+        assert reaches(cluster, "late-web", "db", 5432)  # real packets, at the first try
+        # Removed on node3: node2's set forgets it, again with no command on node2.
+        node3.pyctr("rm", "-f", "late-web")
+        eventually(lambda: not in_node2_set(), timeout=2, interval=0.05)
+    finally:
+        node3.pyctr("rm", "-f", "late-web", check=False)
+        cluster.names.pop("late-web", None)
+        cluster.ips.pop("late-web", None)
+
+
+@pytest.mark.parametrize("case, text, words", [
+    ("malformed YAML", "spec: [unclosed\n", ["YAML"]),
+    ("unknown field", policy_yaml("bad", "  podSelector: {}\n  ingres: []\n"), ["ingres"]),
+    ("selector syntax", policy_yaml("bad", "  podSelector:\n    matchLabels: {'a b': c}\n"), ["a b"]),
+    ("unknown network", policy_yaml("ok", "  podSelector: {}\n"), ["nosuch"]),
+])
+def test_bad_input_is_one_line_125_and_nothing_is_applied_in_etcd_either(clean, case, text, words):
+    cluster = clean
+    node = cluster.node1
+    apply(cluster, "node1", "db-from-web", DB_FROM_WEB)
+    everywhere(cluster)
+    before_keys = keys(cluster)
+    before_tables = {role: getattr(cluster, role).run("nft", "list", "ruleset").stdout for role in NODES}
+    path = node.root.parent / "bad.yaml"
+    path.write_text(text)
+    network = "nosuch" if case == "unknown network" else NET
+    result = node.pyctr("network", "policy", "apply", network, "-f", path, check=False)
+    assert result.returncode == 125, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and all(word in lines[0] for word in words), result.stderr
+    time.sleep(0.7)  # more than an agent's poll period: nothing changed anywhere meanwhile
+    assert keys(cluster) == before_keys
+    for role in NODES:
+        assert getattr(cluster, role).run("nft", "list", "ruleset").stdout == before_tables[role], role
+
+
+def test_explain_prints_the_nft_lines_and_the_etcd_put(clean):
+    cluster = clean
+    node = cluster.node1
+    path = node.root.parent / "db-from-web.yaml"
+    path.write_text(policy_yaml("db-from-web", DB_FROM_WEB))
+    explained = node.pyctr("--explain", "network", "policy", "apply", NET, "-f", path).stderr
+    assert f"table inet {TABLE}" in explained
+    assert f"etcdctl --endpoints={ETCD_URL} put /pyctr/policies/{NET}/db-from-web" in explained
+
+
+def test_endpoints_are_published_with_their_labels_and_cleanup_leaves_etcd_and_nodes_as_before(cluster):
+    published = {key.rpartition("/")[2]: doc for key, doc in keys(cluster).items()
+                 if key.startswith(f"/pyctr/endpoints/{NET}/")}
+    assert {ip: (doc["node"], doc["labels"]) for ip, doc in published.items()} == {
+        cluster.ips["web"]: ("node1", {"app": "web"}), cluster.ips["db"]: ("node2", {"app": "db"}),
+        cluster.ips["stranger"]: ("node3", {})}
+    apply(cluster, "node2", "db-from-web", DB_FROM_WEB)  # left in place: network rm takes it
+    everywhere(cluster)
+    for role in NODES:
+        node = getattr(cluster, role)
+        node.remove_all_containers()
+        node.pyctr("network", "rm", NET)
+        node.pyctr("node", "stop")
+    assert keys(cluster) == {}
+    for role in NODES:
+        assert getattr(cluster, role).snapshot() == cluster.before[role], role
