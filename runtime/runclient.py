@@ -22,17 +22,19 @@ the foreground (a background job must not read it). PYCTR_RUN_IN_CLI=1 asks for 
 """
 
 import os
-import signal
+import sys
 
-# _socket rather than socket: socket.py's enums cost ~3 ms of a start.
+# _signal and _socket rather than signal and socket: their enums (the enum module, ~3 ms) would
+# be most of a thin client's imports.
+import _signal
 import _socket
 
 from pyctr.runtime import errors
 
 # The CLI's own signals, passed on to the runner: those commands.SignalForwarder sends on to the
 # container, and the window size for -t's terminal.proxy.
-PASSED_ON = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-             signal.SIGUSR2, signal.SIGWINCH)
+PASSED_ON = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGUSR1,
+             _signal.SIGUSR2, _signal.SIGWINCH)
 REQUEST_KIND = b"run"
 STDIO_AND_CWD = 4  # the descriptors a request carries: 0, 1, 2 and the working directory
 NAMESPACES = ("mnt", "net", "pid", "uts", "ipc", "cgroup", "user")
@@ -96,15 +98,13 @@ def _send_request(conn, argv: list[str]) -> None:
     """One message: fields separated by NUL (which neither an argument nor the environment can
     hold): the kind, the umask, the number of arguments, the arguments, then the environment's
     KEY=VALUE pairs. With it, the CLI's stdio and working directory."""
-    import array
-
     umask = os.umask(0o022)
     os.umask(umask)
     fields = [REQUEST_KIND, b"%d" % umask, b"%d" % len(argv), *map(os.fsencode, argv),
               *(key + b"=" + value for key, value in os.environb.items())]
     cwd = os.open(".", os.O_PATH | os.O_CLOEXEC)
     try:
-        fds = array.array("i", [0, 1, 2, cwd])
+        fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2, cwd))  # C ints, as array("i")
         conn.sendmsg([b"\0".join(fields)], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
     finally:
         os.close(cwd)
@@ -120,10 +120,8 @@ def _await_exit(conn) -> int:
         return int(last[5:])
     if last.startswith(b"signal "):
         sig = int(last[7:])
-        signal.signal(sig, signal.SIG_DFL)
+        _signal.signal(sig, _signal.SIG_DFL)
         os.kill(os.getpid(), sig)
-    import sys
-
     print("Error: pyctr's runner of this container ended without its exit code", file=sys.stderr)
     return 125
 
@@ -136,7 +134,7 @@ class SignalRelay:
     def __init__(self, signals=PASSED_ON):
         self.pid: int | None = None
         self.held: list[int] = []
-        self.previous = {sig: signal.signal(sig, self._on_signal) for sig in signals}
+        self.previous = {sig: _signal.signal(sig, self._on_signal) for sig in signals}
 
     def _on_signal(self, sig, _frame) -> None:
         if self.pid is None:
@@ -159,9 +157,9 @@ class SignalRelay:
     def give_back(self) -> None:
         """The CLI runs the command itself: its own handlers again, and what came meanwhile."""
         for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
+            _signal.signal(sig, handler)
         for sig in self.held:
-            signal.raise_signal(sig)
+            _signal.raise_signal(sig)
         self.held.clear()
 
 
@@ -207,7 +205,7 @@ def _same_namespaces(pid, other) -> bool:
 # --- the runner: a fork of the host monitor --------------------------------------------------------
 # Signals that end a CLI (their default action) while it creates the container, before its
 # SignalForwarder is in place: the runner tells the CLI to die of the same.
-FATAL_BEFORE_FORWARDING = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+FATAL_BEFORE_FORWARDING = (_signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGUSR1, _signal.SIGUSR2)
 
 
 def serve(conn, message: bytes, fds: list[int]) -> None:
@@ -232,9 +230,9 @@ def serve(conn, message: bytes, fds: list[int]) -> None:
             os.close(fd)
         os.environb.clear()
         os.environb.update(environment)
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt: 130, as in a CLI
+        _signal.signal(_signal.SIGINT, _signal.default_int_handler)  # KeyboardInterrupt: 130, as in a CLI
         for sig in FATAL_BEFORE_FORWARDING:
-            signal.signal(sig, lambda sig, _frame: _die_of(conn, sig))
+            _signal.signal(sig, lambda sig, _frame: _die_of(conn, sig))
         # The runner's forks (the foreground monitor, the engine's) must not keep the CLI waiting.
         os.register_at_fork(after_in_child=conn.close)
         _die_with_the_cli(conn)
@@ -260,7 +258,7 @@ def _die_with_the_cli(conn) -> None:
 
     fd = conn.fileno()
     fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
-    fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGKILL)
+    fcntl.fcntl(fd, fcntl.F_SETSIG, _signal.SIGKILL)
     fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
     if select.select([fd], [], [], 0)[0]:  # it died before that was in place
         os._exit(0)
@@ -275,8 +273,6 @@ def _die_of(conn, sig: int) -> None:
 
 
 def _flush() -> None:
-    import sys
-
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -115,8 +115,15 @@ flock 9
 wanted="$(cat pyproject.toml; find runtime images network -name '*.py' -o -name '*.json' | sort)"
 stamp=.venv/.pyctr-installed
 have_test_tools() { .venv/bin/python -c "import pytest, pexpect, jwt" 2>/dev/null; }
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ] || { [ -n "$extras" ] && ! have_test_tools; }; then
+# The `pyctr` script that pip before 25.0 writes imports `re` (3-7 ms of every start, pip#13166).
+old_script() { grep -qx 'import re' .venv/bin/pyctr 2>/dev/null; }
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ] || old_script || { [ -n "$extras" ] && ! have_test_tools; }; then
     echo "setup: installing pyctr$extras into .venv" >&2
+    # A pip that writes the script without `re`.
+    if ! .venv/bin/python -m pip install --disable-pip-version-check -q --upgrade 'pip>=25' >.venv/pip.log 2>&1; then
+        tail -20 .venv/pip.log >&2
+        exit 1
+    fi
     rm -rf build/__editable__.pyctr-*
     if ! .venv/bin/python -m pip install --disable-pip-version-check \
             --config-settings editable_mode=strict -e ".$extras" >.venv/pip.log 2>&1; then

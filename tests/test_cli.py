@@ -183,9 +183,9 @@ def test_bad_flags_still_get_argparse_one_line_and_125(run_pyctr):
 
 
 # --- the read-only commands import little --------------------------------------------------------
-# What a command may import beyond the interpreter and re and json (the `pyctr` script itself
-# imports re; json reads the records). Anything more (argparse, pathlib, lifecycle and the engine,
-# ctypes, fcntl, datetime...) is start-up time that every `pyctr ps` pays.
+# What a command may import beyond the interpreter and json (and its re), which reads the records.
+# Anything more (argparse, pathlib, lifecycle and the engine, ctypes, fcntl, datetime...) is
+# start-up time that every `pyctr ps` pays.
 LISTING_MODULES = {"pyctr", "pyctr.runtime", "pyctr.runtime.cli", "pyctr.runtime.hosttools",
                    "pyctr.runtime.settings", "pyctr.runtime.listing", "pyctr.runtime.container",
                    "pyctr.runtime.errors", "pyctr.runtime.jsonstore", "pyctr.runtime.humanize"}
@@ -229,11 +229,21 @@ def test_version_ps_inspect_and_logs_import_only_what_they_use(run_pyctr, pyctr_
                                                             "import re, json")
     # run reads its command line by the quick path too, and hands it to the host monitor's runner
     # (the detached one started it), or runs it in the CLI.
-    ran = modules_imported_by(pyctr_env, ["run", "--rm", *NONE, "alpine", "true"], "import re, json")
-    assert "pyctr.runtime.runclient" in ran and "pyctr.runtime.lifecycle" not in ran and "argparse" not in ran
+    # As a thin client it imports nothing of what a start needs, nor enum (signal.py's), re or json.
+    ran = modules_imported_by(pyctr_env, ["run", "--rm", *NONE, "alpine", "true"], "")
+    assert "pyctr.runtime.runclient" in ran
+    assert not ran & {"pyctr.runtime.lifecycle", "argparse", "enum", "re", "json", "array", "socket"}, ran
     ran = modules_imported_by({**pyctr_env, "PYCTR_RUN_IN_CLI": "1"}, ["run", "--rm", *NONE, "alpine", "true"],
                               "import re, json")
     assert "pyctr.runtime.lifecycle" in ran and "argparse" not in ran
+
+
+def test_the_pyctr_script_imports_only_the_cli():
+    """pip before 25.0 wrote console scripts that import `re` (3-7 ms of every start): setup.sh
+    installs a newer one."""
+    script = Path(sys.executable).with_name("pyctr").read_text()
+    imports = [line for line in script.splitlines() if line.startswith(("import ", "from "))]
+    assert imports == ["import sys", "from pyctr.runtime.cli import run"], script
 
 
 # --- humanize ------------------------------------------------------------------------------------
