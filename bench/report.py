@@ -115,7 +115,15 @@ def _met(r: Row) -> str:
 def _budget(r: Row) -> str:
     if r.budget is None:
         return ""
-    return f"≤ {r.budget:g} {r.pyctr.unit}" if r.budget_on_figure else f"≤ {r.budget:g}×"
+    return f"≤ {r.budget:g} {_noun(r.budget, r.pyctr.unit)}" if r.budget_on_figure else f"≤ {r.budget:g}×"
+
+
+MEASURES = {"MiB", "ms", "s", "%", "Gbit/s"}  # any other unit counts things: "programs", "requests"
+
+
+def _noun(count: float, unit: str) -> str:
+    """"1 request", not "1 requests"."""
+    return unit[:-1] if unit not in MEASURES and count == 1 and unit.endswith("s") else unit
 
 
 def _md(cells: list[str]) -> str:
@@ -133,7 +141,7 @@ def _figure(s, spread: bool = True) -> str:
     if unit == "ms" and s.median >= 10_000:  # a removal of many containers: seconds read better
         unit, scale = "s", 1000
     fmt = {"MiB": "{:.2f}", "ms": "{:.1f}", "s": "{:.1f}", "%": "{:.1f}", "Gbit/s": "{:.2f}"}.get(unit, "{:.0f}")  # other units count things
-    text = f"{fmt.format(s.median / scale)} {unit}"
+    text = f"{fmt.format(s.median / scale)} {_noun(round(s.median / scale, 6), unit)}"
     if spread and len(s.samples) > 1:
         text += f" ({fmt.format(s.min / scale)}–{fmt.format(s.max / scale)})"
     return text
