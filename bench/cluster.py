@@ -31,7 +31,7 @@ from pathlib import Path
 from bench.measure import CommandFailed, Series, run
 from bench.pyctr_cli import Pyctr
 from bench.rows import Row
-from bench.sandbox import delete_netns
+from bench.sandbox import ETCD_WAIT_READY, delete_netns
 
 NETWORK = "benchcluster"
 POOL = "172.19.0.0/16"  # only ever exists inside the bench's node namespaces
@@ -72,18 +72,6 @@ import json, re, sys, requests
 text = requests.get(sys.argv[1] + "/metrics", timeout=5).text
 found = re.findall(r'^grpc_server_started_total{grpc_method="(\\w+)",grpc_service="etcdserverpb.KV".*} (\\d+)', text, re.M)
 print(json.dumps({method: int(count) for method, count in found}))
-"""
-WAIT_READY = """
-import sys, time, requests
-deadline = time.monotonic() + 20
-while True:
-    try:
-        requests.post(sys.argv[1] + "/v3/kv/range", json={"key": "AA=="}, timeout=1).raise_for_status()
-        break
-    except requests.RequestException:
-        if time.monotonic() > deadline:
-            raise
-        time.sleep(0.1)
 """
 
 
@@ -201,7 +189,7 @@ class Cluster:
             except FileNotFoundError:
                 raise CommandFailed("etcd: not installed (Debian's etcd-server)") from None
         self._on_close("etcd", lambda: _stop(etcd))
-        run(_in(self.etcd_ns, self.ctx.pyctr.python, "-c", WAIT_READY, ETCD_URL))
+        run(_in(self.etcd_ns, self.ctx.pyctr.python, "-c", ETCD_WAIT_READY, ETCD_URL))
 
     def _spawn_lines(self, what: str, ns: str, *argv: str) -> "Lines":
         lines = Lines(subprocess.Popen(_in(ns, *argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

@@ -32,6 +32,21 @@ CGROUP_NAMES = ("libpod_parent",)  # podman's cgroup parent under cgroupfs
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 MNT_DETACH = 2
 
+# Run with a Python that has requests, argument etcd's client URL: returns once etcd answers
+# (the bench's cluster and the tests' etcd).
+ETCD_WAIT_READY = """
+import sys, time, requests
+deadline = time.monotonic() + 20
+while True:
+    try:
+        requests.post(sys.argv[1] + "/v3/kv/range", json={"key": "AA=="}, timeout=1).raise_for_status()
+        break
+    except requests.RequestException:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.1)
+"""
+
 
 class Sandbox:
     def __init__(self, workdir: str | None = None, keep: bool = False):

@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # the bench's helpers for /run/netns
-from bench.sandbox import NETNS_DIR, NetnsDirState, release_netns_dir  # noqa: E402
+from bench.sandbox import ETCD_WAIT_READY, NETNS_DIR, NetnsDirState, release_netns_dir  # noqa: E402
 PYTHON = sys.executable
 NETNS_PREFIX = "pyctr-t-"
 UNDERLAY = "10.141.0.0/16"
@@ -399,20 +399,6 @@ def remove_cgroup_tree(top: Path) -> None:
                 if time.monotonic() > deadline:
                     break
                 time.sleep(0.05)
-
-
-ETCD_WAIT_READY = """
-import sys, time, requests
-deadline = time.monotonic() + 20
-while True:
-    try:
-        requests.post(sys.argv[1] + "/v3/kv/range", json={"key": "AA=="}, timeout=1).raise_for_status()
-        break
-    except requests.RequestException:
-        if time.monotonic() > deadline:
-            raise
-        time.sleep(0.1)
-"""
 
 
 # What the tests read etcd with: its JSON gateway, straight (not pyctr's own client).

@@ -17,8 +17,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from netsandbox import (CONTAINER_PEER_SERVER, HEAD_UNDERLAY_IP, HEAD_UPSTREAM_IP, PYTHON, UPSTREAM_IP, Sandbox,
-                        build_cluster, eventually, peers_in_log, pull_alpine, start_etcd, start_peer_server)
+from netsandbox import (CONTAINER_PEER_SERVER, HEAD_UNDERLAY_IP, HEAD_UPSTREAM_IP, UPSTREAM_IP, Sandbox,
+                        build_cluster, etcd_keys, eventually, peers_in_log, pull_alpine, start_etcd, start_peer_server)
 from svgdrawing import Drawing
 
 ETCD_URL = f"http://{HEAD_UNDERLAY_IP}:2379"
@@ -32,15 +32,6 @@ LEASE_TTL = 4
 PORT = 7000
 # Where to copy node1's picture of the cluster (the README's example): PYCTR_GRAPH_EXAMPLE=docs/network-graph.svg
 EXAMPLE = os.environ.get("PYCTR_GRAPH_EXAMPLE")
-
-READ_KEYS = """
-import base64, json, sys, requests
-b64 = lambda s: base64.b64encode(s.encode()).decode()
-reply = requests.post(sys.argv[1] + "/v3/kv/range", json={"key": b64("/pyctr/"), "range_end": b64("/pyctr0")},
-                      timeout=5).json()
-print(json.dumps({base64.b64decode(kv["key"]).decode(): json.loads(base64.b64decode(kv["value"]))
-                  for kv in reply.get("kvs", [])}))
-"""
 
 
 def start_args(role: str) -> list[str]:
@@ -98,7 +89,7 @@ def remember_pids(cluster, node) -> None:
 
 
 def keys(cluster) -> dict:
-    return json.loads(cluster.head.run(PYTHON, "-c", READ_KEYS, ETCD_URL).stdout)
+    return etcd_keys(cluster.head, ETCD_URL)
 
 
 def blocks_of(cluster, role: str) -> set[str]:

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from netsandbox import HEAD_UNDERLAY_IP, PYTHON, Sandbox, build_cluster, eventually, pull_alpine
+from netsandbox import HEAD_UNDERLAY_IP, PYTHON, Sandbox, build_cluster, eventually, pull_alpine, start_etcd
 from svgdrawing import Drawing
 
 ETCD_URL = f"http://{HEAD_UNDERLAY_IP}:2379"
@@ -23,18 +23,6 @@ DATASTORE = f"etcd://{HEAD_UNDERLAY_IP}:2379"
 POOL = "172.19.0.0/16"
 SLEEP = ("alpine", "sleep", "600")
 
-WAIT_READY = """
-import sys, time, requests
-deadline = time.monotonic() + 20
-while True:
-    try:
-        requests.post(sys.argv[1] + "/v3/kv/range", json={"key": "AA=="}, timeout=1).raise_for_status()
-        break
-    except requests.RequestException:
-        if time.monotonic() > deadline:
-            raise
-        time.sleep(0.1)
-"""
 # Written straight through etcd's JSON gateway, as `pyctr node start` will write them.
 PUT_KEY = """
 import base64, sys, requests
@@ -82,16 +70,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def etcd(cluster):
-    head = cluster.head
-    log = open(cluster.sandbox.dir / "etcd.log", "w")
-    head.spawn("etcd", "--name", "pyctr-graph", "--data-dir", cluster.sandbox.dir / "etcd-data",
-               "--listen-client-urls", ETCD_URL, "--advertise-client-urls", ETCD_URL,
-               "--listen-peer-urls", "http://127.0.0.1:2380",
-               "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
-               "--initial-cluster", "pyctr-graph=http://127.0.0.1:2380",
-               stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    head.run(PYTHON, "-c", WAIT_READY, ETCD_URL)
+    start_etcd(cluster.head, cluster.sandbox.dir / "etcd-data", ETCD_URL)
     return ETCD_URL
 
 
