@@ -13,8 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from netsandbox import HEAD_UNDERLAY_IP, PYTHON, Sandbox, build_cluster, eventually, pull_alpine, start_etcd
-from test_cluster_bgp import READ_KEYS
+from netsandbox import HEAD_UNDERLAY_IP, Sandbox, build_cluster, etcd_keys, eventually, pull_alpine, start_etcd
 
 ETCD_URL = f"http://{HEAD_UNDERLAY_IP}:2379"
 DATASTORE = f"etcd://{HEAD_UNDERLAY_IP}:2379"
@@ -82,7 +81,7 @@ def node_of(cluster, role: str):
 
 
 def keys(cluster) -> dict:
-    return json.loads(cluster.head.run(PYTHON, "-c", READ_KEYS, ETCD_URL).stdout)
+    return etcd_keys(cluster.head, ETCD_URL)
 
 
 def policy_yaml(name: str, spec: str) -> str:
