@@ -332,6 +332,30 @@ def tcp_read(ns: Netns, address: str, port: int, check: bool = True) -> subproce
     return ns.run(PYTHON, "-c", TCP_READ, address, port, check=check, timeout=10)
 
 
+def fails_in_one_line(result, *words) -> str:
+    """pyctr's user error: exit 125 and one line on stderr holding every one of `words`."""
+    assert result.returncode == 125, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def not_one_line_errors(node, cases) -> list[str]:
+    """Of `cases` ([(argv, expected words)]), run by `node`, those that did not fail as a user
+    error should: exit 125 and one line "Error: …" holding the words. All are run, and reported
+    together."""
+    failures = []
+    for argv, expected in cases:
+        result = node.pyctr(*argv, check=False)
+        lines = result.stderr.strip().splitlines()
+        if not (result.returncode == 125 and len(lines) == 1 and lines[0].startswith("Error:")
+                and expected in lines[0]):
+            failures.append(f"{argv}: exit {result.returncode}, stderr {result.stderr!r}")
+    return failures
+
+
 def eventually(check, timeout: float = 10, interval: float = 0.1):
     """Retry `check` (a callable that returns a truthy value or raises) until it succeeds."""
     deadline = time.monotonic() + timeout

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import pytest
 
 from netsandbox import (CONTAINER_PEER_SERVER, HEAD_UNDERLAY_IP, HEAD_UPSTREAM_IP, UPSTREAM_IP, Sandbox,
-                        build_cluster, etcd_keys, eventually, peers_in_log, pull_alpine, start_etcd, start_peer_server)
+                        build_cluster, etcd_keys, eventually, fails_in_one_line, peers_in_log, pull_alpine, start_etcd, start_peer_server)
 from svgdrawing import Drawing
 
 ETCD_URL = f"http://{HEAD_UNDERLAY_IP}:2379"
@@ -102,15 +102,6 @@ def bird_routes(node) -> dict[str, str]:
     """{destination: the line} of the routes BIRD put in the node's kernel."""
     lines = node.run("ip", "-4", "route", "show", "proto", "bird").stdout.splitlines()
     return {line.split()[0]: line for line in lines if line.strip()}
-
-
-def fails_in_one_line(result, *words) -> str:
-    assert result.returncode == 125, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
 
 
 def sessions_of(node) -> dict[str, str]:

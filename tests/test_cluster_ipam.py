@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from netsandbox import (HEAD_UNDERLAY_IP, PYTHON, Sandbox, build_cluster, etcd_keys, pull_alpine, read_output,
-                        start_etcd)
+from netsandbox import (HEAD_UNDERLAY_IP, PYTHON, Sandbox, build_cluster, etcd_keys, fails_in_one_line, pull_alpine,
+                        read_output, start_etcd)
 
 ETCD_URL = f"http://{HEAD_UNDERLAY_IP}:2379"
 DATASTORE = f"etcd://{HEAD_UNDERLAY_IP}:2379"
@@ -62,15 +62,6 @@ def kv_requests(cluster) -> dict:
 
 def under(found: dict, prefix: str) -> dict:
     return {key[len(prefix):]: doc for key, doc in found.items() if key.startswith(prefix)}
-
-
-def fails_in_one_line(result, *words) -> str:
-    assert result.returncode == 125, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
 
 
 def start_many(node, count: int, prefix: str) -> list:

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import needs_userns
 from netsandbox import (CONTAINER_PEER_SERVER, HEAD_UNDERLAY_IP, HEAD_UPSTREAM_IP, PYTHON, UPSTREAM_IP, Sandbox,
-                        add_watch_counters, build_cluster, eventually, peers_in_log,
+                        add_watch_counters, build_cluster, eventually, not_one_line_errors, peers_in_log,
                         pull_alpine, read_output, start_peer_server, tcp_read)
 
 SLEEP = ("alpine", "sleep", "600")
@@ -529,13 +529,7 @@ def test_bad_input_gives_one_clear_line_and_exit_125(routed):
         (["run", "--network", "calico", "-p", "80:80", *SLEEP], "-p needs a bridge network"),
         (["run", "--network", "tiny", *SLEEP], "no free address"),
     ]
-    failures = []
-    for argv, expected in cases:
-        result = n1.pyctr(*argv, check=False)
-        lines = result.stderr.strip().splitlines()
-        if not (result.returncode == 125 and len(lines) == 1 and lines[0].startswith("Error:")
-                and expected in lines[0]):
-            failures.append(f"{argv}: exit {result.returncode}, stderr {result.stderr!r}")
+    failures = not_one_line_errors(n1, cases)
     assert not failures, "\n".join(failures)
 
 

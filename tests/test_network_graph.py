@@ -15,7 +15,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from netsandbox import HEAD_UNDERLAY_IP, PYTHON, Sandbox, build_cluster, eventually, pull_alpine, start_etcd
+from netsandbox import (HEAD_UNDERLAY_IP, PYTHON, Sandbox, build_cluster, eventually, fails_in_one_line,
+                        pull_alpine, start_etcd)
 from svgdrawing import Drawing
 
 ETCD_URL = f"http://{HEAD_UNDERLAY_IP}:2379"
@@ -86,14 +87,6 @@ def calico(cluster, etcd):
 
 def graph(node, name: str, path, check: bool = True) -> subprocess.CompletedProcess:
     return node.pyctr("network", "graph", name, "-o", path, check=check)
-
-
-def fails_in_one_line(result, *words) -> None:
-    assert result.returncode == 125, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 # --- one host ---------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from netsandbox import PYTHON, Sandbox, eventually, pull_alpine
+from netsandbox import PYTHON, Sandbox, eventually, not_one_line_errors, pull_alpine
 
 SLEEP = ("alpine", "sleep", "600")
 NETWORKS = {"bridge": ("pb", "172.31.1.0/24"), "routed": ("pr", "172.31.2.0/24")}
@@ -313,13 +313,7 @@ def test_bad_input_is_one_line_exit_125_and_nothing_is_applied(node):
             path = node.root.parent / f"bad{i}.yaml"
             path.write_text(text)
             cases.append((["network", "policy", "apply", "badnet", "-f", path], expected))
-        failures = []
-        for argv, expected in cases:
-            result = node.pyctr(*argv, check=False)
-            lines = result.stderr.strip().splitlines()
-            if not (result.returncode == 125 and len(lines) == 1 and lines[0].startswith("Error:")
-                    and expected in lines[0]):
-                failures.append(f"{argv}: exit {result.returncode}, stderr {result.stderr!r}")
+        failures = not_one_line_errors(node, cases)
         assert not failures, "\n".join(failures)
         assert node.run("nft", "list", "ruleset").stdout == before
         assert node.pyctr("network", "policy", "inspect", "badnet", "kept").stdout == stored_before
