@@ -18,8 +18,9 @@ Kubernetes. The node that made the change rebuilds its own table at once, before
 
 import json
 
-from pyctr.network import datastore, networks
+from pyctr.network import datastore, networks, policyspec
 from pyctr.runtime import explain
+from pyctr.runtime.errors import PyctrError
 
 
 def _store(net: networks.Network) -> datastore.Datastore:
@@ -27,8 +28,24 @@ def _store(net: networks.Network) -> datastore.Datastore:
 
 
 def load_policies(net: networks.Network) -> dict[str, dict]:
+    """The network's policies in etcd, each checked again as `policy apply` checks a file: they
+    become nft text run as root on every node, and whatever wrote etcd (an older pyctr, a person
+    with etcdctl) must not put its own lines in that text. A bad one refuses the whole load, so
+    the tables stay as they were rather than lose the rules it meant."""
     prefix = datastore.policies_prefix(net.name)
-    return {key[len(prefix):]: doc for key, doc in _store(net).get_prefix(prefix).items()}
+    policies = {}
+    for key, doc in _store(net).get_prefix(prefix).items():
+        name = key[len(prefix):]
+        try:
+            policyspec.check_name(name)
+            checked = policyspec.check(doc)
+            if checked["metadata"]["name"] != name:
+                raise policyspec.PolicyError(f"metadata.name: {checked['metadata']['name']!r}, not the key's")
+        except policyspec.PolicyError as e:
+            raise PyctrError(f"network {net.name}: the datastore's {key} is not a valid policy ({e}); "
+                             f"remove it with `etcdctl del {key}`") from None
+        policies[name] = checked
+    return policies
 
 
 def save_policies(net: networks.Network, policies: dict[str, dict], before: dict[str, dict]) -> None:
@@ -46,11 +63,26 @@ def save_policies(net: networks.Network, policies: dict[str, dict], before: dict
 
 
 def other_nodes_endpoints(net: networks.Network) -> list[tuple[str, str, dict]]:
-    """(address, container id, labels) of the network's endpoints on the other nodes."""
+    """(address, container id, labels) of the network's endpoints on the other nodes. The
+    addresses go into nft sets: each is checked to be one (as the policies are, load_policies)."""
+    import ipaddress
+
     prefix = datastore.endpoints_prefix(net.name)
     this_node = datastore.node_name()
-    return [(key[len(prefix):], doc.get("container", ""), dict(doc.get("labels") or {}))
-            for key, doc in _store(net).get_prefix(prefix).items() if doc.get("node") != this_node]
+    found = []
+    for key, doc in _store(net).get_prefix(prefix).items():
+        try:
+            if doc.get("node") == this_node:
+                continue
+            labels = doc.get("labels") or {}
+            address = str(ipaddress.IPv4Address(key[len(prefix):]))
+            if not all(isinstance(v, str) for v in (*labels.keys(), *labels.values())):
+                raise ValueError("labels must map strings to strings")
+        except (ValueError, AttributeError) as e:
+            raise PyctrError(f"network {net.name}: the datastore's {key} is not a valid endpoint ({e}); "
+                             f"remove it with `etcdctl del {key}`") from None
+        found.append((address, doc.get("container", ""), dict(labels)))
+    return found
 
 
 class Follower:

@@ -436,6 +436,29 @@ print(json.dumps({base64.b64decode(kv["key"]).decode(): json.loads(base64.b64dec
 """
 
 
+# Written or deleted straight through etcd's JSON gateway: as another node, or a person with
+# etcdctl, would write them.
+ETCD_PUT = """
+import base64, sys, requests
+b64 = lambda s: base64.b64encode(s.encode()).decode()
+requests.post(sys.argv[1] + "/v3/kv/put", json={"key": b64(sys.argv[2]), "value": b64(sys.argv[3])},
+              timeout=5).raise_for_status()
+"""
+ETCD_DELETE = """
+import base64, sys, requests
+requests.post(sys.argv[1] + "/v3/kv/deleterange", json={"key": base64.b64encode(sys.argv[2].encode()).decode()},
+              timeout=5).raise_for_status()
+"""
+
+
+def etcd_put(ns: Netns, client_url: str, key: str, doc) -> None:
+    ns.run(PYTHON, "-c", ETCD_PUT, client_url, key, json.dumps(doc))
+
+
+def etcd_delete(ns: Netns, client_url: str, key: str) -> None:
+    ns.run(PYTHON, "-c", ETCD_DELETE, client_url, key)
+
+
 def etcd_keys(ns: Netns, client_url: str) -> dict:
     """Every /pyctr/ key in the etcd at `client_url` (reached from `ns`), with its JSON document."""
     return json.loads(ns.run(PYTHON, "-c", ETCD_READ_KEYS, client_url).stdout)

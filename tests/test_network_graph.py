@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from netsandbox import (HEAD_UNDERLAY_IP, PYTHON, Sandbox, build_cluster, eventually, fails_in_one_line,
+from netsandbox import (HEAD_UNDERLAY_IP, Sandbox, build_cluster, etcd_put, eventually, fails_in_one_line,
                         pull_alpine, start_etcd)
 from svgdrawing import Drawing
 
@@ -24,13 +24,6 @@ DATASTORE = f"etcd://{HEAD_UNDERLAY_IP}:2379"
 POOL = "172.19.0.0/16"
 SLEEP = ("alpine", "sleep", "600")
 
-# Written straight through etcd's JSON gateway, as `pyctr node start` will write them.
-PUT_KEY = """
-import base64, sys, requests
-b64 = lambda s: base64.b64encode(s.encode()).decode()
-requests.post(sys.argv[1] + "/v3/kv/put", json={"key": b64(sys.argv[2]), "value": b64(sys.argv[3])},
-              timeout=5).raise_for_status()
-"""
 NODE_DOCS = {
     "node1": {"address": "10.141.0.1", "asn": 64512, "gateway": False, "masquerade": None, "out": None},
     "node2": {"address": "10.141.0.2", "asn": 64512, "gateway": False, "masquerade": None, "out": None},
@@ -168,7 +161,7 @@ def test_the_cluster_nodes_blocks_containers_gateway_and_bgp_sessions(cluster, e
     n1.pyctr("network", "route", "add", "calico", block2, "via", "10.141.0.2")
     n2.pyctr("network", "route", "add", "calico", block1, "via", "10.141.0.1")
     for name, doc in NODE_DOCS.items():
-        head.run(PYTHON, "-c", PUT_KEY, etcd, f"/pyctr/nodes/{name}", json.dumps(doc))
+        etcd_put(head, etcd, f"/pyctr/nodes/{name}", doc)
     start_bird(n1, "10.141.0.1", {"node2": "10.141.0.2", "head": HEAD_UNDERLAY_IP})
     start_bird(n2, "10.141.0.2", {"node1": "10.141.0.1"})
     eventually(lambda: established(n1, "node2"), timeout=20)

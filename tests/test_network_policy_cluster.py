@@ -13,7 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from netsandbox import HEAD_UNDERLAY_IP, Sandbox, build_cluster, etcd_keys, eventually, pull_alpine, start_etcd
+from netsandbox import (HEAD_UNDERLAY_IP, Sandbox, build_cluster, etcd_delete, etcd_keys, etcd_put, eventually,
+                        fails_in_one_line, pull_alpine, start_etcd)
 
 ETCD_URL = f"http://{HEAD_UNDERLAY_IP}:2379"
 DATASTORE = f"etcd://{HEAD_UNDERLAY_IP}:2379"
@@ -238,6 +239,52 @@ def test_bad_input_is_one_line_125_and_nothing_is_applied_in_etcd_either(clean, 
     assert keys(cluster) == before_keys
     for role in NODES:
         assert getattr(cluster, role).run("nft", "list", "ruleset").stdout == before_tables[role], role
+
+
+# Written into etcd by something other than `policy apply` (etcdctl, another program): the
+# policies become nft text run as root on every node, the endpoints' addresses go into its sets.
+INJECTED = "0.0.0.0/0 accept\n  }\n  chain pwned {\n    ip saddr 0.0.0.0/0"  # valid nft, were it pasted
+HOSTILE = {
+    "a policy whose ipBlock closes its chain and opens another": (
+        f"/pyctr/policies/{NET}/evil",
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "evil"},
+         "spec": {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": [{"ipBlock": {"cidr": INJECTED}}]}]}}),
+    "a policy named by its key as a chain's end": (
+        f"/pyctr/policies/{NET}/x-ingress {{}} chain pwned",
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "x"},
+         "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}),
+    "an endpoint whose address is nft text": (
+        f"/pyctr/endpoints/{NET}/10.9.9.9 }}; }} chain pwned {{",
+        {"container": "c0ffee", "node": "node9", "labels": {"app": "web"}}),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_what_etcd_holds_is_checked_before_it_becomes_nft_text(clean, case):
+    cluster = clean
+    apply(cluster, "node1", "db-from-web", DB_FROM_WEB)
+    everywhere(cluster)
+    before = {role: getattr(cluster, role).run("nft", "list", "ruleset").stdout for role in NODES}
+    agents = {role: (getattr(cluster, role).state / "node" / "agent.pid").read_text() for role in NODES}
+    key, doc = HOSTILE[case]
+    etcd_put(cluster.head, ETCD_URL, key, doc)
+    try:
+        time.sleep(1.2)  # two polls of every agent
+        for role in NODES:
+            node = getattr(cluster, role)
+            assert node.run("nft", "list", "ruleset").stdout == before[role], role
+            # The agent said why and lives on (its death would take BIRD, and the node's routes, with it).
+            assert (node.state / "node" / "agent.pid").read_text() == agents[role], role
+            assert f"{key} is not a valid" in (node.state / "node" / "agent.log").read_text(), role
+        # A change on a node refuses in one line, naming the key, and changes nothing.
+        path = cluster.node1.root.parent / "other.yaml"
+        path.write_text(policy_yaml("other", DB_NO_EGRESS))
+        refused = cluster.node1.pyctr("network", "policy", "apply", NET, "-f", path, check=False)
+        fails_in_one_line(refused, key, "not a valid")
+        assert cluster.node1.run("nft", "list", "ruleset").stdout == before["node1"]
+    finally:
+        etcd_delete(cluster.head, ETCD_URL, key)
+    assert f"/pyctr/policies/{NET}/other" not in keys(cluster)
 
 
 def test_explain_prints_the_nft_lines_and_the_etcd_put(clean):
