@@ -20,7 +20,6 @@ import json
 
 from pyctr.network import datastore, networks, policyspec
 from pyctr.runtime import explain
-from pyctr.runtime.errors import PyctrError
 
 
 def _store(net: networks.Network) -> datastore.Datastore:
@@ -42,8 +41,7 @@ def load_policies(net: networks.Network) -> dict[str, dict]:
             if checked["metadata"]["name"] != name:
                 raise policyspec.PolicyError(f"metadata.name: {checked['metadata']['name']!r}, not the key's")
         except policyspec.PolicyError as e:
-            raise PyctrError(f"network {net.name}: the datastore's {key} is not a valid policy ({e}); "
-                             f"remove it with `etcdctl del {key}`") from None
+            raise datastore.not_valid(key, "policy", e) from None
         policies[name] = checked
     return policies
 
@@ -79,8 +77,7 @@ def other_nodes_endpoints(net: networks.Network) -> list[tuple[str, str, dict]]:
             if not all(isinstance(v, str) for v in (*labels.keys(), *labels.values())):
                 raise ValueError("labels must map strings to strings")
         except (ValueError, AttributeError) as e:
-            raise PyctrError(f"network {net.name}: the datastore's {key} is not a valid endpoint ({e}); "
-                             f"remove it with `etcdctl del {key}`") from None
+            raise datastore.not_valid(key, "endpoint", e) from None
         found.append((address, doc.get("container", ""), dict(labels)))
     return found
 

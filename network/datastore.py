@@ -48,6 +48,12 @@ def node_name() -> str:
     return os.environ.get("PYCTR_NODE_NAME") or os.uname().nodename
 
 
+def not_valid(key: str, kind: str, reason) -> PyctrError:
+    """What a command or the node agent says of a key it will not use: what etcd holds becomes
+    configuration run as root (nft, BIRD), so it is checked as the command that writes it checks."""
+    return PyctrError(f"the datastore's {key} is not a valid {kind} ({reason}); remove it with `etcdctl del {key}`")
+
+
 def pool_key(net: str) -> str:
     return f"{PREFIX}pools/{net}"
 

@@ -202,17 +202,33 @@ def config_from(node: dict, nodes: dict[str, dict], blocks: dict[str, list[str]]
 
 
 def registered(store: datastore.Datastore) -> dict[str, dict]:
-    """The nodes whose agents keep their lease: {name: document}."""
+    """The nodes whose agents keep their lease: {name: document}. Each is checked as `node start`
+    checks its arguments: names, addresses and AS numbers become BIRD's configuration."""
     prefix = datastore.nodes_prefix()
-    return {key[len(prefix):]: doc for key, doc in store.get_prefix(prefix).items()}
+    nodes = {}
+    for key, doc in store.get_prefix(prefix).items():
+        try:
+            name = key[len(prefix):]
+            asn = doc.get("asn", bird.DEFAULT_ASN)
+            if not _NAME.match(name) or not isinstance(asn, int) or not 1 <= asn <= 4294967295:
+                raise ValueError("a node name and an AS number as `node start` takes them")
+            ipaddress.IPv4Address(doc["address"])
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise datastore.not_valid(key, "node", e) from None
+        nodes[name] = doc
+    return nodes
 
 
 def blocks_by_node(store: datastore.Datastore) -> dict[str, list[str]]:
     prefix = datastore.all_blocks_prefix()
     found: dict[str, list[str]] = {}
     for key, doc in store.get_prefix(prefix).items():
-        block = key[len(prefix):].partition("/")[2]  # NET/CIDR
-        found.setdefault(doc.get("node", "?"), []).append(block)
+        try:
+            block = str(ipaddress.IPv4Network(key[len(prefix):].partition("/")[2]))  # NET/CIDR
+            owner = doc.get("node", "?")
+        except (ValueError, AttributeError) as e:
+            raise datastore.not_valid(key, "block", e) from None
+        found.setdefault(owner, []).append(block)
     return found
 
 

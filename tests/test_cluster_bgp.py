@@ -18,7 +18,8 @@ from types import SimpleNamespace
 import pytest
 
 from netsandbox import (CONTAINER_PEER_SERVER, HEAD_UNDERLAY_IP, HEAD_UPSTREAM_IP, UPSTREAM_IP, Sandbox,
-                        build_cluster, etcd_keys, eventually, fails_in_one_line, peers_in_log, pull_alpine, start_etcd, start_peer_server)
+                        build_cluster, etcd_delete, etcd_keys, etcd_put, eventually, fails_in_one_line,
+                        peers_in_log, pull_alpine, start_etcd, start_peer_server)
 from svgdrawing import Drawing
 
 ETCD_URL = f"http://{HEAD_UNDERLAY_IP}:2379"
@@ -244,6 +245,38 @@ def wait_for_route(node, block: str, present: bool, timeout: float) -> float:
     started = time.monotonic()
     eventually(lambda: (block in bird_routes(node)) == present or None, timeout=timeout, interval=0.05)
     return time.monotonic() - started
+
+
+# Node documents and blocks written into etcd by something other than `node start` and a claim:
+# they become every node's bird.conf, which BIRD runs as root (a static route there is the node's).
+BIRD_INJECTED = "10.141.0.9 as 64512;\n}\nprotocol static pwned {\n    ipv4;\n    route 0.0.0.0/0 blackhole;\n}\n#"
+HOSTILE_KEYS = {
+    "a node whose address closes its session and adds a static route": (
+        "/pyctr/nodes/evil", {"address": BIRD_INJECTED, "asn": 64512, "gateway": False}),
+    "a node whose name breaks out of its description": (
+        '/pyctr/nodes/x"; } protocol static pwned { ipv4; }', {"address": "10.141.0.9", "asn": 64512}),
+    "a block whose CIDR is not one": (
+        "/pyctr/blocks/calico/0.0.0.0/0 blackhole; route 10.0.0.0", {"node": "node1"}),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_KEYS)
+def test_what_etcd_holds_is_checked_before_it_becomes_birds_configuration(cluster, case):
+    key, doc = HOSTILE_KEYS[case]
+    configs = {role: node_file(getattr(cluster, role), "bird.conf").read_text() for role in (*NODES, "head")}
+    agents = {role: pid_of(getattr(cluster, role), "agent.pid") for role in (*NODES, "head")}
+    etcd_put(cluster.head, ETCD_URL, key, doc)
+    try:
+        time.sleep(1.2)  # two polls of every agent
+        for role in (*NODES, "head"):
+            node = getattr(cluster, role)
+            assert node_file(node, "bird.conf").read_text() == configs[role], role
+            assert "pwned" not in node.run("birdc", "-s", node_file(node, "bird.ctl"), "show", "protocols").stdout
+            assert pid_of(node, "agent.pid") == agents[role] and is_ours(agents[role], cluster.sandbox), role
+            assert f"{key} is not a valid" in node_file(node, "agent.log").read_text(), role
+        fails_in_one_line(cluster.node1.pyctr("node", "ls", check=False), key, "not a valid")
+    finally:
+        etcd_delete(cluster.head, ETCD_URL, key)
 
 
 def test_a_killed_bird_loses_its_routes_within_the_hold_time_and_node_start_brings_them_back(cluster):
