@@ -42,6 +42,9 @@ def load_policies(net: networks.Network) -> dict[str, dict]:
                 raise policyspec.PolicyError(f"metadata.name: {checked['metadata']['name']!r}, not the key's")
         except policyspec.PolicyError as e:
             raise datastore.not_valid(key, "policy", e) from None
+        created = doc["metadata"].get("creationTimestamp")
+        if isinstance(created, str):  # apply's stamp, which check() leaves out
+            checked["metadata"]["creationTimestamp"] = created
         policies[name] = checked
     return policies
 

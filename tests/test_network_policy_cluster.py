@@ -161,6 +161,9 @@ def test_a_policy_applied_on_node1_is_enforced_on_node2_and_rm_on_node3_opens_ev
     assert stored["spec"]["podSelector"] == {"matchLabels": {"app": "db"}}
     for role in NODES:
         assert policy_names(getattr(cluster, role)) == ["db-from-web"]
+    # As stored, with apply's stamp, on another node too.
+    inspected = json.loads(cluster.node2.pyctr("network", "policy", "inspect", NET, "db-from-web").stdout)
+    assert inspected == [stored] and stored["metadata"]["creationTimestamp"]
     # db is on node2: node2's agent built its chain, with web's address (node1) in the set.
     assert eventually_refused(cluster, "stranger", "db", 5432)
     assert eventually_reaches(cluster, "web", "db", 5432)
