@@ -40,14 +40,22 @@ def parse_env(items: list[str], files: list[str]) -> list[str]:
     """KEY=VALUE pairs; a bare KEY takes the value from pyctr's own environment, as Docker does."""
     pairs: list[str] = []
     for path in files:
-        try:
-            with open(path) as f:
-                lines = [line.strip() for line in f]
-        except OSError as e:
-            raise PyctrError(f"open {path}: {e.strerror}")
+        lines = [line.strip() for line in _file_lines(path, "an env file")]
         items_from_file = [line for line in lines if line and not line.startswith("#")]
         pairs += _env_pairs(items_from_file)
     return pairs + _env_pairs(items)
+
+
+def _file_lines(path: str, kind: str, encoding: str | None = None) -> list[str]:
+    """The lines of an --env-file or --label-file, without their line ends; one line if it
+    cannot be read."""
+    try:
+        with open(path, encoding=encoding) as f:
+            return [line.rstrip("\r\n") for line in f]
+    except OSError as e:
+        raise PyctrError(f"open {path}: {e.strerror}")
+    except UnicodeDecodeError:
+        raise PyctrError(f"{path}: invalid utf8 bytes in {kind}")
 
 
 def _env_pairs(items: list[str]) -> list[str]:
@@ -68,13 +76,8 @@ def parse_labels(items: list[str], files: list[str]) -> dict[str, str]:
     a file, one a line, blank lines and lines starting with # skipped. A later KEY wins."""
     pairs: list[str] = []
     for path in files:
-        try:
-            with open(path, encoding="utf-8-sig") as f:  # a BOM is not part of the first key
-                lines = [line.rstrip("\r\n").lstrip() for line in f]
-        except OSError as e:
-            raise PyctrError(f"open {path}: {e.strerror}")
-        except UnicodeDecodeError:
-            raise PyctrError(f"{path}: invalid utf8 bytes in a label file")
+        # utf-8-sig: a BOM is not part of the first key.
+        lines = [line.lstrip() for line in _file_lines(path, "a label file", encoding="utf-8-sig")]
         pairs += [line for line in lines if line and not line.startswith("#")]
     labels = {}
     for item in pairs + list(items):
