@@ -54,7 +54,8 @@ def pss_kib(pid: int) -> int:
 
 
 def host_monitors(env) -> list[int]:
-    """The host monitors of this test's state folder."""
+    """The host monitors of this test's state folder; not their forks (a keeper before it execs
+    `sleep`, a runner), which have the same command line for a moment."""
     found = []
     for entry in os.scandir("/proc"):
         try:
@@ -63,7 +64,8 @@ def host_monitors(env) -> list[int]:
                 found.append(int(entry.name))
         except OSError:
             continue
-    return found
+    fields = {pid: stat_fields(pid) for pid in found}  # None: gone meanwhile
+    return [pid for pid in found if fields[pid] is not None and int(fields[pid][1]) not in found]
 
 
 def processes_with(env) -> list[int]:
