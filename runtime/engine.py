@@ -45,6 +45,9 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
 
     if spec.process is not None and spec.process.terminal and console_socket is None and console_fd is None:
         raise PyctrError("process.terminal is true: a --console-socket is needed to pass the terminal on", 1)
+    from pyctr.runtime.cgroups import warm
+
+    warm.keep()  # PID 1's cgroup move comes in ~10 ms: its wait for the lock begins now
     sd = ocistate.StateDir(root, container_id)
     sd.make()
     undo = [lambda: _remove_state_dir(sd)]

@@ -547,6 +547,7 @@ def _warm_up() -> None:
     import zlib  # noqa: F401  (seccomp's cache)
 
     from pyctr.images import store  # noqa: F401
+    from pyctr.runtime.cgroups import warm  # noqa: F401
     from pyctr.runtime import (cgroups, cli, commands, container_init, engine, hooks, inroot, lifecycle,  # noqa: F401
                                monitor, process, reaper, rootfs, runclient, seccomp, security, terminal)
 

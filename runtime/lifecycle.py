@@ -383,7 +383,6 @@ def _monitor(c, oci_root, ready_w, go_r, stdio, monitor_ends, parent_only) -> No
         import prctl
 
         prctl.set_child_subreaper(True)
-        _hasten_first_cgroup_join()
         pid = _create_and_await_start(c, oci_root, ready_w, go_r, stdio)
         if pid is None:  # the CLI was told why
             code = 0
@@ -401,40 +400,6 @@ def _monitor(c, oci_root, ready_w, go_r, stdio, monitor_ends, parent_only) -> No
         os._exit(code)
 
 
-def _hasten_first_cgroup_join() -> None:
-    """Start the wait that the engine's first cgroup move will need, so that it is over (or
-    nearly) by the time PID 1 is moved. A move into a cgroup takes a lock whose first writer waits
-    for an RCU grace period (~5-12 ms here); for ~10 ms after a writer, the next one does not
-    wait. So a thread moves this process into the cgroup it is in already (no change), while the
-    engine does its first ~10 ms of work."""
-    try:
-        layout = cgroups.detect()
-        with open("/proc/self/cgroup") as f:
-            own = dict(line.rstrip("\n").split(":", 2)[1:] for line in f)
-    except (OSError, PyctrError, ValueError):
-        return
-    if layout.unified is not None and "" in own:  # "0::/path": the cgroup2 hierarchy
-        procs = f"{layout.unified}{own['']}/cgroup.procs"
-    elif layout.v1_root is not None and "pids" in own:
-        procs = f"{layout.v1_root}/pids{own['pids']}/cgroup.procs"
-    else:
-        return
-
-    def move_self() -> None:
-        try:
-            fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                os.write(fd, b"0")
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
-
-    import _thread  # rather than threading: nothing to join, and no import in a fork
-
-    _thread.start_new_thread(move_self, ())
-
-
 def keep(request: dict, ready_w: int, go_r: int, stdio: list[int], monitor_ends: list[int], report_w: int) -> None:
     """A detached container's keeper, forked by the host monitor (runtime/hostmonitor.py): it
     creates the container as a foreground monitor does, then becomes `sleep infinity`, which
@@ -446,7 +411,6 @@ def keep(request: dict, ready_w: int, go_r: int, stdio: list[int], monitor_ends:
 
     os.setsid()  # a session of its own: it outlives the host monitor, and any signal to its group
     prctl.set_child_subreaper(True)  # PID 1, orphaned by the engine, comes to us
-    _hasten_first_cgroup_join()
     _configure_from(request)
     c = records.load(request["container"])
     pid = _create_and_await_start(c, bundle.state_root(), ready_w, go_r, stdio)

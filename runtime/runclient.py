@@ -214,6 +214,9 @@ def serve(conn, message: bytes, fds: list[int]) -> None:
     global in_runner
     in_runner = True
     try:
+        from pyctr.runtime.cgroups import warm
+
+        warm.keep()  # the wait of PID 1's cgroup move (engine.create) begins at our first step
         fields = message.split(b"\0")
         umask, count = int(fields[1]), int(fields[2])
         argv = [os.fsdecode(arg) for arg in fields[3:3 + count]]

@@ -1,0 +1,87 @@
+"""runtime/cgroups/warm.py: the lock of cgroup moves, kept warm ahead of PID 1's join. Each check
+runs in a Python of its own (moves of the test process itself would be its business, not ours).
+"""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+# A move of this process into the cgroup it is in (no change), timed: after the lock has been idle,
+# and while warm.keep() keeps it warm. Medians of five, in milliseconds.
+TIMED_MOVES = textwrap.dedent("""
+    import os, statistics, sys, time
+    from pyctr.runtime.cgroups import warm
+
+    procs = warm._own_procs_file()
+    if procs is None:
+        print("none"); sys.exit()
+    def timed_move():
+        fd = os.open(procs, os.O_WRONLY)
+        start = time.perf_counter()
+        os.write(fd, b"0")
+        took = (time.perf_counter() - start) * 1000
+        os.close(fd)
+        return took
+    cold, warm_moves = [], []
+    for _ in range(5):
+        time.sleep(0.3)  # long enough for the lock to go idle again
+        cold.append(timed_move())
+        warm.keep(0.2)
+        time.sleep(0.05)
+        warm_moves.append(timed_move())
+        time.sleep(0.2)
+    print(statistics.median(cold), statistics.median(warm_moves))
+""")
+
+
+def python(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          timeout=60).stdout.strip()
+
+
+def test_a_move_finds_the_lock_warm_while_it_is_kept_so():
+    out = python(TIMED_MOVES)
+    if out == "none":
+        pytest.skip("no cgroup hierarchy to move in")
+    cold, warm = map(float, out.split())
+    if cold < 2:
+        pytest.skip(f"a move after an idle lock takes {cold:.2f} ms here: nothing to hide")
+    assert warm < cold / 3, f"kept warm, a move took {warm:.2f} ms; after an idle lock {cold:.2f} ms"
+
+
+def test_keeping_warm_moves_nothing_and_stops_after_its_while():
+    out = python(textwrap.dedent("""
+        import os, time
+        from pyctr.runtime.cgroups import warm
+
+        before = open("/proc/self/cgroup").read()
+        warm.keep(0.1)
+        time.sleep(0.02)
+        during = len(os.listdir("/proc/self/task"))
+        warm.keep(0.1)  # extends the while of the thread that runs: no second thread
+        time.sleep(0.02)
+        again = len(os.listdir("/proc/self/task"))
+        time.sleep(0.3)
+        after = len(os.listdir("/proc/self/task"))
+        print(during, again, after, open("/proc/self/cgroup").read() == before)
+    """))
+    assert out == "2 2 1 True"
+
+
+def test_a_fork_keeps_the_lock_warm_with_a_thread_of_its_own():
+    out = python(textwrap.dedent("""
+        import os, time
+        from pyctr.runtime.cgroups import warm
+
+        warm.keep(0.3)
+        pid = os.fork()
+        if pid == 0:
+            warm.keep(0.3)  # the parent's thread is not in the fork
+            time.sleep(0.02)
+            os.write(1, b"%d" % len(os.listdir("/proc/self/task")))
+            os._exit(0)
+        os.waitpid(pid, 0)
+    """))
+    assert out == "2"
