@@ -375,7 +375,9 @@ def release_name(name: str, container_id: str) -> None:
         pass
 
 
-def _valid_name(name: str) -> bool:
-    import re
+_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
-    return re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", name) is not None
+
+def _valid_name(name: str) -> bool:
+    """Docker's [a-zA-Z0-9][a-zA-Z0-9_.-]*, without re (and enum with it: ~5 ms of `logs NAME`)."""
+    return name[:1].isascii() and name[:1].isalnum() and _NAME_CHARACTERS.issuperset(name)

@@ -1,10 +1,45 @@
 """State on disk: JSON files written atomically, and file locks around read-modify-write."""
 
-import json
 import os
 
 # Paths are pathlib.Path ("Path" below), or str where only read. Neither pathlib nor fcntl is
-# imported up here: `pyctr ps`, which only reads, would pay a tenth of its time for them.
+# imported up here, nor json (see loads): `pyctr ps`, which only reads, would pay for them.
+
+try:
+    from _json import make_scanner as _make_scanner  # the C scanner behind json.loads
+except ImportError:  # an interpreter without it: json.loads does it all
+    _make_scanner = None
+
+
+class _Decoding:
+    """What json's C scanner reads from a json.JSONDecoder: json.loads' defaults."""
+    strict = True
+    object_hook = object_pairs_hook = None
+    parse_float, parse_int = float, int
+    parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}.__getitem__
+
+
+_scan = _make_scanner(_Decoding()) if _make_scanner else None
+_JSON_SPACE = " \t\n\r"
+
+
+def loads(document: bytes | str):
+    """json.loads, by the very scanner json.loads uses, without importing json: json's decoder
+    imports re, and with it enum, functools and collections, about 6 ms of every `pyctr ps`
+    (tests/test_cli.py checks). A document it does not take whole (malformed, another encoding,
+    a BOM) goes to json.loads, whose error names the fault."""
+    if _scan is not None:
+        try:
+            text = document.decode() if isinstance(document, bytes) else document
+            start = len(text) - len(text.lstrip(_JSON_SPACE))
+            value, end = _scan(text, start)
+            if not text[end:].strip(_JSON_SPACE):
+                return value
+        except (StopIteration, UnicodeDecodeError):
+            pass
+    import json
+
+    return json.loads(document)
 
 
 def read_json(path: "Path", default=None):
@@ -20,7 +55,7 @@ def read_json(path: "Path", default=None):
             chunks.append(chunk)
     finally:
         os.close(fd)
-    return json.loads(b"".join(chunks))
+    return loads(b"".join(chunks))
 
 
 def write_json(path: "Path", data, durable: bool = False, compact: bool = False) -> None:
@@ -29,6 +64,8 @@ def write_json(path: "Path", data, durable: bool = False, compact: bool = False)
     for documents that must survive a power cut rather than a crash of pyctr. `compact`: one
     line, for documents only programs read (json's C encoder writes it; indented, its Python
     one does, ~5x slower: 0.5 ms for a 20 KB spec)."""
+    import json
+
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         f = open(tmp, "w")

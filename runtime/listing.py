@@ -2,17 +2,23 @@
 
 None imports lifecycle or what it brings (the engine, ctypes, pathlib), and ps, inspect and logs
 import nothing beyond the records and humanize (tests/test_cli.py checks), so that they start
-about as fast as Python itself; info, stats and top import cgroups when they run.
+about as fast as Python itself; json only to print JSON (records are read by jsonstore.loads);
+info, stats and top import cgroups when they run.
 """
 
-import json
 import os
 import sys
 import time
 
 from pyctr.runtime import container as records
-from pyctr.runtime import humanize
+from pyctr.runtime import humanize, jsonstore
 from pyctr.runtime.errors import PyctrError
+
+
+def _json_text(value, indent: int | None = None) -> str:
+    import json  # here, not above: its decoder imports re (see jsonstore.loads)
+
+    return json.dumps(value, indent=indent)
 
 
 # --- listing and inspection ----------------------------------------------------------------
@@ -75,7 +81,7 @@ def cmd_ps(args) -> int:
             print(c.id if args.no_trunc else c.short_id)
         return 0
     if args.format == "json":
-        print(json.dumps([_ps_entry(c) for c in containers], indent=2))
+        print(_json_text([_ps_entry(c) for c in containers], indent=2))
         return 0
     rows = []
     for c in containers:
@@ -125,7 +131,7 @@ def inspect_refs(refs: list[str], template: str | None, containers: bool = True)
         for item in results:
             print(_render_template(template, item))
     else:
-        print(json.dumps(results, indent=4))
+        print(_json_text(results, indent=4))
     for message in missing:
         print(f"Error: {message}", file=sys.stderr)
     return 125 if missing else 0
@@ -155,11 +161,11 @@ def _render_template(template: str, data: dict) -> str:
     def replace(match):
         expr = match.group(1).strip()
         if expr.startswith("json "):
-            return json.dumps(field(expr[5:].strip()))
+            return _json_text(field(expr[5:].strip()))
         value = field(expr)
         if isinstance(value, bool):
             return str(value).lower()
-        return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+        return _json_text(value) if isinstance(value, (dict, list)) else str(value)
 
     return re.sub(r"\{\{(.*?)\}\}", replace, template)
 
@@ -168,7 +174,7 @@ def cmd_info(args) -> int:
     """`docker info`'s system-wide facts, with the cgroup backend made explicit."""
     info = system_info()
     if args.format:
-        print(json.dumps(info) if args.format == "json" else _render_template(args.format, info))
+        print(_json_text(info) if args.format == "json" else _render_template(args.format, info))
         return 0
     lines = [
         f"Containers: {info['Containers']}",
@@ -282,7 +288,7 @@ def cmd_logs(args) -> int:
 
 def _print_log_line(raw: bytes, timestamps: bool) -> None:
     try:
-        entry = json.loads(raw)
+        entry = jsonstore.loads(raw)
     except ValueError:
         return  # a line the monitor was writing when it was killed
     stream = sys.stderr if entry.get("stream") == "stderr" else sys.stdout
@@ -325,7 +331,7 @@ def cmd_stats(args) -> int:
         if not args.no_stream and sys.stdout.isatty():
             sys.stdout.write("\033[2J\033[H")  # redraw in place, as docker stats does
         if args.format == "json":
-            print(json.dumps(entries, indent=2))
+            print(_json_text(entries, indent=2))
         else:
             print(humanize.table(rows, ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS"]))
         if args.no_stream:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pyctr.runtime import cli, cli_parser, humanize, settings
+from pyctr.runtime import cli, cli_parser, humanize, jsonstore, settings
 from pyctr.runtime import container as records
 
 NONE = ("--network", "none")
@@ -183,9 +183,10 @@ def test_bad_flags_still_get_argparse_one_line_and_125(run_pyctr):
 
 
 # --- the read-only commands import little --------------------------------------------------------
-# What a command may import beyond the interpreter and json (and its re), which reads the records.
-# Anything more (argparse, pathlib, lifecycle and the engine, ctypes, fcntl, datetime...) is
-# start-up time that every `pyctr ps` pays.
+# What a command may import beyond the interpreter: json's C scanner reads the records, and json
+# itself (with re, enum, functools...: ~5 ms) comes only to print JSON. Anything more (argparse,
+# pathlib, lifecycle and the engine, ctypes, fcntl, datetime...) is start-up time that every
+# `pyctr ps` pays.
 LISTING_MODULES = {"pyctr", "pyctr.runtime", "pyctr.runtime.cli", "pyctr.runtime.hosttools",
                    "pyctr.runtime.settings", "pyctr.runtime.listing", "pyctr.runtime.container",
                    "pyctr.runtime.errors", "pyctr.runtime.jsonstore", "pyctr.runtime.humanize"}
@@ -221,8 +222,10 @@ def test_version_ps_inspect_and_logs_import_only_what_they_use(run_pyctr, pyctr_
         time.sleep(0.05)
 
     assert modules_imported_by(pyctr_env, ["--version"], "import re") == VERSION_MODULES
-    for args in (["ps"], ["ps", "-a"], ["ps", "-a", "--format", "json"], ["inspect", running],
-                 ["logs", "--tail", "1", running]):
+    for args in (["ps"], ["ps", "-a"], ["logs", running]):  # _json reads the records; types is the CLI's
+        assert modules_imported_by(pyctr_env, args, "") == LISTING_MODULES | {"_json", "types"}, args
+    # Printing JSON imports json; --tail, collections (deque).
+    for args in (["ps", "-a", "--format", "json"], ["inspect", running], ["logs", "--tail", "1", running]):
         assert modules_imported_by(pyctr_env, args, "import re, json") == LISTING_MODULES, args
     # The probe can fail: the commands that change containers import the engine.
     assert "pyctr.runtime.lifecycle" in modules_imported_by(pyctr_env, ["stop", "-t", "0", running],
@@ -244,6 +247,33 @@ def test_the_pyctr_script_imports_only_the_cli():
     script = Path(sys.executable).with_name("pyctr").read_text()
     imports = [line for line in script.splitlines() if line.startswith(("import ", "from "))]
     assert imports == ["import sys", "from pyctr.runtime.cli import run"], script
+
+
+# --- jsonstore.loads: json.loads without importing json --------------------------------------------
+DOCUMENTS = ['{"Id": "abc", "Pid": 42, "Running": true, "Error": null, "Cpu": 0.5}', ' \n\t[1, -2e3, "x"]\r\n',
+             '"caf\\u00e9 \\ud83d\\ude00"', '{"a": {"b": [[], {}]}}', 'NaN', '[Infinity, -Infinity]', '7', '""',
+             '{"dup": 1, "dup": 2}', 'caf\u00e9 is not JSON', '{"a": 1} {"b": 2}', '{"a": 1,}', '', '   ',
+             '[1, 2', '"a\tb"', '\ufeff{}', '{"big": 123456789012345678901234567890}']
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+@pytest.mark.parametrize("as_bytes", [False, True])
+def test_loads_reads_as_json_loads_reads(document, as_bytes):
+    """The same value, or the same error (type, message and place), for text and for bytes."""
+    given = document.encode() if as_bytes else document
+
+    def outcome(loads):
+        try:
+            return "value", repr(loads(given))  # repr: NaN is not equal to itself
+        except ValueError as error:
+            return type(error).__name__, str(error)
+
+    assert outcome(jsonstore.loads) == outcome(json.loads)
+
+
+def test_loads_takes_every_encoding_json_loads_takes():
+    for encoding in ("utf-8-sig", "utf-16", "utf-32-le"):
+        assert jsonstore.loads('{"k": "v\u00e9"}'.encode(encoding)) == {"k": "v\u00e9"}
 
 
 # --- humanize ------------------------------------------------------------------------------------
