@@ -2,7 +2,8 @@
 
 argparse declares the whole command line (cli_parser.py). It is not imported for the commands
 people run most often: `pyctr --version`, and the plain forms of `ps`, `inspect`, `logs`, `run`,
-`create`, `start` and `exec` are read by the quick path below, as argparse would read them.
+`create`, `start` and `exec` are read by the quick path (runtime/quickparse.py, with the tables
+below), as argparse would read them.
 argparse, with the gettext and locale it imports, would be a tenth of `pyctr ps` and of
 `pyctr run --rm alpine true`.
 """
@@ -10,6 +11,9 @@ argparse, with the gettext and locale it imports, would be a tenth of `pyctr ps`
 import os
 import sys
 from types import SimpleNamespace
+
+from pyctr.runtime import quickparse
+from pyctr.runtime.quickparse import Flags
 
 VERSION = "0.1.0"
 
@@ -20,36 +24,7 @@ def print_version() -> None:
     sys.stdout.write(f"pyctr {VERSION}\n")
 
 
-# --- the quick path ----------------------------------------------------------------------------
-class Flags:
-    """A parser's flags as cli_parser declares them, for the quick path: switches (store_true),
-    flags that take a value and flags that collect their values (append), by dest; their
-    defaults, allowed values and the dests read as int; and the command's positional argument
-    (one, or `many`: one or more), followed by `rest` (argparse.REMAINDER) if it has one."""
-
-    def __init__(self, switches: dict[str, tuple[str, ...]] | None = None,
-                 values: dict[str, tuple[str, ...]] | None = None,
-                 lists: dict[str, tuple[str, ...]] | None = None, defaults: dict | None = None,
-                 choices: dict[str, tuple[str, ...]] | None = None, integers: tuple[str, ...] = (),
-                 handler: str = "", positional: str | None = None, many: bool = False,
-                 rest: str | None = None):
-        switches, values, lists = switches or {}, values or {}, lists or {}
-        self.switches = {flag: dest for dest, flags in switches.items() for flag in flags}
-        self.values = {flag: dest for dest, flags in {**values, **lists}.items() for flag in flags}
-        self.lists = tuple(lists)
-        self.defaults = {**dict.fromkeys(switches, False), **dict.fromkeys(values),
-                         **{dest: [] for dest in lists}, **(defaults or {})}
-        self.choices = choices or {}
-        self.integers = integers
-        self.handler = handler
-        self.positional = positional
-        self.many = many
-        self.rest = rest
-        # argparse reads every "--x" of a command line as a flag, the command's included, and
-        # stops at an abbreviation of two flags: the quick path leaves all abbreviations to it.
-        self.long_flags = tuple(flag for flag in [*self.switches, *self.values] if flag.startswith("--"))
-
-
+# --- the quick path (runtime/quickparse.py) -------------------------------------------------------
 GLOBAL_FLAGS = Flags(switches={"explain": ("--explain",)},
                      values={"root": ("--root",), "state": ("--state",), "log_level": ("--log-level",)},
                      choices={"log_level": LOG_LEVELS})
@@ -101,86 +76,10 @@ QUICK_COMMANDS = {
 
 def quick_parse(argv: list[str]) -> SimpleNamespace | None:
     """argv as argparse would parse it, if it is `--version` or a plain form of a QUICK_COMMANDS
-    command; None for anything else: --help, an abbreviated or unknown flag, a value that starts
-    with "-", "--", a misplaced argument. argparse judges those, and writes the errors."""
-    args = {**GLOBAL_FLAGS.defaults, "log_level": os.environ.get("PYCTR_LOG_LEVEL", "warning")}
-    i = 0
-    while i < len(argv) and argv[i].startswith("-"):
-        if argv[i] == "--version":
-            return SimpleNamespace(version=True)  # argparse prints it at this point, whatever follows
-        i = _read_flag(GLOBAL_FLAGS, argv, i, args)
-        if i is None:
-            return None
-    if i == len(argv) or argv[i] not in QUICK_COMMANDS:
-        return None
-    command = QUICK_COMMANDS[argv[i]]
-    args.update(command.defaults, command_name=argv[i], handler=command.handler)
-    args.update({dest: [] for dest in command.lists})  # a new list each time, as argparse's copy
-    positionals: list[str] = []
-    flags_after_positionals = False
-    i += 1
-    while i < len(argv):
-        if argv[i].startswith("-"):
-            flags_after_positionals = bool(positionals)
-            i = _read_flag(command, argv, i, args)
-            if i is None:
-                return None
-        elif command.positional is None or flags_after_positionals or (positionals and not command.many):
-            return None  # argparse: "unrecognized arguments"
-        elif command.rest is not None:  # the image (or container), then the command, flags and all
-            rest = argv[i + 1:]
-            if any(_abbreviates(command, token) for token in rest):
-                return None
-            positionals.append(argv[i])
-            args[command.rest] = rest
-            break
-        else:
-            positionals.append(argv[i])
-            i += 1
-    if command.positional is not None:
-        if not positionals:
-            return None  # argparse: "the following arguments are required"
-        args[command.positional] = positionals if command.many else positionals[0]
-    return SimpleNamespace(**args)
-
-
-def _abbreviates(flags: Flags, token: str) -> bool:
-    """Whether argparse could take token for an abbreviation of a flag (or "--", which ends the
-    flags): for two flags, argparse stops with "ambiguous option", even in a container's command."""
-    name = token.partition("=")[0]
-    return token.startswith("--") and any(flag.startswith(name) and flag != name for flag in flags.long_flags)
-
-
-def _read_flag(flags: Flags, argv: list[str], i: int, args: dict) -> int | None:
-    """Reads the flag at argv[i] (with its value, if it takes one) into args: the index of what
-    follows, or None where argparse must judge."""
-    token = argv[i]
-    name, equals, value = token.partition("=") if token.startswith("--") else (token, "", "")
-    if name in flags.switches and not equals:
-        args[flags.switches[name]] = True
-        return i + 1
-    if name in flags.values:
-        if not equals:
-            if i + 1 == len(argv) or argv[i + 1].startswith("-"):
-                return None
-            i, value = i + 1, argv[i + 1]
-        dest = flags.values[name]
-        if dest in flags.choices and value not in flags.choices[dest]:
-            return None
-        if dest in flags.integers:
-            if not (value.isascii() and value.isdigit()):
-                return None  # int() also reads " 7", "+7" and "7_0": argparse judges those
-            value = int(value)
-        if dest in flags.lists:
-            args[dest].append(value)
-        else:
-            args[dest] = value
-        return i + 1
-    if not token.startswith("--") and len(token) > 2 and all(f"-{c}" in flags.switches for c in token[1:]):
-        for c in token[1:]:  # short switches together, as in -aq
-            args[flags.switches[f"-{c}"]] = True
-        return i + 1
-    return None
+    command; None for anything else, which argparse judges."""
+    args = quickparse.parse(argv, GLOBAL_FLAGS, QUICK_COMMANDS, "command_name",
+                            {"log_level": os.environ.get("PYCTR_LOG_LEVEL", "warning")}, at_once=("--version",))
+    return None if args is None else SimpleNamespace(**args)
 
 
 # --- running a command -------------------------------------------------------------------------

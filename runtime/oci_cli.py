@@ -5,13 +5,13 @@ Errors are one line on stderr, and in --log as well (a JSON line with level, msg
 with --log-format json, which containerd reads), with exit status 1, as runc does.
 """
 
-import argparse
-import json
 import os
 import sys
+from types import SimpleNamespace
 
-from pyctr.runtime import ocistate
+from pyctr.runtime import ocistate, quickparse
 from pyctr.runtime.errors import PyctrError
+from pyctr.runtime.quickparse import Flags
 
 VERSION = "0.2.0"
 
@@ -28,6 +28,8 @@ class Logger:
         from pyctr.runtime.reaper import now_rfc3339
 
         if self.fmt == "json":
+            import json
+
             line = json.dumps({"level": level, "msg": message, "time": now_rfc3339()})
         else:
             line = f'time="{now_rfc3339()}" level={level} msg="{message}"'
@@ -42,166 +44,49 @@ class Logger:
             self.write("debug", message)
 
 
-# Global options that take a value: the command is the first word that is not one of them.
-_GLOBAL_VALUES = ("--root", "--log", "--log-format", "--rootless", "--criu")
+# --- the quick path (runtime/quickparse.py): what podman and containerd run for each container ------
+# tests/test_cli.py checks these against runtime/oci_cli_parser.py, and both parsers on many argvs.
+GLOBAL_FLAGS = Flags(switches={"debug": ("--debug",), "systemd_cgroup": ("--systemd-cgroup",),
+                               "version": ("-v", "--version")},
+                     values={"root": ("--root",), "log": ("--log",), "log_format": ("--log-format",),
+                             "rootless": ("--rootless",), "criu": ("--criu",)},
+                     defaults={"root": ocistate.DEFAULT_ROOT, "log_format": "text", "rootless": "auto"},
+                     choices={"log_format": ("text", "json")})
 
 
-def _parser(only: str | None = None) -> argparse.ArgumentParser:
-    """runc's command line. `only` names the one command to define: the others cost time at every
-    start (podman runs us three times a container) and are needed only for help and errors."""
-    p = argparse.ArgumentParser(prog="pyctr-oci", description="pyctr as an OCI runtime, with runc's command line.",
-                                formatter_class=_Formatter)
-    p.add_argument("--root", default=ocistate.DEFAULT_ROOT, help="state folder (default %(default)s)")
-    p.add_argument("--log", help="write errors and warnings to this file too")
-    p.add_argument("--log-format", choices=("text", "json"), default="text")
-    p.add_argument("--debug", action="store_true")
-    p.add_argument("--systemd-cgroup", action="store_true", help="cgroupsPath is slice:prefix:name (needs systemd)")
-    p.add_argument("--rootless", default="auto", help="accepted for runc compatibility; pyctr-oci runs as root")
-    p.add_argument("--criu", help=argparse.SUPPRESS)
-    p.add_argument("-v", "--version", action="store_true")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (help_text, define) in _COMMANDS.items():
-        if only is None or name == only:
-            define(sub.add_parser(name, help=help_text, formatter_class=_Formatter))
-    return p
+def _create_flags(run: bool = False) -> Flags:
+    return Flags(switches={"no_pivot": ("--no-pivot",), "no_new_keyring": ("--no-new-keyring",),
+                           **({"detach": ("-d", "--detach"), "keep": ("--keep",)} if run else {})},
+                 values={"bundle": ("-b", "--bundle"), "pid_file": ("--pid-file",),
+                         "console_socket": ("--console-socket",), "preserve_fds": ("--preserve-fds",)},
+                 defaults={"bundle": ".", "preserve_fds": 0}, integers=("preserve_fds",), positional="id")
 
 
-class _Formatter(argparse.HelpFormatter):
-    """argparse's own, sized from the terminal without importing shutil: argparse makes one at
-    every add_argument, and shutil brings in the compression modules (milliseconds per start)."""
-
-    def __init__(self, prog: str, **kwargs):
-        if kwargs.get("width") is None:
-            kwargs["width"] = _terminal_columns() - 2  # as argparse does
-        super().__init__(prog, **kwargs)
-
-
-def _terminal_columns() -> int:
-    """shutil.get_terminal_size's answer: $COLUMNS, else stdout's terminal, else 80."""
-    columns = os.environ.get("COLUMNS", "")
-    if columns.isdigit() and int(columns) > 0:
-        return int(columns)
-    try:
-        return os.get_terminal_size(sys.__stdout__.fileno()).columns
-    except (OSError, ValueError, AttributeError):
-        return 80
-
-
-def _with_id(c: argparse.ArgumentParser) -> None:
-    c.add_argument("id", nargs="?", default="")
-
-
-def _create(c: argparse.ArgumentParser, run: bool = False) -> None:
-    _with_id(c)
-    c.add_argument("-b", "--bundle", default=".")
-    c.add_argument("--pid-file")
-    c.add_argument("--console-socket")
-    c.add_argument("--no-pivot", action="store_true")
-    c.add_argument("--no-new-keyring", action="store_true")
-    c.add_argument("--preserve-fds", type=int, default=0)
-    if run:
-        c.add_argument("-d", "--detach", action="store_true")
-        c.add_argument("--keep", action="store_true")
-
-
-def _kill(c: argparse.ArgumentParser) -> None:
-    _with_id(c)
-    c.add_argument("signal", nargs="?", default="SIGTERM")
-    c.add_argument("-a", "--all", action="store_true")
-
-
-def _delete(c: argparse.ArgumentParser) -> None:
-    _with_id(c)
-    c.add_argument("-f", "--force", action="store_true")
-
-
-def _exec(c: argparse.ArgumentParser) -> None:
-    _with_id(c)
-    c.add_argument("args", nargs=argparse.REMAINDER)
-    c.add_argument("-p", "--process")
-    c.add_argument("-e", "--env", action="append", default=[])
-    c.add_argument("-u", "--user")
-    c.add_argument("--cwd")
-    c.add_argument("-c", "--cap", action="append", default=[])
-    c.add_argument("-t", "--tty", action="store_true")
-    c.add_argument("-d", "--detach", action="store_true")
-    c.add_argument("--pid-file")
-    c.add_argument("--console-socket")
-    c.add_argument("--no-new-privs", action="store_true")
-    c.add_argument("--preserve-fds", type=int, default=0)
-    c.add_argument("--additional-gids", "-g", action="append", default=[])
-
-
-def _list(c: argparse.ArgumentParser) -> None:
-    c.add_argument("-f", "--format", choices=("table", "json"), default="table")
-    c.add_argument("-q", "--quiet", action="store_true")
-
-
-def _ps(c: argparse.ArgumentParser) -> None:
-    _with_id(c)
-    c.add_argument("-f", "--format", choices=("table", "json"), default="table")
-    c.add_argument("ps_args", nargs=argparse.REMAINDER)
-
-
-def _update(c: argparse.ArgumentParser) -> None:
-    _with_id(c)
-    c.add_argument("-r", "--resources", help="a JSON file of linux.resources (- for stdin)")
-    for flag in ("--memory", "--memory-reservation", "--memory-swap", "--kernel-memory", "--cpu-shares",
-                 "--cpu-quota", "--cpu-period", "--cpuset-cpus", "--cpuset-mems", "--pids-limit",
-                 "--blkio-weight", "--cpu-rt-period", "--cpu-rt-runtime"):
-        c.add_argument(flag)
-
-
-def _events(c: argparse.ArgumentParser) -> None:
-    _with_id(c)
-    c.add_argument("--stats", action="store_true")
-    c.add_argument("--interval", default="5s")
-
-
-def _spec(c: argparse.ArgumentParser) -> None:
-    c.add_argument("-b", "--bundle", default=".")
-    c.add_argument("--rootless", action="store_true")
-
-
-# Each command: its help line, and what defines its arguments.
-_COMMANDS = {
-    "create": ("create a container", _create),
-    "run": ("create and start a container, then wait", lambda c: _create(c, run=True)),
-    "start": ("start a created container", _with_id),
-    "state": ("print a container's state", _with_id),
-    "kill": ("send a signal to a container's init", _kill),
-    "delete": ("delete a container", _delete),
-    "exec": ("run a process in a running container", _exec),
-    "list": ("list containers", _list),
-    "ps": ("list a container's processes", _ps),
-    "pause": ("freeze a container", _with_id),
-    "resume": ("thaw a paused container", _with_id),
-    "update": ("change a container's resources", _update),
-    "events": ("container events and statistics", _events),
-    "features": ("what this runtime supports, as JSON", lambda c: None),
-    "spec": ("write a default config.json", _spec),
+QUICK_COMMANDS = {
+    "create": _create_flags(), "run": _create_flags(run=True), "start": Flags(positional="id"),
+    "state": Flags(positional="id"), "delete": Flags(switches={"force": ("-f", "--force")}, positional="id"),
+    "pause": Flags(positional="id"), "resume": Flags(positional="id"),
 }
 
 
-def _command_word(argv: list[str]) -> str | None:
-    """The command argv names, when it is one of ours; None for help, or for anything argparse
-    should explain with the whole parser."""
-    words = iter(argv)
-    for word in words:
-        if word in _GLOBAL_VALUES:
-            next(words, None)  # its value
-        elif not word.startswith("-"):
-            return word if word in _COMMANDS else None
-    return None
+def quick_parse(argv: list[str]) -> SimpleNamespace | None:
+    """argv as argparse (runtime/oci_cli_parser.py) would parse it, for the plain forms of
+    QUICK_COMMANDS; None for anything else, which argparse judges."""
+    args = quickparse.parse(argv, GLOBAL_FLAGS, QUICK_COMMANDS, "command", {})
+    return None if args is None else SimpleNamespace(**args)
 
 
 def main(argv: list[str] | None = None) -> None:
     as_program = argv is None
     argv = sys.argv[1:] if argv is None else argv
-    try:
-        args = _parser(_command_word(argv)).parse_args(argv)
-    except SystemExit as e:
-        sys.exit(0 if e.code == 0 else 1)
+    args = quick_parse(argv)
+    if args is None:
+        from pyctr.runtime import oci_cli_parser
+
+        try:
+            args = oci_cli_parser.build(oci_cli_parser.command_word(argv)).parse_args(argv)
+        except SystemExit as e:
+            sys.exit(0 if e.code == 0 else 1)
     logger = Logger(args.log, args.log_format, args.debug)
     from pyctr.runtime import log
 
@@ -210,7 +95,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"runc version {VERSION} (pyctr-oci)\ncommit: pyctr\nspec: 1.1.0")
         return
     if not args.command:
-        _parser().print_help()
+        from pyctr.runtime import oci_cli_parser
+
+        oci_cli_parser.build().print_help()
         sys.exit(1)
     logger.debug(f"{args.command} {' '.join(argv)}")
     try:

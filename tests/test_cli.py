@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pyctr.runtime import cli, cli_parser, humanize, jsonstore, settings
+from pyctr.runtime import cli, cli_parser, humanize, jsonstore, oci_cli, oci_cli_parser, settings
 from pyctr.runtime import container as records
 
 NONE = ("--network", "none")
@@ -24,7 +24,7 @@ NONE = ("--network", "none")
 
 # --- the quick path parses as argparse does --------------------------------------------------
 def declared_flags(parser: argparse.ArgumentParser) -> dict:
-    """What a parser declares, in the terms of cli.Flags (help, --version and subcommands aside)."""
+    """What a parser declares, in the terms of quickparse.Flags (help, version and subcommands aside)."""
     found = {"switches": {}, "values": {}, "lists": [], "defaults": {}, "choices": {}, "integers": [],
              "positionals": []}
     for action in parser._actions:
@@ -48,15 +48,14 @@ def declared_flags(parser: argparse.ArgumentParser) -> dict:
     return found
 
 
-def subparser(name: str) -> argparse.ArgumentParser:
-    parser = cli_parser.build_parser(name)
+def subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return sub.choices[name]
 
 
 @pytest.mark.parametrize("name", sorted(cli.QUICK_COMMANDS))
 def test_the_quick_flags_are_the_declared_ones(name):
-    quick, declared = cli.QUICK_COMMANDS[name], declared_flags(subparser(name))
+    quick, declared = cli.QUICK_COMMANDS[name], declared_flags(subparser(cli_parser.build_parser(name), name))
     assert quick.switches == declared["switches"]
     assert quick.values == declared["values"]
     assert sorted(quick.lists) == sorted(declared["lists"])
@@ -67,7 +66,7 @@ def test_the_quick_flags_are_the_declared_ones(name):
     if quick.rest:
         positionals.append((quick.rest, argparse.REMAINDER))
     assert positionals == declared["positionals"]
-    assert quick.handler == subparser(name)._defaults["handler"]
+    assert quick.handler == subparser(cli_parser.build_parser(name), name)._defaults["handler"]
 
 
 def test_the_quick_global_flags_are_the_declared_ones(monkeypatch):
@@ -182,15 +181,90 @@ def test_bad_flags_still_get_argparse_one_line_and_125(run_pyctr):
         assert result.stderr.startswith("Error: pyctr") and result.stderr.count("\n") == 1, result.stderr
 
 
+# --- pyctr-oci's quick path: the commands podman and containerd run for each container ------------
+@pytest.mark.parametrize("name", sorted(oci_cli.QUICK_COMMANDS))
+def test_the_oci_quick_flags_are_the_declared_ones(name):
+    quick, declared = oci_cli.QUICK_COMMANDS[name], declared_flags(subparser(oci_cli_parser.build(name), name))
+    assert quick.switches == declared["switches"]
+    assert quick.values == declared["values"]
+    assert quick.defaults == declared["defaults"]
+    assert sorted(quick.integers) == sorted(declared["integers"])
+    assert not quick.lists and not declared["lists"] and not quick.choices and not declared["choices"]
+    # argparse's id is optional (nargs="?", "" when absent: the command then says it is needed);
+    # the quick path takes only a command line with one, and leaves the others to argparse.
+    assert declared["positionals"] == [("id", "?")]
+    assert (quick.positional, quick.many, quick.rest) == ("id", False, None)
+
+
+def test_the_oci_quick_global_flags_are_the_declared_ones():
+    declared = declared_flags(oci_cli_parser.build(""))  # no command defined
+    assert oci_cli.GLOBAL_FLAGS.switches == declared["switches"]
+    assert oci_cli.GLOBAL_FLAGS.values == declared["values"]
+    assert oci_cli.GLOBAL_FLAGS.defaults == declared["defaults"]
+    assert oci_cli.GLOBAL_FLAGS.choices == declared["choices"]
+
+
+def oci_check_agrees(argv: list[str]) -> bool:
+    """If the OCI quick path takes argv, argparse gives the same; returns whether it took it."""
+    quick = oci_cli.quick_parse(argv)
+    if quick is None:
+        return False
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        parsed = oci_cli_parser.build(oci_cli_parser.command_word(argv)).parse_args(argv)
+    assert vars(parsed) == vars(quick), argv
+    return True
+
+
+@pytest.mark.parametrize("argv", [
+    # conmon's create and podman's start, state and delete; containerd's shim (runc v2) alike
+    ["--root", "/run/r", "--systemd-cgroup", "--log", "/l", "--log-format", "json", "create", "--bundle", "/b",
+     "--pid-file", "/p", "--console-socket", "/s", "--no-new-keyring", "--preserve-fds", "2", "c1"],
+    ["--root=/run/r", "start", "c1"], ["--root", "/r", "state", "c1"], ["--root", "/r", "delete", "--force", "c1"],
+    ["--log", "/l", "--log-format=json", "delete", "-f", "c1"], ["run", "-b", "/b", "-d", "--keep", "c1"],
+    ["create", "c1", "-b", "/b", "--no-pivot"], ["-v", "state", "c1"], ["--debug", "pause", "c1"], ["resume", "c1"],
+])
+def test_the_oci_quick_path_takes_what_runtimes_are_given_as_argparse_does(argv):
+    assert oci_check_agrees(argv)
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["-v"], ["--help"], ["state"], ["state", "-h", "c1"], ["state", "c1", "c2"], ["create", "-b"],
+    ["create", "-bx", "c1"], ["create", "--preserve-fds", "-1", "c1"], ["create", "--preserve-fds", "x", "c1"],
+    ["create", "--bun", "/b", "c1"], ["--log-format", "xml", "state", "c1"], ["kill", "c1", "KILL"],
+    ["delete", "--force=1", "c1"], ["state", "--", "c1"], ["--root", "--debug", "state", "c1"],
+])
+def test_the_oci_quick_path_leaves_the_rest_to_argparse(argv):
+    assert oci_cli.quick_parse(argv) is None
+
+
+def test_both_oci_parsers_agree_on_random_command_lines():
+    words = ["c1", "c2", "/b", "3", "-1", "", "-", "--", "json", "text", "xml", "-b", "--bundle", "--bundle=/x",
+             "--bun", "--pid-file", "--console-socket", "--no-pivot", "--no-new-keyring", "--preserve-fds",
+             "--preserve-fds=0", "-d", "--detach", "--keep", "-f", "--force", "-fd", "-h", "--help", "--root",
+             "--root=/r", "--log", "--log-format", "--log-format=json", "--debug", "--systemd-cgroup", "-v",
+             "--version", "--rootless", "--criu", "--bogus"]
+    commands = sorted(oci_cli.QUICK_COMMANDS) + ["kill", "list"]
+    rng = random.Random(1013)
+    taken = 0
+    for _ in range(6000):
+        argv = [rng.choice(words) for _ in range(rng.randint(0, 5))]
+        argv.insert(rng.randint(0, min(2, len(argv))), rng.choice(commands))
+        if rng.random() < 0.7:  # most with an id last, as runtimes are given them
+            argv.append(rng.choice(["c1", "c2"]))
+        taken += oci_check_agrees(argv)
+    assert taken > 300  # the quick path took enough of them for this to mean something
+
+
 # --- the read-only commands import little --------------------------------------------------------
 # What a command may import beyond the interpreter: json's C scanner reads the records, and json
 # itself (with re, enum, functools...: ~5 ms) comes only to print JSON. Anything more (argparse,
 # pathlib, lifecycle and the engine, ctypes, fcntl, datetime...) is start-up time that every
 # `pyctr ps` pays.
-LISTING_MODULES = {"pyctr", "pyctr.runtime", "pyctr.runtime.cli", "pyctr.runtime.hosttools",
+LISTING_MODULES = {"pyctr", "pyctr.runtime", "pyctr.runtime.cli", "pyctr.runtime.quickparse", "pyctr.runtime.hosttools",
                    "pyctr.runtime.settings", "pyctr.runtime.listing", "pyctr.runtime.container",
                    "pyctr.runtime.errors", "pyctr.runtime.jsonstore", "pyctr.runtime.humanize"}
-VERSION_MODULES = {"pyctr", "pyctr.runtime", "pyctr.runtime.cli", "pyctr.runtime.hosttools"}
+VERSION_MODULES = {"pyctr", "pyctr.runtime", "pyctr.runtime.cli", "pyctr.runtime.quickparse", "pyctr.runtime.hosttools"}
 
 PROBE = """
 import os, sys
