@@ -10,8 +10,8 @@ A new process in a running container is runtime/nsenter.py's (join_and_spawn, oc
 """
 
 import os
-import signal
 import time
+from _signal import SIGKILL  # signal's enums would import enum and functools: ~2 ms of each start
 
 # cgroups (ctypes with it) is imported by the commands that touch a cgroup: `state` and `start`,
 # each a process of its own under podman, do not.
@@ -81,7 +81,7 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
             console_fd = connect_console(console_socket)
         child_r, to_parent = os.pipe()
         from_parent, parent_w = _channel_to_init()
-        ctx = container_init.InitContext(spec, str(sd.fifo_path), str(sd.dir / "staging"), to_parent, from_parent,
+        ctx = container_init.InitContext(spec, sd.fifo_path, os.path.join(sd.dir, "staging"), to_parent, from_parent,
                                          console_fd, stdio, preserve_fds, no_pivot, new_keyring, program)
         # Stage 1 makes the namespaces and PID 1 while we make the cgroup (on two CPUs, at the
         # same time); under --explain, one after the other, so that the steps print in order.
@@ -117,7 +117,7 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
         if spec.linux.new_namespace("user") and spec.linux.new_namespace("mount"):
             from pyctr.runtime import userns_root
 
-            userns_root.build_root(spec, pid, parent_w, str(sd.dir / "staging"))
+            userns_root.build_root(spec, pid, parent_w, os.path.join(sd.dir, "staging"))
         if spec.hooks.create_runtime:
             _run_hooks("createRuntime", spec.hooks.create_runtime, sd.oci_state())
         import json
@@ -270,25 +270,39 @@ def start(root: str, container_id: str) -> None:
         status = sd.status()
         if status != "created":
             raise ConflictError(f"cannot start a container that is {status}: only a created one", 1)
-        spec = saved_spec(sd)
-        if spec.process is None:
+        config = jsonstore.read_json(sd.config_path) or {}
+        if config.get("process") is None:
             _kill_and_wait(sd.pid)
             raise PyctrError("cannot start a container that has no process: process is not set in config.json", 1)
-        if spec.hooks.prestart:
+        prestart, poststart = _saved_hooks(config, "prestart", "poststart")
+        if prestart:
             try:
-                _run_hooks("prestart", spec.hooks.prestart, sd.oci_state())
+                _run_hooks("prestart", prestart, sd.oci_state())
             except PyctrError:
                 # The spec: stop the container and go on with the lifecycle's end (delete, poststop).
                 _kill_and_wait(sd.pid)
-                _delete_locked(sd, spec, "stopped")
+                _delete_locked(sd, "stopped", _poststop_hooks(sd))
                 raise
         report = _release(sd)
         if report:
             from pyctr.runtime import process
 
             raise process.failure_from_report(report)
-        if spec.hooks.poststart:
-            _run_hooks("poststart", spec.hooks.poststart, sd.oci_state())
+        if poststart:
+            _run_hooks("poststart", poststart, sd.oci_state())
+
+
+def _saved_hooks(config: dict | None, *kinds: str) -> list[list]:
+    """The hooks of each kind asked for ("prestart", ...) in the spec that create saved (and
+    checked). Without any, the spec is not read again: spec.py brings ctypes, json and enum, half
+    of a `start` or a `delete`, which podman runs for every container."""
+    hooks = (config or {}).get("hooks") or {}
+    if not any(hooks.get(kind) for kind in kinds):
+        return [[] for _ in kinds]
+    from pyctr.runtime import spec as specs
+
+    parsed = specs.Hooks(hooks)
+    return [getattr(parsed, specs.HOOK_KINDS[kind]) for kind in kinds]
 
 
 def _release(sd: ocistate.StateDir) -> bytes:
@@ -380,38 +394,40 @@ def delete(root: str, container_id: str, force: bool = False) -> None:
         if status not in ("stopped",) and not force:
             raise ConflictError(f"cannot delete container {container_id} that is {status}: stop it first "
                                 "(or use --force)", 1)
-        _delete_locked(sd, _saved_spec_or_none(sd), status)
+        _delete_locked(sd, status, _poststop_hooks(sd))
 
 
-def _delete_locked(sd: ocistate.StateDir, spec, status: str) -> None:
+def _delete_locked(sd: ocistate.StateDir, status: str, poststop: list) -> None:
     group = cgroup_of(sd)
     if status != "stopped":
         explain.step("kill", "-9", sd.pid)
-        group.kill(signal.SIGKILL)
+        group.kill(SIGKILL)
         if status == "paused":
             group.thaw()
         _kill_and_wait(sd.pid)
     group.remove()
     stopped = {**sd.oci_state(), "status": "stopped"}
     _remove_state_dir(sd)
-    if spec is not None and spec.hooks.poststop:
-        _run_hooks("poststop", spec.hooks.poststop, stopped)
+    if poststop:
+        _run_hooks("poststop", poststop, stopped)
 
 
-def _saved_spec_or_none(sd):
+def _poststop_hooks(sd: ocistate.StateDir) -> list:
+    """The poststop hooks create saved; none if that spec is gone or spoilt: delete goes on."""
     try:
-        return saved_spec(sd)
-    except Exception:
-        return None
+        config = jsonstore.read_json(sd.config_path)
+        return _saved_hooks(config if isinstance(config, dict) else None, "poststop")[0]
+    except (OSError, ValueError, PyctrError):
+        return []
 
 
 def _remove_state_dir(sd: ocistate.StateDir) -> None:
     """rm -rf: the files ocistate keeps and the init's staging folder, then the folders; shutil
     (whose import brings bz2 and lzma) only for anything else found there."""
     explain.step("rm", "-rf", sd.dir)
-    staging = sd.dir / "staging"
+    staging = os.path.join(sd.dir, "staging")
     try:
-        if staging.is_dir():
+        if os.path.isdir(staging):
             _remove_files_then_folder(staging)
         _remove_files_then_folder(sd.dir)
     except OSError:
@@ -519,7 +535,7 @@ def _waitpid(pid: int) -> None:
 def _kill_and_wait(pid: int, timeout: float = 10.0) -> None:
     """SIGKILL, then wait until the process has finished (it may be a zombie of another parent)."""
     try:
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, SIGKILL)
     except ProcessLookupError:
         return
     try:

@@ -2,7 +2,7 @@
 
 import os
 
-# Paths are pathlib.Path ("Path" below), or str where only read. Neither pathlib nor fcntl is
+# Paths are pathlib.Path ("Path" below) or str. Neither pathlib nor fcntl is
 # imported up here, nor json (see loads): `pyctr ps`, which only reads, would pay for them.
 
 try:
@@ -66,11 +66,12 @@ def write_json(path: "Path", data, durable: bool = False, compact: bool = False)
     one does, ~5x slower: 0.5 ms for a 20 KB spec)."""
     import json
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     try:
         f = open(tmp, "w")
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(folder, exist_ok=True)
         f = open(tmp, "w")
     with f:
         f.write(json.dumps(data, indent=None if compact else 2))
@@ -95,7 +96,7 @@ class locked:
         try:
             self.fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except FileNotFoundError:
-            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(os.path.dirname(self.lock_path), exist_ok=True)
             self.fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)

@@ -10,21 +10,22 @@ The status is worked out, never stored: a live init with the fifo is "created", 
 """
 
 import os
-import re
-from pathlib import Path
 
 from pyctr.runtime import jsonstore
 from pyctr.runtime.container import process_start_time
 from pyctr.runtime.errors import ConflictError, NotFoundError, PyctrError
 
 DEFAULT_ROOT = "/run/pyctr-oci"
-_VALID_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,1023}$")
+_ID_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.+-")
 
 
 def check_id(container_id: str) -> None:
+    """[A-Za-z0-9][A-Za-z0-9_.+-]{0,1023}, checked without re (and pathlib is not used here
+    either): together with argparse, they were half of each short pyctr-oci command."""
     if not container_id:
         raise PyctrError("container id cannot be empty")
-    if not _VALID_ID.match(container_id):
+    if not (container_id[0].isascii() and container_id[0].isalnum() and len(container_id) <= 1024
+            and _ID_CHARACTERS.issuperset(container_id)):
         raise PyctrError(f"invalid container id {container_id!r}")
 
 
@@ -32,19 +33,18 @@ class StateDir:
     def __init__(self, root: str, container_id: str):
         check_id(container_id)
         self.id = container_id
-        self.dir = Path(root) / container_id
-        self.state_path = self.dir / "state.json"
-        self.config_path = self.dir / "config.json"
-        self.fifo_path = self.dir / "exec.fifo"
-        self.lock = jsonstore.locked(self.dir / "lock")
+        self.dir = os.path.join(root, container_id)
+        self.state_path = os.path.join(self.dir, "state.json")
+        self.config_path = os.path.join(self.dir, "config.json")
+        self.fifo_path = os.path.join(self.dir, "exec.fifo")
+        self.lock = jsonstore.locked(os.path.join(self.dir, "lock"))
         self.record: dict = {}
 
     # --- making and finding ------------------------------------------------------------------
     def make(self) -> None:
-        root = self.dir.parent
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(self.dir), mode=0o700, exist_ok=True)
         try:
-            self.dir.mkdir(mode=0o711)  # searchable, for the init's fifo; ROOT itself is 0700
+            os.mkdir(self.dir, mode=0o711)  # searchable, for the init's fifo; ROOT itself is 0700
         except FileExistsError:
             raise ConflictError(f"container with id {self.id} already exists") from None
         os.chmod(self.dir, 0o711)  # whatever the umask
@@ -75,7 +75,7 @@ class StateDir:
             return "creating" if self.alive() or not self.pid else "stopped"
         if not self.alive():
             return "stopped"
-        if self.fifo_path.exists():
+        if os.path.exists(self.fifo_path):
             return "created"
         return "paused" if self.record.get("paused") else "running"
 
@@ -91,12 +91,12 @@ class StateDir:
 
 def all_ids(root: str) -> list[str]:
     try:
-        return sorted(name for name in os.listdir(root) if (Path(root) / name / "state.json").exists())
+        return sorted(name for name in os.listdir(root) if os.path.exists(os.path.join(root, name, "state.json")))
     except FileNotFoundError:
         return []
 
 
-def write_private_json(path: Path, data) -> None:
+def write_private_json(path: str, data) -> None:
     """0600 whatever the umask: the folder is searchable (see make), its files are root's alone.
     Compact, as runc's: only programs read them."""
     old = os.umask(0o077)

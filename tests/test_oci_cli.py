@@ -239,6 +239,41 @@ def test_create_start_kill_delete(oci):
     one_line_error(oci("state", container_id), container_id)
 
 
+# What `pyctr-oci ARGS` imports, by a probe that runs its main in a fresh interpreter.
+IMPORTS_PROBE = """
+import sys
+before = set(sys.modules)
+from pyctr.runtime import oci_cli
+try:
+    oci_cli.main(sys.argv[1:])
+except SystemExit as e:
+    code = e.code
+sys.stderr.write(" ".join(sorted(set(sys.modules) - before)) + " " + str(code))
+"""
+
+
+def imported_by(oci: Oci, *args) -> set[str]:
+    result = subprocess.run([sys.executable, "-c", IMPORTS_PROBE, "--root", str(oci.root), *args],
+                            capture_output=True, text=True, timeout=60, cwd=oci.bundle)
+    *modules, code = result.stderr.split()
+    assert code == "0", result.stderr
+    return set(modules)
+
+
+def test_start_and_delete_import_little(oci):
+    """podman runs create, start and delete for each container, each a fresh pyctr-oci: argparse,
+    json (re, enum) and the spec (ctypes) are left out where they are not needed."""
+    oci.config()
+    container_id = oci.create()
+    started = imported_by(oci, "start", container_id)
+    assert not started & {"argparse", "json", "re", "enum", "ctypes", "pathlib", "pyctr.runtime.spec"}, started
+    assert "json" in imported_by(oci, "state", container_id)  # it prints the state as runc does
+    deleted = imported_by(oci, "delete", "--force", container_id)
+    assert not deleted & {"argparse", "json", "pyctr.runtime.spec"}, deleted
+    one_line_error(oci("state", container_id), container_id)
+    assert "argparse" in imported_by(oci, "list")  # not a quick command: argparse reads it
+
+
 def wait_for_file_exists(path: Path, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
