@@ -302,6 +302,13 @@ def test_unknown_id_errors(oci):
     assert oci("delete", "--force", "no-such-container").returncode == 0  # as runc
 
 
+@pytest.mark.parametrize("bad_id", ["c1\n", "-c1", ".c1", "c/1", "c 1", "c\u00e91", "c" * 1025])
+def test_a_malformed_id_is_refused_before_anything_is_made(oci, bad_id):
+    oci.config()
+    one_line_error(oci("create", "--bundle", oci.bundle, "--", bad_id), "invalid container id")
+    assert not oci.root.exists() or not any(oci.root.iterdir())
+
+
 def test_duplicate_id_refused(oci):
     oci.config()
     container_id = oci.create()
