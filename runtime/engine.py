@@ -294,7 +294,7 @@ def start(root: str, container_id: str) -> None:
 
 def _saved_hooks(config: dict | None, *kinds: str) -> list[list]:
     """The hooks of each kind asked for ("prestart", ...) in the spec that create saved (and
-    checked). Without any, the spec is not read again: spec.py brings ctypes, json and enum, half
+    checked). Without any, the spec is not read again: spec.py brings ctypes, json and enum, ~10 ms
     of a `start` or a `delete`, which podman runs for every container."""
     hooks = (config or {}).get("hooks") or {}
     if not any(hooks.get(kind) for kind in kinds):

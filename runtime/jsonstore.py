@@ -2,8 +2,8 @@
 
 import os
 
-# Paths are pathlib.Path ("Path" below) or str. Neither pathlib nor fcntl is
-# imported up here, nor json (see loads): `pyctr ps`, which only reads, would pay for them.
+# Paths are pathlib.Path ("Path" below) or str. Neither pathlib nor fcntl is imported up here,
+# nor json (see loads): `pyctr ps`, which only reads, would pay for them.
 
 try:
     from _json import make_scanner as _make_scanner  # the C scanner behind json.loads

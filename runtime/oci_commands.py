@@ -7,7 +7,7 @@ from pyctr.runtime import engine, ocistate
 from pyctr.runtime.errors import PyctrError
 
 # json is imported where JSON is printed or read: with re, enum and functools, it would be ~5 ms
-# of every create, start and delete, which podman runs for each container.
+# of every start and delete, which podman runs for each container.
 
 
 def _root(args) -> str:
@@ -248,7 +248,6 @@ def _resources_from_args(args) -> dict:
 def events(args) -> int:
     """--stats: one stats event; else one every --interval until the container stops (runc's shape)."""
     import json
-
     import time
 
     root, container_id = _root(args), _need_id(args)

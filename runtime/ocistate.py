@@ -20,8 +20,8 @@ _ID_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ
 
 
 def check_id(container_id: str) -> None:
-    """[A-Za-z0-9][A-Za-z0-9_.+-]{0,1023}, checked without re (and pathlib is not used here
-    either): together with argparse, they were half of each short pyctr-oci command."""
+    """[A-Za-z0-9][A-Za-z0-9_.+-]{0,1023}, checked without re (nor is pathlib used here): with
+    what they import, they were ~4 ms of each short pyctr-oci command."""
     if not container_id:
         raise PyctrError("container id cannot be empty")
     if not (container_id[0].isascii() and container_id[0].isalnum() and len(container_id) <= 1024
