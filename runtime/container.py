@@ -171,7 +171,7 @@ class Container:
         if self.running and not self.process_alive():
             # PID 1 is gone; a live monitor is about to record how it ended.
             deadline = time.monotonic() + 5.0
-            while self.monitor_alive() and time.monotonic() < deadline:
+            while self.recorder_alive() and time.monotonic() < deadline:
                 time.sleep(0.01)
                 self.state = _load_state(self)
                 if not self.running:
@@ -197,6 +197,12 @@ class Container:
         if not pid or self.state.get("BootId") != boot_id():
             return False
         return process_start_time(pid) == self.state.get("MonitorStartTime")
+
+    def recorder_alive(self) -> bool:
+        """Whether someone lives who will record this container's exit: its monitor (for a
+        detached container, its keeper), or the host monitor, which records a detached
+        container's exit, and adopts its PID 1 when the keeper was killed."""
+        return self.monitor_alive() or (bool(self.state.get("Keeper")) and _host_monitor_alive())
 
     # --- Docker's inspect shape ----------------------------------------------------------
     def inspect(self) -> dict:
@@ -244,21 +250,25 @@ def _host_monitor_for(c: Container) -> None:
     if _host_monitor_checked or not c.monitor_alive():
         return
     _host_monitor_checked = True
-    # The host monitor writes "PID START_TIME" into its lock file: read here without importing
-    # it (and fcntl), as `ps` would pay for that.
+    if _host_monitor_alive():
+        return
+    from pyctr.runtime import hostmonitor
+
+    hostmonitor.ensure_running(settings().state_dir)
+
+
+def _host_monitor_alive() -> bool:
+    """Whether the host monitor of this state folder runs. It writes "PID START_TIME" into its
+    lock file: read here without importing it (and fcntl), as `ps` would pay for that."""
     try:
         fd = os.open(os.path.join(settings().state_dir, "monitor.lock"), os.O_RDONLY | os.O_CLOEXEC)
         try:
             pid, _, started = os.read(fd, 64).decode().partition(" ")
         finally:
             os.close(fd)
-        if pid and process_start_time(int(pid)) == int(started):
-            return
+        return bool(pid) and process_start_time(int(pid)) == int(started)
     except (OSError, ValueError):
-        pass
-    from pyctr.runtime import hostmonitor
-
-    hostmonitor.ensure_running(settings().state_dir)
+        return False
 
 
 def empty_network_settings() -> dict:

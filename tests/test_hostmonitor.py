@@ -149,6 +149,32 @@ def test_sigkill_of_a_keeper_keeps_the_container_and_its_exit_code(run_pyctr, py
     run_ok(run_pyctr, "rm", cid)
 
 
+def test_a_reader_waits_for_the_host_monitor_to_record_an_orphaned_exit(run_pyctr, pyctr_env):
+    """Once a keeper is killed, the host monitor records its container's exit, and a command that
+    reads the record in between (inspect, wait, ps) must wait for it: it used to record 255, "the
+    container's monitor died", because it looked only for the keeper. The host monitor is held
+    stopped while PID 1 dies, so that the reader always comes first."""
+    cid = run_ok(run_pyctr, "run", "-d", *NONE, "alpine", "sleep", "60").stdout.strip()
+    pid = state_of(run_pyctr, cid)["Pid"]
+    os.kill(parent_of(pid), signal.SIGKILL)  # the keeper this test's container got
+    [monitor] = host_monitors(pyctr_env)
+    wait_until(lambda: parent_of(pid) == monitor, "PID 1 to come to the host monitor (a subreaper)")
+    os.kill(monitor, signal.SIGSTOP)  # a PID this test's pyctr started; SIGCONT below, whatever happens
+    try:
+        os.kill(pid, signal.SIGKILL)  # the container's own PID 1: a zombie the host monitor will reap
+        wait_until(lambda: not running(pid), "PID 1 to die")
+        reader = subprocess.Popen([sys.executable, "-m", "pyctr.runtime", "inspect", cid], env=pyctr_env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        assert reader.poll() is None, f"the reader did not wait for the host monitor: {reader.communicate()}"
+    finally:
+        os.kill(monitor, signal.SIGCONT)
+    out, err = reader.communicate(timeout=30)
+    state = json.loads(out)[0]["State"]
+    assert (state["ExitCode"], state["Error"], state["Running"]) == (137, "", False), (state, err)
+    run_ok(run_pyctr, "rm", cid)
+
+
 def test_a_pid_1_named_like_a_stat_line_still_gets_its_own_exit_code(run_pyctr, pyctr_env):
     # The attacker: PID 1 renames itself so that /proc/PID/stat, read by the first ")", would show
     # a zombie with other fields; the host monitor reads the status from the zombie's stat.
