@@ -6,9 +6,7 @@ import os
 import sys
 
 from pyctr.runtime import ocistate
-
-# Global options that take a value: the command is the first word that is not one of them.
-_GLOBAL_VALUES = ("--root", "--log", "--log-format", "--rootless", "--criu")
+from pyctr.runtime.oci_cli import GLOBAL_FLAGS
 
 
 def build(only: str | None = None) -> argparse.ArgumentParser:
@@ -153,7 +151,7 @@ def command_word(argv: list[str]) -> str | None:
     should explain with the whole parser."""
     words = iter(argv)
     for word in words:
-        if word in _GLOBAL_VALUES:
+        if word in GLOBAL_FLAGS.values:  # a global flag that takes a value
             next(words, None)  # its value
         elif not word.startswith("-"):
             return word if word in _COMMANDS else None
