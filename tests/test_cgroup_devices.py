@@ -234,7 +234,7 @@ print(group.exists())
 def test_where_bpf_is_refused_a_closing_list_is_refused_in_one_line(groups, tmp_path):
     group = groups("2")  # made by the child below, at this path; the fixture cleans up if it is left
     env = dict(os.environ, PYCTR_STATE=str(tmp_path), PYCTR_ROOT=str(tmp_path))
-    path = "/" + group.path().relative_to(unified_root()).as_posix()
+    path = "/" + Path(group.path()).relative_to(unified_root()).as_posix()
     closing = subprocess.run([sys.executable, "-c", REFUSED, path, json.dumps([DENY_ALL])], env=env,
                              capture_output=True, text=True, timeout=30)
     assert closing.stdout.splitlines() == [

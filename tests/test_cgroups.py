@@ -66,15 +66,15 @@ NETNS_EXEC = """\
 
 def test_a_pure_v2_host_uses_the_v2_backend_at_the_top():
     layout = cgroups.detect(PURE_V2, forced=None)
-    assert (layout.mode, layout.version, layout.unified, layout.v1_root) == ("v2", "2", Path("/sys/fs/cgroup"), None)
+    assert (layout.mode, layout.version, layout.unified, layout.v1_root) == ("v2", "2", "/sys/fs/cgroup", None)
     assert isinstance(layout.backend("abc"), cgroups.CgroupV2)
-    assert layout.backend("abc").path() == Path("/sys/fs/cgroup/pyctr/abc")
+    assert layout.backend("abc").path() == "/sys/fs/cgroup/pyctr/abc"
 
 
 def test_hybrid_is_v1_for_limits_and_unified_for_membership():
     layout = cgroups.detect(HYBRID, forced=None)
     assert (layout.mode, layout.version) == ("hybrid", "1")
-    assert (layout.v1_root, layout.unified) == (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"))
+    assert (layout.v1_root, layout.unified) == ("/sys/fs/cgroup", "/sys/fs/cgroup/unified")
     assert layout.v1_controllers == {"cpu", "cpuacct", "memory", "devices", "pids"}  # name=systemd is no controller
     assert isinstance(layout.backend("abc"), cgroups.CgroupHybrid)
 
@@ -82,7 +82,7 @@ def test_hybrid_is_v1_for_limits_and_unified_for_membership():
 def test_legacy_v1_and_co_mounted_controllers():
     layout = cgroups.detect(LEGACY_V1, forced=None)
     assert (layout.mode, layout.version, layout.unified) == ("v1", "1", None)
-    assert layout.v1_controllers == {"cpu", "cpuacct", "memory", "pids"} and layout.v1_root == Path("/sys/fs/cgroup")
+    assert layout.v1_controllers == {"cpu", "cpuacct", "memory", "pids"} and layout.v1_root == "/sys/fs/cgroup"
 
 
 def test_no_hierarchy_means_no_backend_and_one_line_why():
@@ -97,7 +97,7 @@ def test_no_hierarchy_means_no_backend_and_one_line_why():
 
 def test_pyctr_cgroup_version_forces_a_backend():
     assert cgroups.detect(HYBRID, forced="2").mode == "v2"
-    assert cgroups.detect(HYBRID, forced="2").unified == Path("/sys/fs/cgroup/unified")
+    assert cgroups.detect(HYBRID, forced="2").unified == "/sys/fs/cgroup/unified"
     assert cgroups.detect(HYBRID, forced="1").mode == "v1"
     forced_v1 = cgroups.detect(PURE_V2, forced="1")
     assert forced_v1.mode is None and "PYCTR_CGROUP_VERSION=1" in forced_v1.reason
@@ -107,7 +107,7 @@ def test_pyctr_cgroup_version_forces_a_backend():
 
 def test_mount_points_are_unescaped():
     text = "41 31 0:38 / /mnt/my\\040cgroups rw - cgroup2 cgroup2 rw\n"
-    assert cgroups.detect(text, forced=None).unified == Path("/mnt/my cgroups")
+    assert cgroups.detect(text, forced=None).unified == "/mnt/my cgroups"
 
 
 # --- the v2 backend's logic on a plain tree --------------------------------------------------------
@@ -158,7 +158,7 @@ def test_v1_paths_follow_each_controllers_hierarchy(tmp_path):
     for controller in ("memory", "cpu", "pids"):
         (tmp_path / controller).mkdir()
     group = cgroups.CgroupV1("abc", tmp_path)
-    assert group.path("memory") == tmp_path / "memory" / "pyctr" / "abc"
+    assert group.path("memory") == str(tmp_path / "memory" / "pyctr" / "abc")
     assert group._present() == ["memory", "cpu", "pids"]  # cpuacct and devices are absent here
 
 
@@ -256,7 +256,7 @@ def test_v2_rm_f_kills_every_process_in_the_cgroup(run_pyctr, v2_env, unified):
 def test_v2_freeze_stops_the_container_and_thaw_resumes_it(run_pyctr, v2_env, unified):
     cid, pid = start_v2(run_pyctr, v2_env, "sh", "-c", "while :; do :; done")
     group = cgroups.for_container(cid)  # found where it was made, without PYCTR_CGROUP_VERSION
-    assert isinstance(group, cgroups.CgroupV2) and group.path() == unified / "pyctr" / cid
+    assert isinstance(group, cgroups.CgroupV2) and group.path() == str(unified / "pyctr" / cid)
     try:
         group.freeze()
         assert "frozen 1" in (unified / "pyctr" / cid / "cgroup.events").read_text().splitlines()
@@ -356,7 +356,7 @@ def test_oci_memory_as_runtime_tools_reads_it(oci_groups, capsys, monkeypatch, l
     group = oci_groups()
     group.create({"memory": memory, "devices": [DENY_ALL]})
     leaf = CGROUP / "memory" / oci_groups.name
-    assert group.path("memory") == leaf
+    assert group.path("memory") == str(leaf)
     for file in ("limit_in_bytes", "soft_limit_in_bytes", "memsw.limit_in_bytes", "kmem.tcp.limit_in_bytes"):
         assert (leaf / f"memory.{file}").read_text().strip() == str(limit), file
     assert (leaf / "memory.swappiness").read_text().strip() == str(swappiness)
@@ -480,14 +480,14 @@ def test_oci_relative_paths_are_under_the_runtimes_own_cgroups_and_only_what_pyc
     place = cgroups.Place.of("rel", f"{name}-x/container", own=own)
     group = v1_layout().backend("rel", place)
     group.create({"pids": {"limit": 50}, "devices": [DENY_ALL]})
-    assert group.path("memory") == base / f"{name}-x" / "container"
-    assert group.path("pids") == CGROUP / "pids" / f"{name}-x" / "container"
-    assert group.path() == CGROUP / "unified" / name / f"{name}-x" / "container"  # the parent of its own
+    assert group.path("memory") == str(base / f"{name}-x" / "container")
+    assert group.path("pids") == str(CGROUP / "pids" / f"{name}-x" / "container")
+    assert group.path() == str(CGROUP / "unified" / name / f"{name}-x" / "container")  # the parent of its own
     # a later command finds it from what was kept, wherever it runs
     kept = json.loads(json.dumps(group.path_spec))
     again = cgroups.for_spec("rel", kept, v1_layout())
     assert isinstance(again, cgroups.CgroupHybrid) and again.path("memory") == group.path("memory")
-    assert (again.path("pids") / "pids.max").read_text().strip() == "50"
+    assert Path(again.path("pids"), "pids.max").read_text().strip() == "50"
     again.remove()
     assert base.is_dir() and not (base / f"{name}-x").exists(), "only the folders pyctr made go"
     assert not (CGROUP / "pids" / f"{name}-x").exists() and not (CGROUP / "unified" / name).exists()
@@ -547,7 +547,7 @@ def test_oci_forced_v2_on_this_hybrid_host(oci_groups, monkeypatch, unified):
     layout = cgroups.detect()
     controllers = (unified / "cgroup.controllers").read_text().split()
     group = oci_groups(layout=layout)
-    assert isinstance(group, cgroups.CgroupV2) and group.path() == unified / oci_groups.name
+    assert isinstance(group, cgroups.CgroupV2) and group.path() == str(unified / oci_groups.name)
     refusals = [({"network": {"classID": 255}}, "linux.resources.network: cgroup v2 has no net_cls"),
                 ({"memory": {"swappiness": 10}}, "linux.resources.memory.swappiness: cgroup v2 has no"),
                 ({"memory": {"disableOOMKiller": True}}, "linux.resources.memory.disableOOMKiller: cgroup v2 cannot"),
@@ -567,9 +567,9 @@ def test_oci_forced_v2_on_this_hybrid_host(oci_groups, monkeypatch, unified):
         resources["hugepageLimits"] = [{"pageSize": "2MB", "limit": 2 << 30}]
     group.create(resources)
     if "hugepageLimits" in resources:
-        assert (group.path() / "hugetlb.2MB.max").read_text().strip() == str(2 << 30)
+        assert Path(group.path(), "hugetlb.2MB.max").read_text().strip() == str(2 << 30)
         group.update({"unified": {"hugetlb.2MB.max": str(1 << 30)}})
-        assert (group.path() / "hugetlb.2MB.max").read_text().strip() == str(1 << 30)
+        assert Path(group.path(), "hugetlb.2MB.max").read_text().strip() == str(1 << 30)
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
         group.add(sleeper.pid)

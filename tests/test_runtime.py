@@ -326,7 +326,7 @@ def test_cpus_half_holds_a_busy_loop_to_half_a_cpu(run_pyctr):
     cid = run_ok(run_pyctr, "run", "-d", *NONE, "--cpus", "0.5", "alpine", "sh", "-c",
                  "while :; do :; done").stdout.strip()
     group = cgroups.for_container(cid)
-    cpu_stat = group.path("cpu") / "cpu.stat"
+    cpu_stat = Path(group.path("cpu"), "cpu.stat")
 
     def throttled() -> int:
         return int(dict(line.split() for line in cpu_stat.read_text().splitlines()).get("nr_throttled", 0))

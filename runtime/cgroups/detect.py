@@ -2,7 +2,6 @@
 for a container on it; PYCTR_CGROUP_VERSION=1|2 forces one (`pyctr info` shows which)."""
 
 import os
-from pathlib import Path
 
 from pyctr.runtime.cgroups.hybrid import CgroupHybrid, NoCgroup
 from pyctr.runtime.cgroups.place import UNIFIED, Place
@@ -20,8 +19,8 @@ Backend = CgroupV1 | CgroupV2 | CgroupHybrid | NoCgroup
 class Layout:
     """The cgroup hierarchies this process sees, and the backend pyctr uses on them."""
 
-    def __init__(self, mode: str | None, v1_root: Path | None = None, v1_controllers: set[str] = frozenset(),
-                 unified: Path | None = None, forced: str | None = None, reason: str = ""):
+    def __init__(self, mode: str | None, v1_root: str | None = None, v1_controllers: set[str] = frozenset(),
+                 unified: str | None = None, forced: str | None = None, reason: str = ""):
         self.mode = mode  # "v1", "hybrid", "v2", or None when no backend can run
         self.v1_root = v1_root  # the folder of the v1 controller hierarchies
         self.v1_controllers = set(v1_controllers)
@@ -58,19 +57,19 @@ class Layout:
         return "v1" if in_v1 else "v2" if in_unified else None
 
 
-def parse_mountinfo(text: str, visible_only: bool = False) -> tuple[dict[str, Path], list[Path]]:
+def parse_mountinfo(text: str, visible_only: bool = False) -> tuple[dict[str, str], list[str]]:
     """The v1 controller hierarchies (controller -> mount point) and the cgroup2 mount points.
     A named v1 hierarchy (name=systemd) has no controller, and does not count. With
     `visible_only`, a mount that another one covers (a tmpfs over /sys/fs/cgroup) does not
     count either: mountinfo still lists it, but its path leads elsewhere."""
-    v1: dict[str, Path] = {}
-    unified: list[Path] = []
+    v1: dict[str, str] = {}
+    unified: list[str] = []
     for line in text.splitlines():
         fields, separator, tail = line.partition(" - ")
         parts, tail_parts = fields.split(), tail.split()
         if not separator or len(parts) < 5 or len(tail_parts) < 3 or tail_parts[0] not in ("cgroup", "cgroup2"):
             continue
-        mount_point = Path(_unescape(parts[4]))
+        mount_point = os.path.normpath(_unescape(parts[4]))
         if visible_only and not _is_visible(mount_point, parts[2]):
             continue
         if tail_parts[0] == "cgroup2":
@@ -82,7 +81,7 @@ def parse_mountinfo(text: str, visible_only: bool = False) -> tuple[dict[str, Pa
     return v1, unified
 
 
-def _is_visible(mount_point: Path, device: str) -> bool:
+def _is_visible(mount_point: str, device: str) -> bool:
     """The path leads to this mount's filesystem (device MAJOR:MINOR), not to one over it."""
     major, _, minor = device.partition(":")
     try:
@@ -112,7 +111,7 @@ def detect(mountinfo: str | None = None, forced: str | None = _FROM_ENVIRONMENT)
         forced = os.environ.get(VERSION_VARIABLE) or None
     if mountinfo is None:
         if forced not in _host_layouts:
-            _host_layouts[forced] = _detect(Path("/proc/self/mountinfo").read_text(), forced, visible_only=True)
+            _host_layouts[forced] = _detect(_read("/proc/self/mountinfo"), forced, visible_only=True)
         return _host_layouts[forced]
     return _detect(mountinfo, forced, visible_only=False)
 
@@ -122,7 +121,7 @@ def _detect(mountinfo: str, forced: str | None, visible_only: bool) -> Layout:
         raise PyctrError(f"{VERSION_VARIABLE}={forced}: must be 1 or 2 (or unset, to follow the host)")
     v1, unified_mounts = parse_mountinfo(mountinfo, visible_only)
     # The cgroup2 hierarchy at the top (pure v2) wins over one beside v1 (hybrid's unified/).
-    unified = min(unified_mounts, key=lambda p: (p != CGROUP_ROOT, len(p.parts)), default=None)
+    unified = min(unified_mounts, key=lambda p: (p != CGROUP_ROOT, p.count("/")), default=None)
     v1_root = _common_parent(v1) if v1 else None
     layout = Layout(None, v1_root, set(v1), unified, forced)
     if forced == "1":
@@ -141,7 +140,12 @@ def _detect(mountinfo: str, forced: str | None, visible_only: bool) -> Layout:
     return layout
 
 
-def _common_parent(mounts: dict[str, Path]) -> Path:
+def _common_parent(mounts: dict[str, str]) -> str:
     """Where the controllers' folders are: /sys/fs/cgroup, whose memory/ is the memory hierarchy."""
     path = mounts.get("memory") or next(iter(mounts.values()))
-    return path.parent
+    return os.path.dirname(path)
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()

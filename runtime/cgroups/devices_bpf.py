@@ -38,13 +38,11 @@ import errno
 import os
 import resource
 import struct
-from pathlib import Path
 
 from pyctr.runtime import syscalls
 from pyctr.runtime.cgroups.resources import FIELD, device_rule_text
 from pyctr.runtime.errors import PyctrError
 
-PROGRAM = "BPF_CGROUP_DEVICE"  # the Write.file that stands for the program
 NAME = "pyctr_devices"  # the program's name (bpftool prog show): pyctr replaces only its own
 LICENSE = "Apache-2.0"  # no GPL-only helper is called: any license string loads
 WILD = None
@@ -207,7 +205,7 @@ def unavailable() -> str | None:
     return _unavailable[0]
 
 
-def attached(cgroup: Path) -> list[int]:
+def attached(cgroup: str) -> list[int]:
     """The ids of the device programs pyctr attached to this cgroup."""
     fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -240,7 +238,7 @@ def _own_programs(cgroup_fd: int) -> list[tuple[int, int]]:
     return own
 
 
-def install(cgroup: Path, program: bytes | None) -> None:
+def install(cgroup: str, program: bytes | None) -> None:
     """Put `program` on the cgroup in place of pyctr's earlier one (None: only take that off)."""
     try:
         fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -1,14 +1,16 @@
-"""Reading and writing cgroup files, making and removing cgroup folders."""
+"""Reading and writing cgroup files, making and removing cgroup folders.
+
+Paths in the cgroup modules are str: pathlib's import (with fnmatch, re, enum and urllib.parse)
+would cost every command that finds a cgroup ~10 ms, and podman runs `delete` per container."""
 
 import os
 import time
-from pathlib import Path
 
 from pyctr.runtime import explain
 from pyctr.runtime.errors import PyctrError
 
 
-def write(path: Path, value: object) -> None:
+def write(path: str, value: object) -> None:
     explain.write(path, value)
     try:
         with open(path, "w") as f:
@@ -18,7 +20,7 @@ def write(path: Path, value: object) -> None:
         raise
 
 
-def write_field(field: str, path: Path, value: object) -> None:
+def write_field(field: str, path: str, value: object) -> None:
     """A write that an OCI field asked for: the kernel's refusal names the field."""
     try:
         write(path, value)
@@ -27,12 +29,12 @@ def write_field(field: str, path: Path, value: object) -> None:
                          f"{error.strerror}") from error
 
 
-def read(path: Path) -> str:
+def read(path: str) -> str:
     with open(path) as f:
         return f.read().strip()
 
 
-def read_int(path: Path, default: int = 0) -> int:
+def read_int(path: str, default: int = 0) -> int:
     """A number file; "max" (v2) and a missing file read as `default`."""
     try:
         text = read(path)
@@ -41,7 +43,7 @@ def read_int(path: Path, default: int = 0) -> int:
     return default if text == "max" else int(text)
 
 
-def read_keyed(path: Path) -> dict[str, int]:
+def read_keyed(path: str) -> dict[str, int]:
     """A flat keyed file (cpu.stat, memory.stat, memory.events): KEY VALUE per line."""
     try:
         pairs = (line.split() for line in read(path).splitlines())
@@ -50,27 +52,36 @@ def read_keyed(path: Path) -> dict[str, int]:
         return {}
 
 
-def mkdir_counting(path: Path) -> int:
+def mkdir_counting(path: str) -> int:
     """mkdir -p; returns how many folders it made (the leaf included), so that `remove` takes
     away only those. Again if a parent went away meanwhile (its last container was removed)."""
     for _ in range(5):
         missing = 0
         probe = path
-        while not probe.exists():
+        while not os.path.exists(probe):
             missing += 1
-            probe = probe.parent
+            probe = os.path.dirname(probe)
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            os.makedirs(path, exist_ok=True)
             return missing
         except FileNotFoundError:
             continue
-    path.mkdir(parents=True, exist_ok=True)
+    os.makedirs(path, exist_ok=True)
     return 1
 
 
-def rmdir_when_empty(path: Path, timeout: float = 5.0) -> None:
+def parents(path: str) -> list[str]:
+    """pathlib's Path.parents: the folder above, then each one above that, up to "/"."""
+    found = []
+    while (parent := os.path.dirname(path)) != path:
+        found.append(parent)
+        path = parent
+    return found
+
+
+def rmdir_when_empty(path: str, timeout: float = 5.0) -> None:
     """A cgroup can be removed only once the kernel has finished tearing down its tasks."""
-    if not path.exists():
+    if not os.path.exists(path):
         return
     explain.step("rmdir", path)
     deadline = time.monotonic() + timeout
@@ -86,7 +97,7 @@ def rmdir_when_empty(path: Path, timeout: float = 5.0) -> None:
             time.sleep(0.02)
 
 
-def rmdir_if_unused(path: Path) -> bool:
+def rmdir_if_unused(path: str) -> bool:
     """A parent we made goes with its last child; one still in use stays (no error)."""
     try:
         os.rmdir(path)

@@ -1,7 +1,6 @@
 """The hybrid layout (limits through v1, membership in the unified hierarchy), and no layout."""
 
-import signal
-from pathlib import Path
+from _signal import SIGKILL  # signal's enums would import enum and functools
 
 from pyctr.runtime.cgroups.resources import Limits, Usage, docker_resources
 from pyctr.runtime.cgroups.v1 import CgroupV1, _create_or_undo
@@ -19,7 +18,7 @@ class CgroupHybrid:
         self.unified = unified
         self.id = v1.id
 
-    def path(self, controller: str = "") -> Path:
+    def path(self, controller: str = "") -> str:
         """A v1 controller's folder; with no controller, the unified one."""
         return self.v1.path(controller) if controller else self.unified.path()
 
@@ -59,7 +58,7 @@ class CgroupHybrid:
         self.v1.add(pid)
         self.unified.add(pid)
 
-    def procs_file(self) -> list[Path]:
+    def procs_file(self) -> list[str]:
         return self.v1.procs_file() + self.unified.procs_file()
 
     def oom_killed(self) -> bool:
@@ -74,7 +73,7 @@ class CgroupHybrid:
     def pids(self) -> list[int]:
         return self.unified.pids() or self.v1.pids()
 
-    def kill(self, sig: int = signal.SIGKILL) -> None:
+    def kill(self, sig: int = SIGKILL) -> None:
         if self.unified.exists():
             self.unified.kill(sig)
         else:
@@ -122,7 +121,7 @@ class NoCgroup:
     def add(self, pid: int) -> None:
         raise PyctrError(self.reason)
 
-    def procs_file(self) -> list[Path]:
+    def procs_file(self) -> list[str]:
         return []
 
     def oom_killed(self) -> bool:
@@ -137,7 +136,7 @@ class NoCgroup:
     def pids(self) -> list[int]:
         return []
 
-    def kill(self, sig: int = signal.SIGKILL) -> None:
+    def kill(self, sig: int = SIGKILL) -> None:
         pass
 
     def freeze(self, timeout: float = 5.0) -> None:

@@ -9,8 +9,6 @@ A relative path depends on the calling process, so the place is kept as `spec` (
 dict, with which parents pyctr made) for the later commands, which run as other processes.
 """
 
-from pathlib import PurePosixPath
-
 from pyctr.runtime.errors import PyctrError
 
 PARENT = "pyctr"
@@ -37,9 +35,9 @@ class Place:
                        cgroups_path.get("made"))
         if not cgroups_path:
             return cls.default(container_id)
-        if not isinstance(cgroups_path, str) or ".." in PurePosixPath(cgroups_path).parts or "\0" in cgroups_path:
+        if not isinstance(cgroups_path, str) or ".." in cgroups_path.split("/") or "\0" in cgroups_path:
             raise PyctrError(f"linux.cgroupsPath: {cgroups_path!r} is not a path inside the cgroup hierarchy")
-        inner = str(PurePosixPath("/", cgroups_path)).lstrip("/")
+        inner = _relative(cgroups_path)
         if not inner:
             raise PyctrError("linux.cgroupsPath: '/' is the root cgroup, which a container cannot have")
         if cgroups_path.startswith("/"):
@@ -48,8 +46,8 @@ class Place:
         per_key = {}
         for key, base in own.items():
             if key == UNIFIED:
-                base = str(PurePosixPath(base).parent)
-            per_key[key] = str(PurePosixPath("/", base, inner)).lstrip("/")
+                base = _relative(base).rpartition("/")[0]  # its parent
+            per_key[key] = _relative(base, inner)
         return cls(cgroups_path, inner, per_key)
 
     @property
@@ -66,6 +64,11 @@ class Place:
             return None
         return {"cgroupsPath": self.cgroups_path, "common": self.common, "perKey": self.per_key,
                 "made": self.made}
+
+
+def _relative(*paths: str) -> str:
+    """The paths joined, without empty or "." parts, nor a leading "/": "/a//b/./c" is "a/b/c"."""
+    return "/".join(part for path in paths for part in path.split("/") if part not in ("", "."))
 
 
 def own_cgroups(text: str | None = None) -> dict[str, str]:

@@ -14,6 +14,7 @@ from pyctr.runtime.errors import PyctrError
 
 CFS_PERIOD_US = 100_000
 FIELD = "linux.resources"
+DEVICE_PROGRAM = "BPF_CGROUP_DEVICE"  # the Write.file that stands for v2's eBPF device program
 
 # Docker's default device allow-list: the nodes pyctr puts in /dev, plus mknod of any.
 DOCKER_DEVICE_RULES = (

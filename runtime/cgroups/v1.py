@@ -7,9 +7,8 @@ mounted controller, as runc does, so that `update` can set any of them later.
 """
 
 import os
-import signal
 import time
-from pathlib import Path
+from _signal import SIGKILL  # signal's enums would import enum and functools: ~3 ms of each delete
 
 from pyctr.runtime import explain
 from pyctr.runtime.cgroups import fs
@@ -19,7 +18,7 @@ from pyctr.runtime.cgroups.resources import (FIELD, Limits, Usage, Write, check_
                                              rdma_lines, refuse_unknown)
 from pyctr.runtime.errors import PyctrError
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_ROOT = "/sys/fs/cgroup"  # paths are str here: fs.py says why
 UNLIMITED = 1 << 62  # v1 shows "no limit" as 9223372036854771712
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _NOT_AT_ROOT = {"pids.max", "rdma.max"}  # files only below a hierarchy's root: not checked there
@@ -30,26 +29,26 @@ class CgroupV1:
     ALL = CONTROLLERS + ("cpuset", "freezer", "blkio", "hugetlb", "net_cls", "net_prio", "perf_event", "rdma",
                          "misc")
 
-    def __init__(self, container_id: str, root: Path = CGROUP_ROOT, mounted: set[str] | None = None,
+    def __init__(self, container_id: str, root: str = CGROUP_ROOT, mounted: set[str] | None = None,
                  place: Place | None = None):
         self.id = container_id
-        self.root = root
+        self.root = os.fspath(root)
         self.mounted = mounted  # the controllers mountinfo lists (None: trust the folders)
         self.place = place or Place.default(container_id)
 
-    def path(self, controller: str) -> Path:
-        return self.root / controller / self.place.inner(controller)
+    def path(self, controller: str) -> str:
+        return f"{self.root}/{controller}/{self.place.inner(controller)}"
 
     @property
     def path_spec(self) -> dict | None:
         return self.place.spec
 
     def _present(self) -> list[str]:
-        return [c for c in self.ALL if (self.mounted is None or c in self.mounted) and (self.root / c).is_dir()]
+        return [c for c in self.ALL if (self.mounted is None or c in self.mounted) and os.path.isdir(f"{self.root}/{c}")]
 
     def _has(self, controller: str, file: str) -> bool:
         """The hierarchy's root has the file: the kernel offers it (every cgroup of it has it)."""
-        return (self.root / controller / file).exists()
+        return os.path.exists(f"{self.root}/{controller}/{file}")
 
     # --- checking and planning ---------------------------------------------------------------
     def refuse_what_cannot_apply(self, resources) -> None:
@@ -97,7 +96,7 @@ class CgroupV1:
                 need("memory", f"{FIELD}.memory.swap", "memory.memsw.limit_in_bytes",
                      " (swap accounting is off: boot with swapaccount=1)")
             # memsw must stay >= the limit at every step: raise it first when it grows.
-            current = fs.read_int(self.path("memory") / "memory.limit_in_bytes", UNLIMITED) if updating else UNLIMITED
+            current = fs.read_int(f"{self.path('memory')}/memory.limit_in_bytes", UNLIMITED) if updating else UNLIMITED
             swap_first = limit is not None and swap is not None and (swap == -1 or current < swap)
             if swap_first:
                 add("memory.swap", "memory", "memory.memsw.limit_in_bytes", swap)
@@ -217,14 +216,14 @@ class CgroupV1:
 
     def _apply(self, writes: list[Write]) -> None:
         for w in writes:
-            fs.write_field(w.field, self.path(w.controller) / w.file, w.value)
+            fs.write_field(w.field, f"{self.path(w.controller)}/{w.file}", w.value)
 
     def update(self, resources: dict) -> None:
         """runc update: only the fields given change."""
         res, _ = docker_resources(resources)
         writes = self._plan(res, updating=True)
         for w in writes:
-            if not self.path(w.controller).is_dir():
+            if not os.path.isdir(self.path(w.controller)):
                 raise PyctrError(f"{w.field}: the container's cgroup has no {w.controller} folder "
                                  f"(it was made without that controller)")
         self._apply(writes)
@@ -233,12 +232,12 @@ class CgroupV1:
         for procs in self.procs_file():
             fs.write(procs, pid)
 
-    def procs_file(self) -> list[Path]:
+    def procs_file(self) -> list[str]:
         """The cgroup.procs of each hierarchy this container has (see create); co-mounted
         controllers (cpu,cpuacct) share one."""
         files, seen = [], set()
         for controller in self._present():
-            procs = self.path(controller) / "cgroup.procs"
+            procs = f"{self.path(controller)}/cgroup.procs"
             try:
                 found = os.stat(procs)
             except FileNotFoundError:
@@ -249,10 +248,10 @@ class CgroupV1:
         return files
 
     # --- freezing -----------------------------------------------------------------------------
-    def _freezer(self) -> Path:
-        path = self.path("freezer") / "freezer.state"
-        if not path.exists():
-            raise PyctrError(f"cannot freeze the container: its cgroup has no freezer ({path.parent} is missing)")
+    def _freezer(self) -> str:
+        path = f"{self.path('freezer')}/freezer.state"
+        if not os.path.exists(path):
+            raise PyctrError(f"cannot freeze the container: its cgroup has no freezer ({os.path.dirname(path)} is missing)")
         return path
 
     @property
@@ -278,43 +277,43 @@ class CgroupV1:
                 return
             if time.monotonic() > deadline:
                 fs.write(path, "THAWED")
-                raise PyctrError(f"the cgroup {path.parent} did not become {wanted.lower()} within {timeout:.0f} s")
+                raise PyctrError(f"the cgroup {os.path.dirname(path)} did not become {wanted.lower()} within {timeout:.0f} s")
             time.sleep(0.01)
 
     # --- reading ------------------------------------------------------------------------------
     def oom_killed(self) -> bool:
-        return fs.read_keyed(self.path("memory") / "memory.oom_control").get("oom_kill", 0) > 0
+        return fs.read_keyed(f"{self.path('memory')}/memory.oom_control").get("oom_kill", 0) > 0
 
     def usage(self) -> Usage:
         mem = self.path("memory")
-        limit = int(fs.read(mem / "memory.limit_in_bytes"))
+        limit = int(fs.read(f"{mem}/memory.limit_in_bytes"))
         return Usage(
-            memory=int(fs.read(mem / "memory.usage_in_bytes")),
+            memory=int(fs.read(f"{mem}/memory.usage_in_bytes")),
             memory_limit=None if limit >= UNLIMITED else limit,
-            cpu_ns=int(fs.read(self.path("cpuacct") / "cpuacct.usage")),
-            pids=int(fs.read(self.path("pids") / "pids.current")),
+            cpu_ns=int(fs.read(f"{self.path('cpuacct')}/cpuacct.usage")),
+            pids=int(fs.read(f"{self.path('pids')}/pids.current")),
         )
 
     def stats(self) -> dict:
         """runc's `events --stats` "data": cpu, memory, pids, blkio."""
         cpuacct, mem, cpu = self.path("cpuacct"), self.path("memory"), self.path("cpu")
-        ticks = fs.read_keyed(cpuacct / "cpuacct.stat")
-        throttling = fs.read_keyed(cpu / "cpu.stat")
+        ticks = fs.read_keyed(f"{cpuacct}/cpuacct.stat")
+        throttling = fs.read_keyed(f"{cpu}/cpu.stat")
         try:
-            percpu = [int(n) for n in fs.read(cpuacct / "cpuacct.usage_percpu").split()]
+            percpu = [int(n) for n in fs.read(f"{cpuacct}/cpuacct.usage_percpu").split()]
         except OSError:
             percpu = []
 
         def entry(prefix: str) -> dict:
-            limit = fs.read_int(mem / f"{prefix}.limit_in_bytes")
-            return {"limit": limit, "usage": fs.read_int(mem / f"{prefix}.usage_in_bytes"),
-                    "max": fs.read_int(mem / f"{prefix}.max_usage_in_bytes"),
-                    "failcnt": fs.read_int(mem / f"{prefix}.failcnt")}
+            limit = fs.read_int(f"{mem}/{prefix}.limit_in_bytes")
+            return {"limit": limit, "usage": fs.read_int(f"{mem}/{prefix}.usage_in_bytes"),
+                    "max": fs.read_int(f"{mem}/{prefix}.max_usage_in_bytes"),
+                    "failcnt": fs.read_int(f"{mem}/{prefix}.failcnt")}
 
-        raw = fs.read_keyed(mem / "memory.stat")
-        pids_limit = fs.read_int(self.path("pids") / "pids.max")
+        raw = fs.read_keyed(f"{mem}/memory.stat")
+        pids_limit = fs.read_int(f"{self.path('pids')}/pids.max")
         return {
-            "cpu": {"usage": {"total": fs.read_int(cpuacct / "cpuacct.usage"), "percpu": percpu,
+            "cpu": {"usage": {"total": fs.read_int(f"{cpuacct}/cpuacct.usage"), "percpu": percpu,
                               "user": ticks.get("user", 0) * 1_000_000_000 // CLOCK_TICKS,
                               "kernel": ticks.get("system", 0) * 1_000_000_000 // CLOCK_TICKS},
                     "throttling": {"periods": throttling.get("nr_periods", 0),
@@ -322,9 +321,9 @@ class CgroupV1:
                                    "throttledTime": throttling.get("throttled_time", 0)}},
             "memory": {"usage": entry("memory"), "swap": entry("memory.memsw"), "kernel": entry("memory.kmem"),
                        "kernelTCP": entry("memory.kmem.tcp"), "cache": raw.get("cache", 0), "raw": raw},
-            "pids": {"current": fs.read_int(self.path("pids") / "pids.current"), "limit": pids_limit},
-            "blkio": {"ioServiceBytesRecursive": _blkio(self.path("blkio") / "blkio.throttle.io_service_bytes_recursive"),
-                      "ioServicedRecursive": _blkio(self.path("blkio") / "blkio.throttle.io_serviced_recursive")},
+            "pids": {"current": fs.read_int(f"{self.path('pids')}/pids.current"), "limit": pids_limit},
+            "blkio": {"ioServiceBytesRecursive": _blkio(f"{self.path('blkio')}/blkio.throttle.io_service_bytes_recursive"),
+                      "ioServicedRecursive": _blkio(f"{self.path('blkio')}/blkio.throttle.io_serviced_recursive")},
         }
 
     def pids(self) -> list[int]:
@@ -335,13 +334,13 @@ class CgroupV1:
                 pass
         return []
 
-    def kill(self, sig: int = signal.SIGKILL) -> None:
+    def kill(self, sig: int = SIGKILL) -> None:
         """Signal every process of the container (v1 has no cgroup.kill)."""
         explain.comment(f"kill -{sig} each PID in {self.path('pids')}/cgroup.procs")
         fs.signal_each(self.pids(), sig)
 
     def exists(self) -> bool:
-        return any(self.path(c).is_dir() for c in self._present())
+        return any(os.path.isdir(self.path(c)) for c in self._present())
 
     def remove(self) -> None:
         for controller in self._present():
@@ -350,16 +349,16 @@ class CgroupV1:
             _remove_parents(self.place, controller, leaf)
 
 
-def _fill_cpuset(leaf: Path, made: int) -> None:
+def _fill_cpuset(leaf: str, made: int) -> None:
     """A new cpuset cgroup has no CPUs and no memory nodes, and no process can join it: each
     folder made gets its parent's (top down), as runc does."""
-    for path in reversed([leaf, *leaf.parents][:made]):
+    for path in reversed([leaf, *fs.parents(leaf)][:made]):
         for file in ("cpuset.cpus", "cpuset.mems"):
-            if not fs.read(path / file):
-                fs.write(path / file, fs.read(path.parent / file))
+            if not fs.read(f"{path}/{file}"):
+                fs.write(f"{path}/{file}", fs.read(f"{os.path.dirname(path)}/{file}"))
 
 
-def _blkio(path: Path) -> list[dict]:
+def _blkio(path: str) -> list[dict]:
     entries = []
     try:
         lines = fs.read(path).splitlines()
@@ -373,13 +372,13 @@ def _blkio(path: Path) -> list[dict]:
     return entries
 
 
-def _remove_parents(place: Place, key: str, leaf: Path) -> None:
+def _remove_parents(place: Place, key: str, leaf: str) -> None:
     """pyctr's own `pyctr` parent goes with its last container; under a cgroupsPath, only the
     parents pyctr made (while empty)."""
     if place.is_default:
-        fs.rmdir_if_unused(leaf.parent)
+        fs.rmdir_if_unused(os.path.dirname(leaf))
         return
-    for parent in list(leaf.parents)[:place.made.get(key, 0)]:
+    for parent in fs.parents(leaf)[:place.made.get(key, 0)]:
         if not fs.rmdir_if_unused(parent):
             return
 

@@ -9,14 +9,14 @@ Docker-style front end mounts the rootfs and /dev nodev on v2 instead, and its d
 asked for there.
 """
 
-import signal
+import os
 import time
-from pathlib import Path
+from _signal import SIGKILL  # signal's enums would import enum and functools: ~3 ms of each delete
 
 from pyctr.runtime import explain
-from pyctr.runtime.cgroups import devices_bpf, fs
+from pyctr.runtime.cgroups import fs
 from pyctr.runtime.cgroups.place import UNIFIED, Place
-from pyctr.runtime.cgroups.resources import (FIELD, Limits, Usage, Write, blkio_weight_to_io_weight,
+from pyctr.runtime.cgroups.resources import (DEVICE_PROGRAM, FIELD, Limits, Usage, Write, blkio_weight_to_io_weight,
                                              check_hugepages, device_lines, docker_resources, ignore_kernel_memory,
                                              max_or, rdma_lines, refuse_unknown, shares_to_weight, swap_v2)
 from pyctr.runtime.cgroups.v1 import CGROUP_ROOT, _create_or_undo, _remove_parents
@@ -26,17 +26,17 @@ BASE_CONTROLLERS = {"memory", "cpu", "pids"}  # enabled where available: limits,
 
 
 class CgroupV2:
-    def __init__(self, container_id: str, root: Path = CGROUP_ROOT, place: Place | None = None):
+    def __init__(self, container_id: str, root: str = CGROUP_ROOT, place: Place | None = None):
         self.id = container_id
-        self.root = root
+        self.root = os.fspath(root)
         self.place = place or Place.default(container_id)
 
     @property
-    def parent(self) -> Path:
-        return self.path().parent
+    def parent(self) -> str:
+        return os.path.dirname(self.path())
 
-    def path(self, controller: str = "") -> Path:
-        return self.root / self.place.inner(UNIFIED)
+    def path(self, controller: str = "") -> str:
+        return f"{self.root}/{self.place.inner(UNIFIED)}"
 
     @property
     def path_spec(self) -> dict | None:
@@ -44,7 +44,7 @@ class CgroupV2:
 
     def controllers(self) -> set[str]:
         try:
-            return set(fs.read(self.root / "cgroup.controllers").split())
+            return set(fs.read(f"{self.root}/cgroup.controllers").split())
         except OSError:
             return set()
 
@@ -86,12 +86,12 @@ class CgroupV2:
             ignore_kernel_memory(memory)
             limit, swap = memory.get("limit"), memory.get("swap")
             if updating and checked(memory) and limit is not None and limit >= 0:
-                current = fs.read_int(leaf / "memory.current")
+                current = fs.read_int(f"{leaf}/memory.current")
                 if limit < current:
                     raise PyctrError(f"{FIELD}.memory.limit: {limit} is below the current usage {current} "
                                      f"(checkBeforeUpdate)")
             if swap is not None and limit is None and updating:
-                limit = fs.read_int(leaf / "memory.max", -1)
+                limit = fs.read_int(f"{leaf}/memory.max", -1)
             add("memory.limit", "memory", "memory.max", None if limit is None else max_or(limit))
             swap = swap_v2(limit, swap)
             add("memory.swap", "memory", "memory.swap.max", None if swap is None else max_or(swap))
@@ -114,7 +114,7 @@ class CgroupV2:
                 current_quota, current_period = "max", ""
                 if updating:
                     try:
-                        current_quota, current_period = fs.read(leaf / "cpu.max").split()
+                        current_quota, current_period = fs.read(f"{leaf}/cpu.max").split()
                     except (OSError, ValueError):
                         pass
                 quota_text = current_quota if quota is None else max_or(quota)
@@ -134,13 +134,15 @@ class CgroupV2:
 
         devices = res.get("devices")
         if devices:  # as on v1, an empty list changes nothing
+            from pyctr.runtime.cgroups import devices_bpf  # ctypes: only what sets devices pays for it
+
             program = devices_bpf.compile_rules(devices)
             if program is not None and devices_bpf.unavailable():
                 raise PyctrError(f"{FIELD}.devices: a device list that denies access needs an eBPF device program "
                                  f"on cgroup v2, and {devices_bpf.unavailable()}; refused rather than left "
                                  f"unenforced")
             if program is not None or updating:  # updating to an open list takes the old program off
-                writes.append(Write(f"{FIELD}.devices", "cgroup", devices_bpf.PROGRAM, program))
+                writes.append(Write(f"{FIELD}.devices", "cgroup", DEVICE_PROGRAM, program))
 
         blkio = res.get("blockIO")
         if blkio is not None:
@@ -169,7 +171,7 @@ class CgroupV2:
 
     def _plan_io(self, blkio: dict, add, refuse) -> None:
         # io.bfq.weight takes blkio's 10..1000 as is; io.weight (iocost) has its own scale.
-        bfq = (self.parent / "io.bfq.weight").exists() or (self.root / "io.bfq.weight").exists()
+        bfq = os.path.exists(f"{self.parent}/io.bfq.weight") or os.path.exists(f"{self.root}/io.bfq.weight")
         weight_file, convert = ("io.bfq.weight", int) if bfq else ("io.weight", blkio_weight_to_io_weight)
         if blkio.get("weight") is not None:
             add("blockIO.weight", "io", weight_file, convert(blkio["weight"]))
@@ -197,36 +199,38 @@ class CgroupV2:
         explain.step("mkdir", "-p", leaf)
         self.place.made[UNIFIED] = max(0, fs.mkdir_counting(leaf) - 1)
         self._enable({w.controller for w in writes})
-        if docker and "memory" in res and not (leaf / "memory.swap.max").exists():
+        if docker and "memory" in res and not os.path.exists(f"{leaf}/memory.swap.max"):
             writes = [w for w in writes if w.file != "memory.swap.max"]  # as Docker: no swap accounting
         self._apply(writes)
 
     def _enable(self, needed: set[str]) -> None:
         """Controllers reach the leaf through every ancestor's cgroup.subtree_control."""
         wanted = sorted(((BASE_CONTROLLERS | needed) - {"cgroup"}) & self.controllers())
-        parts = self.path().relative_to(self.root).parts
+        parts = self.place.inner(UNIFIED).split("/")
         for depth in range(len(parts)):  # the root, then each ancestor down to the leaf's parent
-            self._enable_in(self.root.joinpath(*parts[:depth]), wanted)
+            self._enable_in("/".join([self.root, *parts[:depth]]), wanted)
 
-    def _enable_in(self, folder: Path, wanted: list[str]) -> None:
+    def _enable_in(self, folder: str, wanted: list[str]) -> None:
         try:
-            enabled = set(fs.read(folder / "cgroup.subtree_control").split())
+            enabled = set(fs.read(f"{folder}/cgroup.subtree_control").split())
         except OSError:
             enabled = set()
         missing = [c for c in wanted if c not in enabled]
         if missing:
-            fs.write_field("linux.cgroupsPath", folder / "cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
+            fs.write_field("linux.cgroupsPath", f"{folder}/cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
 
     def _apply(self, writes: list[Write]) -> None:
         leaf = self.path()
         for w in writes:
-            if w.file == devices_bpf.PROGRAM:
+            if w.file == DEVICE_PROGRAM:
+                from pyctr.runtime.cgroups import devices_bpf
+
                 devices_bpf.install(leaf, w.value)
                 continue
             try:
-                fs.write_field(w.field, leaf / w.file, w.value)
+                fs.write_field(w.field, f"{leaf}/{w.file}", w.value)
             except PyctrError:
-                if (leaf / w.file).exists():
+                if os.path.exists(f"{leaf}/{w.file}"):
                     raise
                 raise PyctrError(f"{w.field}: the container's cgroup has no {w.file} (this kernel lacks it, or "
                                  f"the {w.controller} controller could not be enabled)") from None
@@ -239,36 +243,36 @@ class CgroupV2:
         self._apply(writes)
 
     def add(self, pid: int) -> None:
-        fs.write(self.path() / "cgroup.procs", pid)
+        fs.write(f"{self.path()}/cgroup.procs", pid)
 
-    def procs_file(self) -> list[Path]:
-        return [self.path() / "cgroup.procs"] if self.path().is_dir() else []
+    def procs_file(self) -> list[str]:
+        return [f"{self.path()}/cgroup.procs"] if os.path.isdir(self.path()) else []
 
     # --- reading ------------------------------------------------------------------------------
     def oom_killed(self) -> bool:
-        return fs.read_keyed(self.path() / "memory.events").get("oom_kill", 0) > 0
+        return fs.read_keyed(f"{self.path()}/memory.events").get("oom_kill", 0) > 0
 
     def usage(self) -> Usage:
-        stat = fs.read_keyed(self.path() / "cpu.stat")
-        limit = fs.read(self.path() / "memory.max")
+        stat = fs.read_keyed(f"{self.path()}/cpu.stat")
+        limit = fs.read(f"{self.path()}/memory.max")
         return Usage(
-            memory=int(fs.read(self.path() / "memory.current")),
+            memory=int(fs.read(f"{self.path()}/memory.current")),
             memory_limit=None if limit == "max" else int(limit),
             cpu_ns=stat["usage_usec"] * 1000,
-            pids=int(fs.read(self.path() / "pids.current")),
+            pids=int(fs.read(f"{self.path()}/pids.current")),
         )
 
     def stats(self) -> dict:
         """runc's `events --stats` "data": cpu, memory, pids, blkio (from io.stat)."""
         leaf = self.path()
-        cpu = fs.read_keyed(leaf / "cpu.stat")
-        raw = fs.read_keyed(leaf / "memory.stat")
-        events = fs.read_keyed(leaf / "memory.events")
-        usage, limit = fs.read_int(leaf / "memory.current"), fs.read_int(leaf / "memory.max")
-        swap, swap_limit = fs.read_int(leaf / "memory.swap.current"), fs.read_int(leaf / "memory.swap.max")
+        cpu = fs.read_keyed(f"{leaf}/cpu.stat")
+        raw = fs.read_keyed(f"{leaf}/memory.stat")
+        events = fs.read_keyed(f"{leaf}/memory.events")
+        usage, limit = fs.read_int(f"{leaf}/memory.current"), fs.read_int(f"{leaf}/memory.max")
+        swap, swap_limit = fs.read_int(f"{leaf}/memory.swap.current"), fs.read_int(f"{leaf}/memory.swap.max")
         io_bytes, io_ops = [], []
         try:
-            lines = fs.read(leaf / "io.stat").splitlines()
+            lines = fs.read(f"{leaf}/io.stat").splitlines()
         except OSError:
             lines = []
         for line in lines:
@@ -283,34 +287,34 @@ class CgroupV2:
                               "kernel": cpu.get("system_usec", 0) * 1000},
                     "throttling": {"periods": cpu.get("nr_periods", 0), "throttledPeriods": cpu.get("nr_throttled", 0),
                                    "throttledTime": cpu.get("throttled_usec", 0) * 1000}},
-            "memory": {"usage": {"usage": usage, "limit": limit, "max": fs.read_int(leaf / "memory.peak"),
+            "memory": {"usage": {"usage": usage, "limit": limit, "max": fs.read_int(f"{leaf}/memory.peak"),
                                  "failcnt": events.get("max", 0)},
                        # runc's v1 shape: swap counts memory+swap
                        "swap": {"usage": usage + swap, "limit": limit + swap_limit if limit and swap_limit else 0,
                                 "failcnt": 0},
                        "cache": raw.get("file", 0), "raw": raw},
-            "pids": {"current": fs.read_int(leaf / "pids.current"), "limit": fs.read_int(leaf / "pids.max")},
+            "pids": {"current": fs.read_int(f"{leaf}/pids.current"), "limit": fs.read_int(f"{leaf}/pids.max")},
             "blkio": {"ioServiceBytesRecursive": io_bytes, "ioServicedRecursive": io_ops},
         }
 
     def pids(self) -> list[int]:
         try:
-            return [int(p) for p in fs.read(self.path() / "cgroup.procs").split()]
+            return [int(p) for p in fs.read(f"{self.path()}/cgroup.procs").split()]
         except OSError:
             return []
 
     def events(self) -> dict[str, str]:
         """cgroup.events: `populated 1` while a process is in it, `frozen 1` once frozen."""
-        return dict(line.split() for line in fs.read(self.path() / "cgroup.events").splitlines())
+        return dict(line.split() for line in fs.read(f"{self.path()}/cgroup.events").splitlines())
 
-    def kill(self, sig: int = signal.SIGKILL) -> None:
+    def kill(self, sig: int = SIGKILL) -> None:
         """Every process of the container at once: cgroup.kill (Linux 5.14+) for SIGKILL, as
         runc does; otherwise freeze, signal each, thaw, so that none forks in between."""
-        if not self.path().is_dir():
+        if not os.path.isdir(self.path()):
             return
         try:
-            if sig == signal.SIGKILL and (self.path() / "cgroup.kill").exists():
-                fs.write(self.path() / "cgroup.kill", 1)
+            if sig == SIGKILL and os.path.exists(f"{self.path()}/cgroup.kill"):
+                fs.write(f"{self.path()}/cgroup.kill", 1)
                 return
             self.freeze()
             try:
@@ -325,7 +329,7 @@ class CgroupV2:
     def state(self) -> str:
         """"frozen", "freezing" or "thawed"."""
         try:
-            asked = fs.read(self.path() / "cgroup.freeze") == "1"
+            asked = fs.read(f"{self.path()}/cgroup.freeze") == "1"
             frozen = self.events().get("frozen") == "1"
         except OSError:
             return "thawed"
@@ -339,7 +343,7 @@ class CgroupV2:
         self._set_frozen(False, timeout)
 
     def _set_frozen(self, frozen: bool, timeout: float) -> None:
-        fs.write(self.path() / "cgroup.freeze", int(frozen))
+        fs.write(f"{self.path()}/cgroup.freeze", int(frozen))
         deadline = time.monotonic() + timeout
         while self.events().get("frozen") != str(int(frozen)):
             if time.monotonic() > deadline:
@@ -348,7 +352,7 @@ class CgroupV2:
             time.sleep(0.005)
 
     def exists(self) -> bool:
-        return self.path().is_dir()
+        return os.path.isdir(self.path())
 
     def remove(self) -> None:
         fs.rmdir_when_empty(self.path())
