@@ -19,7 +19,7 @@ the container's root could not reach by path (runtime/userns_root.py).
 
 import os
 
-from pyctr.runtime import explain, init, syscalls
+from pyctr.runtime import explain, init, jsonstore, syscalls
 from pyctr.runtime.errors import PyctrError
 
 NAMESPACE_FLAGS = {"pid": syscalls.CLONE_NEWPID, "network": syscalls.CLONE_NEWNET, "mount": syscalls.CLONE_NEWNS,
@@ -140,8 +140,6 @@ def _before_user_namespace(ctx: InitContext) -> None:
     """What must happen while we are still host root: past unshare(CLONE_NEWUSER) our root is
     the container's, with no right to enter host root's 0700 folders (the interpreter's own
     library may be in one: import now what comes later, beyond what stage 1 imported)."""
-    import json  # noqa: F401
-
     from pyctr.runtime import inroot, rootfs, spec, userns, userns_root  # noqa: F401
 
 
@@ -149,9 +147,7 @@ class _UsernsRoot:
     """The descriptors runtime/userns_root.py's helper sent, as paths the init can use."""
 
     def __init__(self, message: str, fds: list[int]):
-        import json
-
-        handles = json.loads(message)
+        handles = jsonstore.loads(message)
         self.fds = fds
         self.root = self._path(handles["root"])
         self.staging = self._path(handles["staging"])
@@ -200,8 +196,6 @@ def stage2(ctx: InitContext) -> None:
     """The container's init. Never returns."""
     fifo_write = None
     try:
-        import json
-
         # Until exec we hold host paths (the state folder): no process of the container (an exec
         # into a created container) may read our memory or fds through /proc (runc CVE-2016-9962).
         import prctl
@@ -226,7 +220,7 @@ def stage2(ctx: InitContext) -> None:
                 line = ctx.receive()
             if not line.startswith("go "):
                 os._exit(1)
-            state.update(json.loads(line[3:]))
+            state.update(jsonstore.loads(line[3:]))  # json's decoder would import re and enum: ~5 ms
             if spec.linux.new_namespace("cgroup"):  # now that the cgroup we are in is ours: its "/"
                 explain.step("unshare", "--cgroup")
                 syscalls.unshare(syscalls.CLONE_NEWCGROUP)
@@ -335,12 +329,14 @@ def _set_sysctls(sysctls: dict[str, str]) -> None:
 
 def _import_what_later_steps_need(spec) -> None:
     import prctl  # noqa: F401  (process.py)
-    import socket  # noqa: F401  (terminal, set_link_up)
+    import _socket  # noqa: F401  (set_link_up)
     import resource  # noqa: F401  (rlimits)
     import struct  # noqa: F401
 
     from pyctr.runtime import process, rootfs, security  # noqa: F401
     if spec.process is not None and spec.process.terminal:
+        import socket  # noqa: F401  (terminal's console socket)
+
         from pyctr.runtime import terminal  # noqa: F401  (termios and tty: a terminal's alone)
     if any(m.type == "cgroup" for m in spec.mounts):
         from pyctr.runtime import cgroups  # noqa: F401  (rootfs._mount_cgroups)

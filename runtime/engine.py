@@ -120,10 +120,8 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
             userns_root.build_root(spec, pid, parent_w, os.path.join(sd.dir, "staging"))
         if spec.hooks.create_runtime:
             _run_hooks("createRuntime", spec.hooks.create_runtime, sd.oci_state())
-        import json
-
         try:
-            os.write(parent_w, f"go {json.dumps(sd.oci_state())}\n".encode())
+            os.write(parent_w, f"go {jsonstore.dumps(sd.oci_state())}\n".encode())
         except BrokenPipeError:
             pass  # the init failed building the root meanwhile: its last message says why
         line = messages.next()

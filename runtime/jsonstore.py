@@ -5,10 +5,11 @@ import os
 # Paths are pathlib.Path ("Path" below) or str. Neither pathlib nor fcntl is imported up here,
 # nor json (see loads): `pyctr ps`, which only reads, would pay for them.
 
-try:
-    from _json import make_scanner as _make_scanner  # the C scanner behind json.loads
-except ImportError:  # an interpreter without it: json.loads does it all
-    _make_scanner = None
+try:  # the C scanner behind json.loads, and the C encoder behind json.dumps
+    from _json import encode_basestring_ascii as _encode_string, make_encoder as _make_encoder
+    from _json import make_scanner as _make_scanner
+except ImportError:  # an interpreter without them: json does it all
+    _make_scanner = _make_encoder = None
 
 
 class _Decoding:
@@ -42,6 +43,23 @@ def loads(document: bytes | str):
     return json.loads(document)
 
 
+def _not_serializable(value):
+    raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
+
+
+def dumps(value) -> str:
+    """json.dumps(value) with its defaults, by the C encoder json.dumps uses, without importing
+    json (see loads): a create writes its state this way, and imports neither json nor re."""
+    if _make_encoder is None:
+        import json
+
+        return json.dumps(value)
+    # markers (circular references), default, string encoder, indent, separators, sort_keys,
+    # skipkeys, allow_nan: json.JSONEncoder's defaults
+    encode = _make_encoder({}, _not_serializable, _encode_string, None, ": ", ", ", False, False, True)
+    return "".join(encode(value, 0))
+
+
 def read_json(path: "Path", default=None):
     """The document at path, or default if there is none. Read with os.read, in four system
     calls where open() makes seven or nine: `pyctr ps` reads two for every container."""
@@ -64,8 +82,12 @@ def write_json(path: "Path", data, durable: bool = False, compact: bool = False)
     for documents that must survive a power cut rather than a crash of pyctr. `compact`: one
     line, for documents only programs read (json's C encoder writes it; indented, its Python
     one does, ~5x slower: 0.5 ms for a 20 KB spec)."""
-    import json
+    if compact:
+        text = dumps(data)
+    else:
+        import json
 
+        text = json.dumps(data, indent=2)
     folder, name = os.path.split(path)
     tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     try:
@@ -74,7 +96,7 @@ def write_json(path: "Path", data, durable: bool = False, compact: bool = False)
         os.makedirs(folder, exist_ok=True)
         f = open(tmp, "w")
     with f:
-        f.write(json.dumps(data, indent=None if compact else 2))
+        f.write(text)
         f.write("\n")
         if durable:
             f.flush()

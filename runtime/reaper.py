@@ -3,7 +3,6 @@
 Standard library only, and nothing of pyctr: container.py takes its clock from here.
 """
 
-import json
 import os
 import select
 import time
@@ -102,6 +101,8 @@ _NOT_UTF8 = {code: "\ufffd" for code in range(0xDC80, 0xDD00)}
 
 
 def _entry(stream: str, data: bytes) -> bytes:
+    import json  # here, not above: the records' clock (now_rfc3339) must not bring in json's decoder and re
+
     text = data.decode("utf-8", "surrogateescape").translate(_NOT_UTF8)
     entry = {"log": text, "stream": stream, "time": now_rfc3339()}
     return json.dumps(entry).encode() + b"\n"

@@ -350,6 +350,27 @@ def test_loads_takes_every_encoding_json_loads_takes():
         assert jsonstore.loads('{"k": "v\u00e9"}'.encode(encoding)) == {"k": "v\u00e9"}
 
 
+# --- jsonstore.dumps: json.dumps without importing json --------------------------------------------
+circular: list = []
+circular.append(circular)
+VALUES = [None, True, 0, -7, 10**30, 0.1, -0.0, 1e300, float("inf"), float("-inf"), float("nan"), "",
+          "caf\u00e9 \U0001f600 \u2028 \x00 \"\\/", [], {}, {"a": [1, {"b": None}], "\u00fc": ["x", 2.5]},
+          {1: "int key", None: 2, True: 3, 2.5: 4}, ("a", "tuple"), [[[]]],
+          {(1,): "a tuple key"}, object(), {"a set": {1}}, b"bytes", circular]
+
+
+@pytest.mark.parametrize("value", VALUES, ids=range(len(VALUES)))
+def test_dumps_writes_as_json_dumps_writes(value):
+    """The same text, or the same error (type and message)."""
+    def outcome(dumps):
+        try:
+            return "text", dumps(value)
+        except (TypeError, ValueError) as error:
+            return type(error).__name__, str(error)
+
+    assert outcome(jsonstore.dumps) == outcome(json.dumps)
+
+
 # --- humanize ------------------------------------------------------------------------------------
 def test_rfc3339_stamps_read_as_calendar_timegm_reads_them():
     rng = random.Random(3339)
