@@ -8,8 +8,8 @@ so it must never return into the caller's stack: callers end in exec() or os._ex
 import errno
 import fcntl
 import os
-import signal
 import struct
+from _signal import SIG_DFL, SIGPIPE, SIGXFSZ, signal  # signal's enums would import enum: ~3 ms of each init
 
 from pyctr.runtime import explain, security, syscalls
 from pyctr.runtime.errors import PyctrError
@@ -140,8 +140,8 @@ def exec_prepared(prepared: Prepared, report_fd: int | None = None) -> None:
                 pass
         syscalls.mark_cloexec_from(keep)
         # Python ignores these, and an ignored signal stays ignored across exec.
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-            signal.signal(sig, signal.SIG_DFL)
+        for sig in (SIGPIPE, SIGXFSZ):
+            signal(sig, SIG_DFL)
         if prepared.seccomp_later is not None:
             prepared.seccomp_later.load()  # last: what comes before may need syscalls it denies
         try:
