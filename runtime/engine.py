@@ -40,7 +40,7 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
     """Create the container; raises PyctrError with the reason, having undone every step.
     `limits`: pyctr run's cgroups.Limits, the values of linux.resources, applied instead so that
     an error names the flag and only the controllers they need are made. `seccomp_cache`: a folder
-    for compiled filters (pyctr run's store); pyctr-oci compiles each time and keeps nothing."""
+    for compiled filters (pyctr run's store, pyctr-oci's root); None compiles each time."""
     from pyctr.runtime import cgroups, container_init, security
 
     if spec.process is not None and spec.process.terminal and console_socket is None and console_fd is None:

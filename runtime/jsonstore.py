@@ -47,16 +47,18 @@ def _not_serializable(value):
     raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
 
 
-def dumps(value) -> str:
-    """json.dumps(value) with its defaults, by the C encoder json.dumps uses, without importing
-    json (see loads): a create writes its state this way, and imports neither json nor re."""
+def dumps(value, sort_keys: bool = False, separators: tuple[str, str] = (", ", ": ")) -> str:
+    """json.dumps(value, sort_keys=..., separators=...), by the C encoder json.dumps uses, without
+    importing json (see loads): a create writes its state this way, and imports neither json nor re."""
     if _make_encoder is None:
         import json
 
-        return json.dumps(value)
-    # markers (circular references), default, string encoder, indent, separators, sort_keys,
-    # skipkeys, allow_nan: json.JSONEncoder's defaults
-    encode = _make_encoder({}, _not_serializable, _encode_string, None, ": ", ", ", False, False, True)
+        return json.dumps(value, sort_keys=sort_keys, separators=separators)
+    item_separator, key_separator = separators
+    # markers (for circular references), default, string encoder, indent, key and item separators,
+    # sort_keys, skipkeys, allow_nan: the rest as json.JSONEncoder's defaults
+    encode = _make_encoder({}, _not_serializable, _encode_string, None, key_separator, item_separator, sort_keys,
+                           False, True)
     return "".join(encode(value, 0))
 
 

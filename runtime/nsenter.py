@@ -272,7 +272,7 @@ def oci_exec(root: str, container_id: str, args) -> int:
     if container.linux.seccomp:
         from pyctr.runtime import seccomp as seccomps
 
-        program = seccomps.to_program(container.linux.seccomp, "linux.seccomp")
+        program = seccomps.to_program(container.linux.seccomp, "linux.seccomp", ocistate.seccomp_cache(root))
     console_fd = receiver = None
     if process.terminal:
         from pyctr.runtime import terminal

@@ -47,9 +47,10 @@ def _systemd_path(cgroups_path: str | None, container_id: str) -> str:
 
 def create(args) -> int:
     container_id = _need_id(args)
-    engine.create(_load_spec(args), _root(args), container_id, pid_file=args.pid_file,
+    root = _root(args)
+    engine.create(_load_spec(args), root, container_id, pid_file=args.pid_file,
                   console_socket=args.console_socket, preserve_fds=args.preserve_fds, no_pivot=args.no_pivot,
-                  new_keyring=not args.no_new_keyring)
+                  new_keyring=not args.no_new_keyring, seccomp_cache=ocistate.seccomp_cache(root))
     return 0
 
 
@@ -80,7 +81,7 @@ def run(args) -> int:
     created = engine.create(spec, root, container_id, pid_file=args.pid_file,
                             console_socket=args.console_socket, console_fd=console_fd,
                             preserve_fds=args.preserve_fds, no_pivot=args.no_pivot,
-                            new_keyring=not args.no_new_keyring)
+                            new_keyring=not args.no_new_keyring, seccomp_cache=ocistate.seccomp_cache(root))
     if console_fd is not None:
         os.close(console_fd)
     try:

@@ -4,6 +4,7 @@
     ROOT/ID/config.json  the spec as create read it (hooks and cgroups need it after the bundle moves)
     ROOT/ID/exec.fifo    while created: the init waits to open it, `start` opens it (runc's exec.fifo)
     ROOT/ID/lock         commands on one container take turns
+    ROOT/.seccomp/       seccomp filters as libseccomp compiled them (no id starts with a dot)
 
 The status is worked out, never stored: a live init with the fifo is "created", without it
 "running" (or "paused" once frozen), and a dead or zombie one "stopped".
@@ -17,6 +18,12 @@ from pyctr.runtime.errors import ConflictError, NotFoundError, PyctrError
 
 DEFAULT_ROOT = "/run/pyctr-oci"
 _ID_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.+-")
+
+
+def seccomp_cache(root: str) -> str:
+    """Where compiled seccomp filters are kept: compiling podman's profile takes ~20 ms, and each
+    container of a client such as podman has the same one (seccomp.to_program checks the source)."""
+    return os.path.join(root, ".seccomp")
 
 
 def check_id(container_id: str) -> None:

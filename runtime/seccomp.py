@@ -15,14 +15,13 @@ call, as runc does after its own compilation. The binding (pyseccomp) is importe
 cache miss.
 """
 
-import json
 import os
-from pathlib import Path
 
-from pyctr.runtime import explain
+from pyctr.runtime import explain, jsonstore
 from pyctr.runtime.errors import PyctrError
 
-DEFAULT_PROFILE = Path(__file__).with_name("seccomp_default.json")
+# json and pathlib are not imported: with re and enum, ~10 ms of each pyctr-oci create
+DEFAULT_PROFILE = os.path.join(os.path.dirname(__file__), "seccomp_default.json")
 DEFAULT_ERRNO = 1  # EPERM, as runc when a profile names no errnoRet
 
 ACTIONS = ("SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_TRAP",
@@ -78,12 +77,11 @@ def profile_for(security_opts: list[str] | None) -> dict | None:
         return None
     if setting == "builtin":
         return default_profile()
-    return json.loads(setting)
+    return jsonstore.loads(setting)
 
 
 def default_profile() -> dict:
-    with open(DEFAULT_PROFILE) as f:
-        return json.load(f)
+    return jsonstore.read_json(DEFAULT_PROFILE)
 
 
 def for_container(host_config: dict, caps: list[str]) -> "Program | None":
@@ -276,14 +274,14 @@ def load_profile_file(path: str) -> str:
     except OSError as e:
         raise ProfileError(f"opening seccomp profile ({path}) failed: {e.strerror}")
     try:
-        profile = json.loads(text)
+        profile = jsonstore.loads(text)
     except ValueError as e:
         raise ProfileError(f"seccomp profile ({path}) is not valid JSON: {e}")
     try:
         check_profile(profile)
     except ProfileError as e:
         raise ProfileError(f"{path}: {e}")
-    return json.dumps(profile, separators=(",", ":"))
+    return jsonstore.dumps(profile, separators=(",", ":"))
 
 
 # --- linux.seccomp -> a program, compiled once ------------------------------------------------
@@ -320,16 +318,17 @@ class Program:
         syscalls.seccomp_set_mode_filter(self.bpf, self.flags)
 
 
-def pyctr_cache() -> Path:
-    """Where pyctr's own front end keeps compiled filters: under its --state."""
+def pyctr_cache() -> str:
+    """Where pyctr's own front end keeps compiled filters: under its --state. (pyctr-oci keeps
+    them under its --root: ocistate.seccomp_cache.)"""
     from pyctr.runtime import settings
 
-    return settings.current().state / "seccomp"
+    return os.path.join(settings.current().state, "seccomp")
 
 
-def to_program(linux_seccomp: dict, label: str = "a seccomp profile", cache: Path | None = None) -> Program:
+def to_program(linux_seccomp: dict, label: str = "a seccomp profile", cache: str | None = None) -> Program:
     """Compile linux.seccomp, or find it compiled in `cache` (a folder; None: compile, keep
-    nothing, as pyctr-oci does, which has no store of its own beside its state).
+    nothing).
 
     A cached program is used only when the source it was compiled from, kept at the head of its
     file, is this one exactly: the whole model (which already holds the arches, caps and kernel it
@@ -340,9 +339,9 @@ def to_program(linux_seccomp: dict, label: str = "a seccomp profile", cache: Pat
         return Program(Filter(linux_seccomp).export(), linux_seccomp, label)
     import zlib
 
-    source = f"{_libseccomp_version()}\n{json.dumps(linux_seccomp, sort_keys=True, separators=(',', ':'))}\n"
+    source = f"{_libseccomp_version()}\n{jsonstore.dumps(linux_seccomp, sort_keys=True, separators=(',', ':'))}\n"
     head = source.encode()
-    path = cache / f"{zlib.crc32(head):08x}-{len(head)}.bpf"
+    path = os.path.join(cache, f"{zlib.crc32(head):08x}-{len(head)}.bpf")
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -358,9 +357,10 @@ def to_program(linux_seccomp: dict, label: str = "a seccomp profile", cache: Pat
     return Program(bpf, linux_seccomp, label)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def _write_atomically(path: str, data: bytes) -> None:
+    folder, name = os.path.split(path)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, data)

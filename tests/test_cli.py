@@ -369,6 +369,8 @@ def test_dumps_writes_as_json_dumps_writes(value):
             return type(error).__name__, str(error)
 
     assert outcome(jsonstore.dumps) == outcome(json.dumps)
+    sorted_compact = {"sort_keys": True, "separators": (",", ":")}
+    assert outcome(lambda v: jsonstore.dumps(v, **sorted_compact)) == outcome(lambda v: json.dumps(v, **sorted_compact))
 
 
 # --- humanize ------------------------------------------------------------------------------------

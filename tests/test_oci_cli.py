@@ -269,7 +269,8 @@ def test_start_and_delete_import_little(oci):
     assert not started & {"argparse", "json", "re", "enum", "ctypes", "pathlib", "pyctr.runtime.spec"}, started
     assert "json" in imported_by(oci, "state", container_id)  # it prints the state as runc does
     deleted = imported_by(oci, "delete", "--force", container_id)
-    assert not deleted & {"argparse", "json", "re", "enum", "pathlib", "signal", "ctypes", "pyctr.runtime.spec"}, deleted
+    heavy = {"argparse", "json", "re", "enum", "pathlib", "signal", "ctypes", "pyctr.runtime.spec"}
+    assert not deleted & heavy, deleted
     one_line_error(oci("state", container_id), container_id)
     assert "argparse" in imported_by(oci, "list")  # not a quick command: argparse reads it
 
@@ -290,6 +291,35 @@ def test_create_imports_little_in_any_of_its_processes(oci, tmp_path):
                 if line.startswith("import time:")}
     assert {"pyctr.runtime.cgroups", "pyctr.runtime.process"} <= imported  # the monitor's, the init's
     assert not imported & {"argparse", "json", "re", "enum", "pathlib", "signal", "socket"}, imported
+
+
+def test_a_compiled_seccomp_filter_is_kept_under_the_root_and_used_again(oci, tmp_path):
+    """Compiling a profile such as podman's takes ~20 ms, and every container of a client has
+    the same one: the first create compiles it and keeps it under ROOT/.seccomp (root's alone);
+    the next one loads it without pyseccomp, and the filter still holds."""
+    deny_mkdir = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"],
+                  "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}
+    oci.config(args=["/bin/mkdir", "/made"], edit=lambda c: c["linux"].update(seccomp=deny_mkdir))
+
+    def run_once(log_name: str) -> tuple[int, set[str]]:
+        log = tmp_path / log_name
+        with open(log, "w") as err:
+            argv = [str(PYCTR_OCI), "--root", str(oci.root), "run", "--bundle", str(oci.bundle), oci.new_id()]
+            code = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, timeout=60,
+                                  cwd=oci.bundle, env=dict(os.environ, PYTHONPROFILEIMPORTTIME="1")).returncode
+        lines = log.read_text().splitlines()
+        assert any("Operation not permitted" in line for line in lines), lines  # mkdir denied by the filter
+        return code, {line.rpartition("|")[2].strip() for line in lines if line.startswith("import time:")}
+
+    code, imported = run_once("first")
+    assert code == 1 and "pyseccomp" in imported
+    cache = oci.root / ".seccomp"
+    kept = list(cache.iterdir())
+    assert len(kept) == 1 and kept[0].suffix == ".bpf"
+    assert cache.stat().st_mode & 0o777 == 0o700 and kept[0].stat().st_mode & 0o777 == 0o600
+    code, imported = run_once("again")
+    assert code == 1 and "pyseccomp" not in imported and list(cache.iterdir()) == kept
+    assert oci("list", "-q", check=True).stdout == ""  # the cache is no container
 
 
 def wait_for_file_exists(path: Path, timeout: float = 10) -> None:

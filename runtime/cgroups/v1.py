@@ -44,7 +44,8 @@ class CgroupV1:
         return self.place.spec
 
     def _present(self) -> list[str]:
-        return [c for c in self.ALL if (self.mounted is None or c in self.mounted) and os.path.isdir(f"{self.root}/{c}")]
+        return [c for c in self.ALL
+                if (self.mounted is None or c in self.mounted) and os.path.isdir(f"{self.root}/{c}")]
 
     def _has(self, controller: str, file: str) -> bool:
         """The hierarchy's root has the file: the kernel offers it (every cgroup of it has it)."""
@@ -251,7 +252,8 @@ class CgroupV1:
     def _freezer(self) -> str:
         path = f"{self.path('freezer')}/freezer.state"
         if not os.path.exists(path):
-            raise PyctrError(f"cannot freeze the container: its cgroup has no freezer ({os.path.dirname(path)} is missing)")
+            raise PyctrError(f"cannot freeze the container: its cgroup has no freezer "
+                             f"({os.path.dirname(path)} is missing)")
         return path
 
     @property
@@ -277,7 +279,8 @@ class CgroupV1:
                 return
             if time.monotonic() > deadline:
                 fs.write(path, "THAWED")
-                raise PyctrError(f"the cgroup {os.path.dirname(path)} did not become {wanted.lower()} within {timeout:.0f} s")
+                raise PyctrError(f"the cgroup {os.path.dirname(path)} did not become {wanted.lower()} "
+                                 f"within {timeout:.0f} s")
             time.sleep(0.01)
 
     # --- reading ------------------------------------------------------------------------------
