@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +27,9 @@ HOST_PATHS = ("/run/runc", "/run/pyctr-oci", "/run/containers", "/var/lib/contai
 # `ip netns add` makes this folder when absent and, where /run is not a shared mount (not a
 # tmpfs under systemd), bind-mounts it on itself: undone at the end if the bench made them.
 NETNS_DIR = "/run/netns"
+# pyctr-oci under podman (its default root) keeps the seccomp filters it compiles here: a cache,
+# whose files the bench made go at the end, and the folder with the last one.
+PYCTR_OCI_FILTERS = "/run/pyctr-oci/.seccomp"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_NAMES = ("libpod_parent",)  # podman's cgroup parent under cgroupfs
 
@@ -57,6 +61,7 @@ class Sandbox:
         self._undo: list[tuple[str, Callable[[], None]]] = []
         self.problems: list[str] = []  # cleanup steps that failed: reported, never hidden
         self._absent = [p for p in HOST_PATHS if not os.path.lexists(p)]
+        self._started = time.time()
         self._netns_dir_before = NetnsDirState.of(NETNS_DIR)
         self._absent_cgroups = [d for d in _cgroup_dirs() if not d.exists()]
         self._pyctr_cgroups = _pyctr_cgroups()
@@ -132,6 +137,7 @@ class Sandbox:
         note = release_netns_dir(NETNS_DIR, self._netns_dir_before)
         if note:
             print(f"bench: {note}", file=sys.stderr)
+        _remove_seccomp_filters(PYCTR_OCI_FILTERS, made_since=self._started)
         for path in self._absent:
             if not os.path.lexists(path):
                 continue
@@ -257,6 +263,26 @@ def _cgroup_dirs() -> list[Path]:
     if not CGROUP_ROOT.is_dir():
         return []
     return [h / name for h in CGROUP_ROOT.iterdir() for name in CGROUP_NAMES]
+
+
+def _remove_seccomp_filters(folder: str, made_since: float) -> None:
+    for entry in _scandir(folder):
+        try:
+            if entry.name.endswith(".bpf") and entry.stat().st_mtime >= made_since:
+                os.unlink(entry.path)
+        except OSError:
+            pass
+    try:
+        os.rmdir(folder)
+    except OSError:
+        pass
+
+
+def _scandir(folder: str) -> list:
+    try:
+        return list(os.scandir(folder))
+    except OSError:
+        return []
 
 
 def _rmdir_tree(top: Path) -> None:

@@ -143,6 +143,7 @@ class ClientSandbox:
         self.cgroup_parent = f"pyctr-clients-{self.sandbox.tag}"
         self._absent_paths = [p for p in HOST_PATHS if not os.path.lexists(p)]
         self._absent_roots = [p for p in RUNTIME_DEFAULT_ROOTS if not os.path.lexists(p)]
+        self._started = time.time()
         self._closers = []
 
     def netns(self, role: str):
@@ -169,6 +170,8 @@ class ClientSandbox:
         self.sandbox.close()  # container processes, mounts under the folder, namespaces, folder
         for cgroup in _cgroup_dirs([self.cgroup_parent]):
             remove_cgroup_tree(cgroup)
+        for top in HOST_PATHS + RUNTIME_DEFAULT_ROOTS:
+            remove_seccomp_filters(top, made_since=self._started)
         in_use = self._remove_host_paths()
         problems += self.leaks(ignore_paths=in_use)
         if problems:
@@ -182,7 +185,7 @@ class ClientSandbox:
         found += [f"mount {m}" for m in sorted(_mount_points_anywhere())
                   if m.startswith(prefix) or m in netns_files]
         found += [f"cgroup {d}" for d in _cgroup_dirs([self.cgroup_parent]) if d.exists()]
-        found += [f"host path {p}" for p in self._absent_paths
+        found += [f"host path {p}" for p in self._absent_paths + self._absent_roots
                   if os.path.lexists(p) and p not in ignore_paths]
         found += [f"process {pid}" for pid in _pids_rooted_under(prefix)]
         if self.dir.exists():
@@ -223,6 +226,21 @@ def _cgroup_dirs(names) -> list[Path]:
     with open("/proc/self/mountinfo") as f:
         hierarchies = [line.split()[4] for line in f if " - cgroup" in line]
     return [Path(h) / name for h in hierarchies for name in names]
+
+
+def remove_seccomp_filters(top: str, made_since: float) -> None:
+    """pyctr-oci keeps the seccomp filters it compiles in its root's .seccomp folder (the roots
+    the clients give it are under `top`): a cache, whose files made since the tests began go,
+    and the folder with its last one."""
+    if not os.path.isdir(top):
+        return
+    for folder in Path(top).rglob(".seccomp"):
+        for kept in folder.glob("*.bpf"):
+            with contextlib.suppress(OSError):
+                if kept.stat().st_mtime >= made_since:
+                    kept.unlink()
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _remove_empty_dirs(top: Path) -> None:
