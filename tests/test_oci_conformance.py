@@ -8,11 +8,13 @@ PYCTR_OCI_FULL=1 runs all 58 programs (about 2.5 min).
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from conftest import SHARED_MIRROR, USERNS_POSSIBLE
+from ociclients import remove_seccomp_filters
 
 PYCTR_OCI = Path(sys.executable).parent / "pyctr-oci"
 CONFORMANCE = SHARED_MIRROR.parent / "oci-conformance"
@@ -58,10 +60,12 @@ def validate(programs: list[str] | None, outdir: Path, timeout: float) -> tuple[
         env["OCI_ONLY"] = "^(" + "|".join(programs) + ")$"
     default_root = Path("/run/pyctr-oci")  # the suite gives no --root
     made_root = not default_root.exists()
+    started = time.time()
     try:
         result = subprocess.run([str(script), str(PYCTR_OCI), str(outdir)], env=env, stdin=subprocess.DEVNULL,
                                 capture_output=True, text=True, timeout=timeout)
     finally:
+        remove_seccomp_filters(str(default_root), made_since=started)
         if made_root and default_root.is_dir() and not any(default_root.iterdir()):
             default_root.rmdir()
     if result.returncode == 2 or not (outdir / "results.tsv").is_file():
