@@ -23,7 +23,9 @@ from typing import Callable
 # Paths that podman, runc, pyctr-oci (under podman) or `ip netns` create when absent. Podman's
 # rootful network state directory (/run/containers/networks) is hard-coded in podman, so it
 # cannot be moved into our work directory; we can only take it away again when we made it.
-HOST_PATHS = ("/run/runc", "/run/pyctr-oci", "/run/containers", "/var/lib/containers")
+# util-linux's mount (podman's import runs one, in a mount namespace of its own) makes /run/mount
+# for its utab when absent, as on a host without systemd.
+HOST_PATHS = ("/run/runc", "/run/pyctr-oci", "/run/containers", "/var/lib/containers", "/run/mount")
 # `ip netns add` makes this folder when absent and, where /run is not a shared mount (not a
 # tmpfs under systemd), bind-mounts it on itself: undone at the end if the bench made them.
 NETNS_DIR = "/run/netns"
