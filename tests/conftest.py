@@ -22,6 +22,7 @@
 A test reads PYCTR_ROOT from the env it uses: `Path(pyctr_env["PYCTR_ROOT"]) / "containers"`.
 """
 
+import contextlib
 import functools
 import http.server
 import os
@@ -45,6 +46,9 @@ needs_userns = pytest.mark.skipif(not USERNS_POSSIBLE, reason="this machine cann
 
 NO_REGISTRY = "http://127.0.0.1:9"  # the discard port: closed on a machine without inetd
 QUICK_PULLS = {"PYCTR_PULL_TIMEOUT": "5", "PYCTR_PULL_RETRIES": "2", "PYCTR_PULL_BACKOFF": "0.05"}
+# util-linux's mount makes this folder for its utab when absent (a host without systemd has none);
+# any test that runs `mount` may, so the session takes it away at its end if it was absent.
+MOUNT_UTAB_DIR = "/run/mount"
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -68,8 +72,11 @@ def no_host_paths_left():
     at its end: a fresh machine has none of them, and a leak shows there first."""
     from ociclients import HOST_PATHS
 
-    absent = [path for path in HOST_PATHS if not os.path.lexists(path)]
+    absent = [path for path in (*HOST_PATHS, MOUNT_UTAB_DIR) if not os.path.lexists(path)]
     yield
+    if MOUNT_UTAB_DIR in absent:
+        with contextlib.suppress(OSError):
+            os.rmdir(MOUNT_UTAB_DIR)  # only when empty, as util-linux left it
     left = [path for path in absent if os.path.lexists(path)]
     assert not left, f"the tests left host paths behind: {', '.join(left)}"
 

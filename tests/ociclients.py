@@ -57,8 +57,7 @@ DOCKER_RUNTIME_NAME = "pyctr"  # dockerd --add-runtime pyctr=RUNTIME, whatever R
 # and one that stays is reported as a leak.
 HOST_PATHS = ("/run/containerd", "/run/docker", "/etc/docker", "/etc/docker/key.json",
               "/opt/containerd", "/var/lib/containerd", "/var/lib/docker", "/run/containers",
-              "/run/libpod", "/var/lib/containers", "/dev/shm/libpod_lock",
-              "/run/mount")  # util-linux's mount (in _private_mounts) makes it for its utab when absent
+              "/run/libpod", "/var/lib/containers", "/dev/shm/libpod_lock")
 # podman passes no --root, so the runtime keeps its state in its own default root. Others on
 # this machine may use these too: one we made goes when empty, an entry that names our work
 # folder is deleted at close and reported, and nothing else there is touched.
