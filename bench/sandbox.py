@@ -139,7 +139,7 @@ class Sandbox:
         note = release_netns_dir(NETNS_DIR, self._netns_dir_before)
         if note:
             print(f"bench: {note}", file=sys.stderr)
-        _remove_seccomp_filters(PYCTR_OCI_FILTERS, made_since=self._started)
+        remove_seccomp_filters(PYCTR_OCI_FILTERS, made_since=self._started)
         for path in self._absent:
             if not os.path.lexists(path):
                 continue
@@ -267,8 +267,14 @@ def _cgroup_dirs() -> list[Path]:
     return [h / name for h in CGROUP_ROOT.iterdir() for name in CGROUP_NAMES]
 
 
-def _remove_seccomp_filters(folder: str, made_since: float) -> None:
-    for entry in _scandir(folder):
+def remove_seccomp_filters(folder: str, made_since: float) -> None:
+    """The filters pyctr-oci compiled into `folder` (a root's .seccomp) since `made_since`, and
+    the folder once it is empty; the tests use it too."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
         try:
             if entry.name.endswith(".bpf") and entry.stat().st_mtime >= made_since:
                 os.unlink(entry.path)
@@ -278,13 +284,6 @@ def _remove_seccomp_filters(folder: str, made_since: float) -> None:
         os.rmdir(folder)
     except OSError:
         pass
-
-
-def _scandir(folder: str) -> list:
-    try:
-        return list(os.scandir(folder))
-    except OSError:
-        return []
 
 
 def _rmdir_tree(top: Path) -> None:

@@ -43,6 +43,7 @@ from pathlib import Path
 import pytest
 
 from netsandbox import Sandbox, remove_cgroup_tree, run
+from bench.sandbox import remove_seccomp_filters  # netsandbox has put the project on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RUNTIME = REPO / ".venv" / "bin" / "pyctr-oci"
@@ -171,7 +172,7 @@ class ClientSandbox:
         for cgroup in _cgroup_dirs([self.cgroup_parent]):
             remove_cgroup_tree(cgroup)
         for top in HOST_PATHS + RUNTIME_DEFAULT_ROOTS:
-            remove_seccomp_filters(top, made_since=self._started)
+            remove_seccomp_filters_under(top, made_since=self._started)
         in_use = self._remove_host_paths()
         problems += self.leaks(ignore_paths=in_use)
         if problems:
@@ -228,19 +229,13 @@ def _cgroup_dirs(names) -> list[Path]:
     return [Path(h) / name for h in hierarchies for name in names]
 
 
-def remove_seccomp_filters(top: str, made_since: float) -> None:
+def remove_seccomp_filters_under(top: str, made_since: float) -> None:
     """pyctr-oci keeps the seccomp filters it compiles in its root's .seccomp folder (the roots
     the clients give it are under `top`): a cache, whose files made since the tests began go,
     and the folder with its last one."""
-    if not os.path.isdir(top):
-        return
-    for folder in Path(top).rglob(".seccomp"):
-        for kept in folder.glob("*.bpf"):
-            with contextlib.suppress(OSError):
-                if kept.stat().st_mtime >= made_since:
-                    kept.unlink()
-        with contextlib.suppress(OSError):
-            folder.rmdir()
+    if os.path.isdir(top):
+        for folder in Path(top).rglob(".seccomp"):
+            remove_seccomp_filters(str(folder), made_since)
 
 
 def _remove_empty_dirs(top: Path) -> None:

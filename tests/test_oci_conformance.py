@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SHARED_MIRROR, USERNS_POSSIBLE
-from ociclients import remove_seccomp_filters
+from ociclients import remove_seccomp_filters_under
 
 PYCTR_OCI = Path(sys.executable).parent / "pyctr-oci"
 CONFORMANCE = SHARED_MIRROR.parent / "oci-conformance"
@@ -65,7 +65,7 @@ def validate(programs: list[str] | None, outdir: Path, timeout: float) -> tuple[
         result = subprocess.run([str(script), str(PYCTR_OCI), str(outdir)], env=env, stdin=subprocess.DEVNULL,
                                 capture_output=True, text=True, timeout=timeout)
     finally:
-        remove_seccomp_filters(str(default_root), made_since=started)
+        remove_seccomp_filters_under(str(default_root), made_since=started)
         if made_root and default_root.is_dir() and not any(default_root.iterdir()):
             default_root.rmdir()
     if result.returncode == 2 or not (outdir / "results.tsv").is_file():
