@@ -143,7 +143,9 @@ def become_keeper(container_id: str, pid: int, outputs: list[int], stdin_end: in
     after telling the host monitor PID 1's PID on report_w (which the exec closes: its EOF says
     that the keeper is ready to be adopted). Never returns."""
     from pyctr.runtime import hosttools, monitor, settings, syscalls
+    from pyctr.runtime.cgroups import warm
 
+    warm.stop()  # its thread's descriptor could be one of those replaced or closed below
     wanted = dict(zip((KEEPER_OUTPUT_FD, KEEPER_ERROR_FD), outputs))
     if stdin_end is not None:
         wanted[KEEPER_STDIN_FD] = stdin_end

@@ -85,3 +85,28 @@ def test_a_fork_keeps_the_lock_warm_with_a_thread_of_its_own():
         os.waitpid(pid, 0)
     """))
     assert out == "2"
+
+
+def test_stop_returns_once_the_thread_has_ended_and_a_fork_does_not_wait_for_its_parents():
+    out = python(textwrap.dedent("""
+        import os, time
+        from pyctr.runtime.cgroups import warm
+
+        warm.KEEP_INTERVAL = 0.05  # stop() must not just stop the next move: it waits for this one
+        warm.keep(60)
+        time.sleep(0.02)
+        during = len(os.listdir("/proc/self/task"))
+        started = time.monotonic()
+        warm.stop()
+        after = len(os.listdir("/proc/self/task"))
+        took = time.monotonic() - started
+        warm.keep(60)
+        pid = os.fork()
+        if pid == 0:
+            warm.stop()  # the parent's thread is not ours: nothing to wait for
+            os._exit(0)
+        os.waitpid(pid, 0)
+        warm.stop()
+        print(during, after, took < 1, len(os.listdir("/proc/self/task")))
+    """))
+    assert out == "2 1 True 1"

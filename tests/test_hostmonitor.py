@@ -401,3 +401,44 @@ def test_a_bridge_run_through_a_host_monitor_in_the_clis_network_namespace(pyctr
         if host is not None:
             os.kill(host, signal.SIGKILL)  # the host monitor this test started
         sandbox.close()
+
+
+# A keeper's fork of the host monitor keeps the cgroup lock warm (runtime/cgroups/warm.py) from a
+# thread that opens and closes a descriptor at each move, while the keeper puts the container's
+# output at fds 3 and 4 and closes the rest. Here the thread moves without a pause, so that its
+# descriptor is nearly always among those: one run in eight lost its output so.
+KEEPER_WHILE_WARM = """
+import os, sys
+from pyctr.runtime import hostmonitor
+from pyctr.runtime.cgroups import warm
+
+warm.KEEP_INTERVAL = 0
+warm.keep(60)
+report_w = os.dup2(int(sys.argv[1]), 50)
+os.close(int(sys.argv[1]))
+out_r, out_w = os.pipe()
+err_r, err_w = os.pipe()
+high = [os.dup2(fd, 40 + i) for i, fd in enumerate((out_r, err_r, out_w, err_w))]
+for fd in (out_r, out_w, err_r, err_w):
+    os.close(fd)  # 3 to 6 are free: where the thread's descriptor comes
+hostmonitor.become_keeper("c" * 64, 1, high[:2], None, report_w)
+"""
+
+
+def test_a_keeper_keeps_its_output_while_the_cgroup_lock_is_kept_warm(pyctr_env):
+    for _ in range(8):
+        report_r, report_w = os.pipe()
+        keeper = subprocess.Popen([sys.executable, "-c", KEEPER_WHILE_WARM, str(report_w)], env=pyctr_env,
+                                  pass_fds=[report_w], stderr=subprocess.PIPE)
+        os.close(report_w)
+        try:
+            with open(report_r, "rb") as report:
+                assert report.read() == b"1\n", keeper.stderr.read()
+            wait_until(lambda: Path(cmdline(keeper.pid)[0]).name == "sleep", "the keeper to exec sleep", timeout=10)
+            kept = sorted(int(fd) for fd in os.listdir(f"/proc/{keeper.pid}/fd"))
+            targets = [os.readlink(f"/proc/{keeper.pid}/fd/{fd}") for fd in (3, 4) if fd in kept]
+            assert kept == [0, 1, 2, 3, 4] and all(t.startswith("pipe:") for t in targets) \
+                and targets[0] != targets[1], f"the keeper holds {kept}: {targets}"
+        finally:
+            keeper.kill()
+            keeper.wait()

@@ -18,6 +18,7 @@ FOR_A_START = 0.15  # seconds: a start's cgroup joins come ~20 ms after its firs
 
 _keep_until = 0.0
 _kept_by = 0  # the PID whose thread keeps the lock warm: a fork has no such thread
+_thread_ended = None  # a lock the thread holds until it ends (stop() waits on it)
 
 
 def _own_procs_file() -> str | None:
@@ -53,14 +54,18 @@ def _move_self(procs: str) -> None:
 def keep(seconds: float = FOR_A_START) -> None:
     """Keep the lock warm for the next `seconds` (from now; a later call extends it), from a
     thread of this process."""
-    global _keep_until, _kept_by
+    global _keep_until, _kept_by, _thread_ended
     _keep_until = max(_keep_until, time.monotonic() + seconds)
     if _kept_by == os.getpid():
         return
     procs = _own_procs_file()
     if procs is None:
         return
-    _kept_by = os.getpid()
+    import _thread  # rather than threading: no import in a fork
+
+    ended = _thread.allocate_lock()
+    ended.acquire()
+    _kept_by, _thread_ended = os.getpid(), ended
 
     def moves() -> None:
         global _kept_by
@@ -72,7 +77,18 @@ def keep(seconds: float = FOR_A_START) -> None:
                 time.sleep(KEEP_INTERVAL)
         finally:
             _kept_by = 0
-
-    import _thread  # rather than threading: nothing to join, and no import in a fork
+            ended.release()
 
     _thread.start_new_thread(moves, ())
+
+
+def stop() -> None:
+    """End the thread, and wait until it has: before this process closes descriptors it did not
+    open, or puts one at a fixed number. Each move opens and closes one, at the lowest free
+    number: one closed or replaced under the thread would be closed again by it, in its new use
+    (a keeper lost its container's output so), and a "0" written into it."""
+    global _keep_until
+    _keep_until = 0.0
+    if _kept_by == os.getpid() and _thread_ended is not None:
+        _thread_ended.acquire()  # released as the thread ends
+        _thread_ended.release()
