@@ -138,11 +138,12 @@ def policy_names(node) -> list[str]:
 
 
 def everywhere(cluster, policy: str = "db-from-web") -> None:
-    """Until every node's table has the policy's chain (their agents are up to a poll behind)."""
+    """Until every node's table has the policy's chain (their agents are up to a poll behind).
+    A wait before what a test checks, not a check of the delay: 3 s ran out once in a loaded CI run."""
     for role in NODES:
         node = getattr(cluster, role)
         eventually(lambda: f"chain policy-{policy}-ingress" in node.run(
-            "nft", "list", "table", "inet", TABLE, check=False).stdout, timeout=3, interval=0.05)
+            "nft", "list", "table", "inet", TABLE, check=False).stdout, timeout=10, interval=0.05)
 
 
 @pytest.fixture
