@@ -3,8 +3,11 @@
 Two forked stages, as runc has:
   stage 1  joins the namespaces the spec names by path, makes the user namespace (the parent
            writes its maps), unshares the other new ones, forks stage 2, says its PID, exits;
-  stage 2  the container's init (PID 1 of a new PID namespace), orphaned at once, so the
-           caller's subreaper (conmon, containerd's shim, pyctr's monitor) becomes its parent.
+           without namespaces to join nor a user namespace, there is no stage 1: the caller
+           forks stage 2 itself into a new PID namespace (fork_pid_1), one fork fewer;
+  stage 2  the container's init (PID 1 of a new PID namespace), orphaned at once (or when the
+           caller exits), so the caller's subreaper (conmon, containerd's shim, pyctr's
+           monitor) becomes its parent.
            Once the parent says "go" (its cgroup joined, createRuntime hooks run), it builds
            the root, prepares the process, says "created", and blocks on opening exec.fifo.
            `start` opens the other end; the init writes "0", runs the startContainer hooks,
@@ -80,6 +83,61 @@ class InitContext:
         return {fd for fd in fds if fd is not None}
 
 
+def needs_stage1(spec) -> bool:
+    """Whether PID 1 needs a stage 1 to fork it: to join namespaces by path, or for a user
+    namespace (PID 1's parent writes its ID mappings). Else the caller forks PID 1 itself
+    (fork_pid_1), one fork and one Python process fewer in a start."""
+    return spec.linux.new_namespace("user") or any(ns.path for ns in spec.linux.namespaces)
+
+
+def fork_pid_1(ctx: InitContext) -> int:
+    """In the caller of create, without stage 1: fork PID 1 into a new PID namespace, where it
+    makes the other namespaces itself. unshare(CLONE_NEWPID) changes only where this process's
+    next child goes; setns into our own PID namespace puts that back at once. Returns PID 1's PID
+    (as the host sees it)."""
+    new = _new_namespaces(ctx.spec.linux)
+    if new:
+        explain.step("unshare", *[UNSHARE_NAMES[t] for t in new], *(["--fork"] if "pid" in new else []))
+    own_pid_namespace = None
+    if "pid" in new:
+        own_pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        syscalls.unshare(syscalls.CLONE_NEWPID)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            _forked_pid_1(ctx, [t for t in new if t != "pid"])
+    finally:
+        if own_pid_namespace is not None:
+            syscalls.setns(own_pid_namespace, syscalls.CLONE_NEWPID)
+            os.close(own_pid_namespace)
+    return pid
+
+
+def _forked_pid_1(ctx: InitContext, new: list[str]) -> None:
+    """PID 1 forked by fork_pid_1: what stage 1 would have done first, then stage 2. Never returns."""
+    try:
+        syscalls.close_fds_except(ctx.kept_fds())
+        ctx.state_folder = os.open(os.path.dirname(ctx.fifo_path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        _unshare(new)
+    except BaseException as e:
+        _report(ctx, e)
+    stage2(ctx)
+
+
+def _new_namespaces(linux) -> list[str]:
+    """The namespaces to make with unshare (the cgroup namespace comes in stage 2, once the
+    parent has put PID 1 in its cgroup; a user namespace before the others, on its own)."""
+    return [ns.type for ns in linux.namespaces if ns.path is None and ns.type not in ("user", "cgroup")]
+
+
+def _unshare(new: list[str]) -> None:
+    flags = 0
+    for kind in new:
+        flags |= NAMESPACE_FLAGS[kind]
+    if flags:
+        syscalls.unshare(flags)
+
+
 def stage1(ctx: InitContext) -> None:
     """Never returns."""
     try:
@@ -107,14 +165,10 @@ def stage1(ctx: InitContext) -> None:
             from pyctr.runtime import userns
 
             userns.become_root()  # says so when container id 0 is not mapped
-        # The cgroup namespace comes later, in stage 2, once the parent has put it in its cgroup.
-        new = [ns.type for ns in linux.namespaces if ns.path is None and ns.type not in ("user", "cgroup")]
+        new = _new_namespaces(linux)
         if new:
             explain.step("unshare", *[UNSHARE_NAMES[t] for t in new], *(["--fork"] if "pid" in new else []))
-            flags = 0
-            for kind in new:
-                flags |= NAMESPACE_FLAGS[kind]
-            syscalls.unshare(flags)
+            _unshare(new)
         pid = os.fork()
         if pid == 0:
             stage2(ctx)

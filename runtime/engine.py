@@ -83,15 +83,20 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
         from_parent, parent_w = _channel_to_init()
         ctx = container_init.InitContext(spec, sd.fifo_path, os.path.join(sd.dir, "staging"), to_parent, from_parent,
                                          console_fd, stdio, preserve_fds, no_pivot, new_keyring, program)
-        # Stage 1 makes the namespaces and PID 1 while we make the cgroup (on two CPUs, at the
-        # same time); under --explain, one after the other, so that the steps print in order.
+        # PID 1 (with stage 1 before it, when the spec needs one) makes its namespaces while we
+        # make the cgroup (on two CPUs, at the same time); under --explain, one after the other,
+        # so that the steps print in order.
         if explain.enabled:
             make_cgroup_and_keep_spec()
-        stage1 = os.fork()
-        if stage1 == 0:
-            os.close(child_r)
-            os.close(parent_w)
-            container_init.stage1(ctx)
+        stage1 = None
+        if container_init.needs_stage1(spec):
+            stage1 = os.fork()
+            if stage1 == 0:
+                os.close(child_r)
+                os.close(parent_w)
+                container_init.stage1(ctx)
+        else:
+            pid = container_init.fork_pid_1(ctx)  # our child; the nearest subreaper's once we exit
         for fd in (to_parent, from_parent):
             os.close(fd)
         if console_socket is not None and console_fd is not None:
@@ -99,20 +104,21 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
         if not explain.enabled:
             make_cgroup_and_keep_spec()
         messages = _Messages(child_r)
-        line = messages.next()
-        if line == "userns":
-            from pyctr.runtime import userns
-
-            userns.write_mappings(stage1, spec.linux.uid_mappings, spec.linux.gid_mappings)
-            os.write(parent_w, b"mapped\n")
+        if stage1 is not None:
             line = messages.next()
-        if not line.startswith("pid "):
-            _waitpid(stage1)
-            raise _failure(line)
-        pid = int(line[4:])
-        undo.append(lambda: _kill_and_wait(pid))
+            if line == "userns":
+                from pyctr.runtime import userns
+
+                userns.write_mappings(stage1, spec.linux.uid_mappings, spec.linux.gid_mappings)
+                os.write(parent_w, b"mapped\n")
+                line = messages.next()
+            if not line.startswith("pid "):
+                _waitpid(stage1)
+                raise _failure(line)
+            pid = int(line[4:])
         cgroup.add(pid)
-        _waitpid(stage1)  # it has exited meanwhile: PID 1, its orphan, is the nearest subreaper's now
+        if stage1 is not None:
+            _waitpid(stage1)  # it has exited meanwhile: PID 1, its orphan, is the nearest subreaper's now
         sd.save(pid=pid, pidStartTime=_start_time(pid))
         if spec.linux.new_namespace("user") and spec.linux.new_namespace("mount"):
             from pyctr.runtime import userns_root
@@ -139,7 +145,7 @@ def create(spec, root: str, container_id: str, *, pid_file: str | None = None, c
         # because it was gone: its reason is the one to give.
         reason = (_reason_left_by_init(messages) if messages is not None and child_r is not None
                   and isinstance(error, OSError) else None)
-        for step in reversed(undo):
+        for step in [lambda: pid and _kill_and_wait(pid), *reversed(undo)]:  # PID 1 first: it holds the cgroup
             try:
                 step()
             except Exception:

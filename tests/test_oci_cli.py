@@ -651,6 +651,18 @@ def test_hooks_see_the_state_in_order(oci):
             assert state["pid"] > 0
 
 
+def test_a_hook_on_the_host_runs_in_the_hosts_pid_namespace(oci):
+    # Without a stage 1, create forks PID 1 after unshare(CLONE_NEWPID), which changes where its
+    # own later children go: it must take its own PID namespace back, or its createRuntime hook
+    # (a host process) would run inside the container's.
+    seen = oci.rootfs / "hook-pid-namespace"
+    hooks = {"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", f"readlink /proc/self/ns/pid > {seen}"]}]}
+    oci.config(edit=lambda c: c.update(hooks=hooks))
+    container_id = oci.create()
+    assert seen.read_text().strip() == os.readlink("/proc/self/ns/pid")
+    assert os.readlink(f"/proc/{oci.state(container_id)['pid']}/ns/pid") != os.readlink("/proc/self/ns/pid")
+
+
 def test_failing_poststart_hook_is_a_warning(oci):
     hooks = {"poststart": [{"path": "/bin/sh", "args": ["sh", "-c", "echo nope >&2; exit 2"]}]}
     oci.config(edit=lambda c: c.update(hooks=hooks))
