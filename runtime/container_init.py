@@ -96,8 +96,7 @@ def fork_pid_1(ctx: InitContext) -> int:
     next child goes; setns into our own PID namespace puts that back at once. Returns PID 1's PID
     (as the host sees it)."""
     new = _new_namespaces(ctx.spec.linux)
-    if new:
-        explain.step("unshare", *[UNSHARE_NAMES[t] for t in new], *(["--fork"] if "pid" in new else []))
+    _explain_unshare(new)
     own_pid_namespace = None
     if "pid" in new:
         own_pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
@@ -128,6 +127,11 @@ def _new_namespaces(linux) -> list[str]:
     """The namespaces to make with unshare (the cgroup namespace comes in stage 2, once the
     parent has put PID 1 in its cgroup; a user namespace before the others, on its own)."""
     return [ns.type for ns in linux.namespaces if ns.path is None and ns.type not in ("user", "cgroup")]
+
+
+def _explain_unshare(new: list[str]) -> None:
+    if new:
+        explain.step("unshare", *[UNSHARE_NAMES[t] for t in new], *(["--fork"] if "pid" in new else []))
 
 
 def _unshare(new: list[str]) -> None:
@@ -166,9 +170,8 @@ def stage1(ctx: InitContext) -> None:
 
             userns.become_root()  # says so when container id 0 is not mapped
         new = _new_namespaces(linux)
-        if new:
-            explain.step("unshare", *[UNSHARE_NAMES[t] for t in new], *(["--fork"] if "pid" in new else []))
-            _unshare(new)
+        _explain_unshare(new)
+        _unshare(new)
         pid = os.fork()
         if pid == 0:
             stage2(ctx)
