@@ -139,11 +139,19 @@ def policy_names(node) -> list[str]:
 
 def everywhere(cluster, policy: str = "db-from-web") -> None:
     """Until every node's table has the policy's chain (their agents are up to a poll behind).
-    A wait before what a test checks, not a check of the delay: 3 s ran out once in a loaded CI run."""
+    A wait before what a test checks, not a check of the delay: 3 s ran out once in a loaded CI run.
+    When one does not, the node's table and its agent's last words say why."""
     for role in NODES:
         node = getattr(cluster, role)
-        eventually(lambda: f"chain policy-{policy}-ingress" in node.run(
-            "nft", "list", "table", "inet", TABLE, check=False).stdout, timeout=10, interval=0.05)
+        try:
+            eventually(lambda: f"chain policy-{policy}-ingress" in node.run(
+                "nft", "list", "table", "inet", TABLE, check=False).stdout, timeout=10, interval=0.05)
+        except AssertionError:
+            table = node.run("nft", "list", "table", "inet", TABLE, check=False)
+            agent_log = (node.state / "node" / "agent.log").read_text(errors="replace").splitlines()
+            raise AssertionError(
+                f"{role}: no chain policy-{policy}-ingress after 10 s; etcd holds {sorted(keys(cluster))}; "
+                f"its table: {(table.stdout or table.stderr)[:1500]}; its agent's log ends: {agent_log[-15:]}") from None
 
 
 @pytest.fixture
