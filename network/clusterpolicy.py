@@ -11,29 +11,41 @@ node's, which only join the sets: a selector on node1 matches containers on node
 
 Each node agent reads both prefixes every poll (Follower.refresh(), two range requests) and
 rebuilds a network's table, in one `nft -f` as always, when what it read of that network
-changed. A change made anywhere thus reaches every node within a poll period plus one
+changed, and from that very read, which is what the next poll compares with: a table built from
+a read of its own could catch a change (a policy removed) that is undone by the next poll (the
+same policy applied again, the same content to the second), and no poll would see a difference
+to rebuild it. A change made anywhere thus reaches every node within a poll period plus one
 rebuild; a connection already open keeps going (its packets are `established`), as in
 Kubernetes. The node that made the change rebuilds its own table at once, before it returns.
 """
 
 import json
+from typing import NamedTuple
 
 from pyctr.network import datastore, networks, policyspec
 from pyctr.runtime import explain
+
+
+class Read(NamedTuple):
+    """What one poll of the node agent read of the datastore: every network's policies and
+    endpoints, by key."""
+    policies: dict[str, dict]
+    endpoints: dict[str, dict]
 
 
 def _store(net: networks.Network) -> datastore.Datastore:
     return datastore.Datastore(net.datastore)
 
 
-def load_policies(net: networks.Network) -> dict[str, dict]:
-    """The network's policies in etcd, each checked again as `policy apply` checks a file: they
+def load_policies(net: networks.Network, read: Read | None = None) -> dict[str, dict]:
+    """The network's policies in etcd (as `read` found them, or read now), each checked again as `policy apply` checks a file: they
     become nft text run as root on every node, and whatever wrote etcd (an older pyctr, a person
     with etcdctl) must not put its own lines in that text. A bad one refuses the whole load, so
     the tables stay as they were rather than lose the rules it meant."""
     prefix = datastore.policies_prefix(net.name)
+    documents = _store(net).get_prefix(prefix) if read is None else _under(read.policies, prefix)
     policies = {}
-    for key, doc in _store(net).get_prefix(prefix).items():
+    for key, doc in documents.items():
         name = key[len(prefix):]
         try:
             policyspec.check_name(name)
@@ -63,15 +75,17 @@ def save_policies(net: networks.Network, policies: dict[str, dict], before: dict
     _store(net).put_and_delete(puts, deletes)
 
 
-def other_nodes_endpoints(net: networks.Network) -> list[tuple[str, str, dict]]:
-    """(address, container id, labels) of the network's endpoints on the other nodes. The
+def other_nodes_endpoints(net: networks.Network, read: Read | None = None) -> list[tuple[str, str, dict]]:
+    """(address, container id, labels) of the network's endpoints on the other nodes (as `read`
+    found them, or read now). The
     addresses go into nft sets: each is checked to be one (as the policies are, load_policies)."""
     import ipaddress
 
     prefix = datastore.endpoints_prefix(net.name)
+    documents = _store(net).get_prefix(prefix) if read is None else _under(read.endpoints, prefix)
     this_node = datastore.node_name()
     found = []
-    for key, doc in _store(net).get_prefix(prefix).items():
+    for key, doc in documents.items():
         try:
             if doc.get("node") == this_node:
                 continue
@@ -103,12 +117,12 @@ class Follower:
         self.seen = {name: seen for name, seen in self.seen.items() if name in {n.name for n in cluster}}
         if not cluster:
             return
-        endpoints = self.store.get_prefix(datastore.all_endpoints_prefix())
-        policies = self.store.get_prefix(datastore.all_policies_prefix())
+        read = Read(endpoints=self.store.get_prefix(datastore.all_endpoints_prefix()),
+                    policies=self.store.get_prefix(datastore.all_policies_prefix()))
         for net in cluster:
-            ours = _under(policies, datastore.policies_prefix(net.name))
+            ours = _under(read.policies, datastore.policies_prefix(net.name))
             enforced = bool(getattr(net, "default_deny", False) or ours)
-            state = json.dumps([enforced, ours, _under(endpoints, datastore.endpoints_prefix(net.name))],
+            state = json.dumps([enforced, ours, _under(read.endpoints, datastore.endpoints_prefix(net.name))],
                                sort_keys=True)
             previous = self.seen.get(net.name)
             if previous is not None and previous[0] == state:
@@ -116,10 +130,10 @@ class Follower:
             # A network without policies has no table: its endpoints' changes cost nothing. The
             # first look at a network (the agent started) rebuilds it, whatever happened meanwhile.
             if enforced or previous is None or previous[1]:
-                self._rebuild(net)
+                self._rebuild(net, read)
             self.seen[net.name] = (state, enforced)
 
-    def _rebuild(self, net: networks.Network) -> None:
+    def _rebuild(self, net: networks.Network, read: Read) -> None:
         from pyctr.network import policyrules
 
         # Under the definitions' lock: a `network rm` running now either removed the network
@@ -127,7 +141,7 @@ class Follower:
         with networks.definitions_lock():
             if not networks.exists(net.name):
                 return
-            policyrules.sync(networks.load(net.name))
+            policyrules.sync(networks.load(net.name), read=read)
         self.log(f"network {net.name}: policy table rebuilt from the datastore")
 
 

@@ -29,10 +29,11 @@ class Endpoint(namedtuple("Endpoint", "container_id name address labels interfac
     __slots__ = ()
 
 
-def endpoints(net: networks.Network, joining: str = "", leaving: str = "") -> list[Endpoint]:
+def endpoints(net: networks.Network, joining: str = "", leaving: str = "", read=None) -> list[Endpoint]:
     """The network's endpoints, by address. `joining`: a container being connected (its veth
     exists, its record does not say so yet); `leaving`: one being disconnected (its veth may
-    outlive it for a moment)."""
+    outlive it for a moment). `read`: the other nodes' as the node agent read them
+    (clusterpolicy.Read), else read now."""
     found = []
     for address, container_id in ipam.allocations(net).items():
         if container_id == leaving or not (container_id == joining or _attached(container_id)):
@@ -48,7 +49,7 @@ def endpoints(net: networks.Network, joining: str = "", leaving: str = "") -> li
         from pyctr.network import clusterpolicy  # only cluster networks need the etcd client
 
         found += [Endpoint(container_id, "", address, labels, "")
-                  for address, container_id, labels in clusterpolicy.other_nodes_endpoints(net)]
+                  for address, container_id, labels in clusterpolicy.other_nodes_endpoints(net, read)]
     return sorted(found, key=lambda e: ipaddress.IPv4Address(e.address))
 
 

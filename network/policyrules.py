@@ -55,17 +55,18 @@ def check_network(net: networks.Network) -> None:
                          "or routed network")
 
 
-def sync(net: networks.Network, joining: str = "", leaving: str = "", change=None) -> None:
+def sync(net: networks.Network, joining: str = "", leaving: str = "", change=None, read=None) -> None:
     """Make the network's table what its policies and endpoints say, in one transaction.
     `change(policies)`, given the policies by name, may change them first (under the lock);
     they are saved once the kernel has taken the new table. `joining`, `leaving`: see
-    endpoints.endpoints()."""
+    endpoints.endpoints(). `read`: what the node agent read of etcd (clusterpolicy.Read), for
+    a cluster network's table built from that and not from a read of its own."""
     with policystore.locked(net):
-        policies = policystore.load(net)
+        policies = policystore.load(net, read)
         before = copy.deepcopy(policies)
         if change is not None:
             change(policies)
-        members = endpoint_list.endpoints(net, joining, leaving)
+        members = endpoint_list.endpoints(net, joining, leaving, read)
         lines = table_script(net, policies, members)
         if net.driver == "bridge" and len(lines) > 2:
             _bridge_through_netfilter(net)

@@ -44,10 +44,11 @@ def locked(net: networks.Network) -> jsonstore.locked:
     return jsonstore.locked(net.dir / "policy.lock")
 
 
-def load(net: networks.Network) -> dict[str, dict]:
-    """The policies by name (call it under locked(net) when changing them)."""
+def load(net: networks.Network, read=None) -> dict[str, dict]:
+    """The policies by name (call it under locked(net) when changing them). `read`: for a
+    cluster network, what the node agent read of etcd (clusterpolicy.Read), else read now."""
     if net.datastore:
-        return _cluster().load_policies(net)
+        return _cluster().load_policies(net, read)
     doc = jsonstore.read_json(net.dir / FILE, {}) or {}
     return dict(doc.get("policies") or {})
 

@@ -13,8 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from netsandbox import (HEAD_UNDERLAY_IP, Sandbox, build_cluster, etcd_delete, etcd_keys, etcd_put, eventually,
-                        fails_in_one_line, pull_alpine, start_etcd)
+from netsandbox import (HEAD_UNDERLAY_IP, PYTHON, Sandbox, build_cluster, etcd_delete, etcd_keys, etcd_put,
+                        eventually, fails_in_one_line, pull_alpine, start_etcd)
 
 ETCD_URL = f"http://{HEAD_UNDERLAY_IP}:2379"
 DATASTORE = f"etcd://{HEAD_UNDERLAY_IP}:2379"
@@ -307,6 +307,58 @@ def test_explain_prints_the_nft_lines_and_the_etcd_put(clean):
     explained = node.pyctr("--explain", "network", "policy", "apply", NET, "-f", path).stderr
     assert f"table inet {TABLE}" in explained
     assert f"etcdctl --endpoints={ETCD_URL} put /pyctr/policies/{NET}/db-from-web" in explained
+
+
+# Run on node3, with its agent paused: a follower of our own sees the policy come, and between
+# its read and its rebuild the policy goes and comes back the same (apply, rm, apply within a
+# second: the same content, as creationTimestamp counts seconds). Prints whether the table built
+# has the policy's chain after one more poll. A table built from a read of its own would lack it,
+# and no poll would see a change to rebuild it.
+POLICY_BACK_DURING_A_REBUILD = """
+import os, signal, subprocess, sys
+from pyctr.network import clusterpolicy, datastore, networks, policyrules
+
+net_name, key, agent = sys.argv[1], sys.argv[2], int(sys.argv[3])
+store = datastore.Datastore(os.environ["PYCTR_DATASTORE"])
+policy = store.get(key)
+follower = clusterpolicy.Follower(store, lambda message: None)
+os.kill(agent, signal.SIGSTOP)  # after the imports: well within the agent's lease
+try:
+    store.put_and_delete({}, [key])
+    follower.refresh()  # its first look: no policy
+    store.put_and_delete({key: policy}, [])
+    real_rebuild = follower._rebuild
+
+    def rebuild_while_the_policy_goes_and_comes_back(net, read):
+        store.put_and_delete({}, [key])
+        try:
+            real_rebuild(net, read)
+        finally:
+            store.put_and_delete({key: policy}, [])
+
+    follower._rebuild = rebuild_while_the_policy_goes_and_comes_back
+    follower.refresh()  # sees the policy come; etcd has it again at the end
+    follower._rebuild = real_rebuild
+    follower.refresh()  # the next poll
+    table = subprocess.run(["nft", "list", "table", "inet", sys.argv[4]], capture_output=True, text=True).stdout
+    print("chain policy-db-from-web-ingress" in table)
+finally:
+    policyrules.sync(networks.load(net_name))  # the table as etcd says, whatever happened above
+    os.kill(agent, signal.SIGCONT)
+"""
+
+
+def test_a_node_builds_its_table_from_what_its_poll_compared_so_a_policy_back_in_between_is_not_missed(clean):
+    cluster = clean
+    apply(cluster, "node1", "db-from-web", DB_FROM_WEB)
+    everywhere(cluster)
+    node = cluster.node3
+    agent = (node.state / "node" / "agent.pid").read_text().strip()
+    script = node.run(PYTHON, "-c", POLICY_BACK_DURING_A_REBUILD, NET, f"/pyctr/policies/{NET}/db-from-web",
+                      agent, TABLE, env=node.env)
+    assert script.stdout.strip() == "True", script.stderr
+    assert (node.state / "node" / "agent.pid").read_text().strip() == agent  # it lives on, resumed
+    everywhere(cluster)
 
 
 def test_endpoints_are_published_with_their_labels_and_cleanup_leaves_etcd_and_nodes_as_before(cluster):
