@@ -38,10 +38,11 @@ def _store(net: networks.Network) -> datastore.Datastore:
 
 
 def load_policies(net: networks.Network, read: Read | None = None) -> dict[str, dict]:
-    """The network's policies in etcd (as `read` found them, or read now), each checked again as `policy apply` checks a file: they
-    become nft text run as root on every node, and whatever wrote etcd (an older pyctr, a person
-    with etcdctl) must not put its own lines in that text. A bad one refuses the whole load, so
-    the tables stay as they were rather than lose the rules it meant."""
+    """The network's policies in etcd (as `read` found them, or read now), each checked again as
+    `policy apply` checks a file: they become nft text run as root on every node, and whatever
+    wrote etcd (an older pyctr, a person with etcdctl) must not put its own lines in that text. A
+    bad one refuses the whole load, so the tables stay as they were rather than lose the rules it
+    meant."""
     prefix = datastore.policies_prefix(net.name)
     documents = _store(net).get_prefix(prefix) if read is None else _under(read.policies, prefix)
     policies = {}
@@ -77,8 +78,8 @@ def save_policies(net: networks.Network, policies: dict[str, dict], before: dict
 
 def other_nodes_endpoints(net: networks.Network, read: Read | None = None) -> list[tuple[str, str, dict]]:
     """(address, container id, labels) of the network's endpoints on the other nodes (as `read`
-    found them, or read now). The
-    addresses go into nft sets: each is checked to be one (as the policies are, load_policies)."""
+    found them, or read now). The addresses go into nft sets: each is checked to be one (as the
+    policies are, load_policies)."""
     import ipaddress
 
     prefix = datastore.endpoints_prefix(net.name)
