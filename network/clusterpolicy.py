@@ -20,17 +20,16 @@ Kubernetes. The node that made the change rebuilds its own table at once, before
 """
 
 import json
-from typing import NamedTuple
+from collections import namedtuple
 
 from pyctr.network import datastore, networks, policyspec
 from pyctr.runtime import explain
 
 
-class Read(NamedTuple):
+class Read(namedtuple("Read", "policies endpoints")):
     """What one poll of the node agent read of the datastore: every network's policies and
-    endpoints, by key."""
-    policies: dict[str, dict]
-    endpoints: dict[str, dict]
+    endpoints, each by key. (A named tuple: see driver.PortMapping.)"""
+    __slots__ = ()
 
 
 def _store(net: networks.Network) -> datastore.Datastore:
