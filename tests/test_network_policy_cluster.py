@@ -8,6 +8,8 @@ A refusal is checked twice, as on one host: no answer, and the drop counter of t
 the node that holds the container went up."""
 
 import json
+import os
+import signal
 import time
 from types import SimpleNamespace
 
@@ -315,14 +317,22 @@ def test_explain_prints_the_nft_lines_and_the_etcd_put(clean):
 # has the policy's chain after one more poll. A table built from a read of its own would lack it,
 # and no poll would see a change to rebuild it.
 POLICY_BACK_DURING_A_REBUILD = """
-import os, signal, subprocess, sys
+import os, signal, subprocess, sys, time
 from pyctr.network import clusterpolicy, datastore, networks, policyrules
 
 net_name, key, agent = sys.argv[1], sys.argv[2], int(sys.argv[3])
 store = datastore.Datastore(os.environ["PYCTR_DATASTORE"])
 policy = store.get(key)
 follower = clusterpolicy.Follower(store, lambda message: None)
-os.kill(agent, signal.SIGSTOP)  # after the imports: well within the agent's lease
+# Paused (after the imports: well within its lease) while we hold the lock it holds through each
+# rebuild, and only once stopped do we let go: so it holds none of the locks our rebuilds take.
+with networks.definitions_lock():
+    os.kill(agent, signal.SIGSTOP)
+    deadline = time.monotonic() + 5
+    while open(f"/proc/{agent}/stat").read().rpartition(")")[2].split()[0] not in ("T", "t"):
+        if time.monotonic() > deadline:
+            raise SystemExit("the node agent did not stop")
+        time.sleep(0.001)
 try:
     store.put_and_delete({}, [key])
     follower.refresh()  # its first look: no policy
@@ -354,8 +364,11 @@ def test_a_node_builds_its_table_from_what_its_poll_compared_so_a_policy_back_in
     everywhere(cluster)
     node = cluster.node3
     agent = (node.state / "node" / "agent.pid").read_text().strip()
-    script = node.run(PYTHON, "-c", POLICY_BACK_DURING_A_REBUILD, NET, f"/pyctr/policies/{NET}/db-from-web",
-                      agent, TABLE, env=node.env)
+    try:
+        script = node.run(PYTHON, "-c", POLICY_BACK_DURING_A_REBUILD, NET, f"/pyctr/policies/{NET}/db-from-web",
+                          agent, TABLE, env=node.env, timeout=30)
+    finally:
+        os.kill(int(agent), signal.SIGCONT)  # whatever became of the script: a paused agent stops the node
     assert script.stdout.strip() == "True", script.stderr
     assert (node.state / "node" / "agent.pid").read_text().strip() == agent  # it lives on, resumed
     everywhere(cluster)
