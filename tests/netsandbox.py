@@ -209,24 +209,30 @@ class Sandbox:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def _kill_containers_left(self) -> None:
-        # A container whose `rm -f` failed still has its root under our folder.
-        prefix = str(self.dir) + "/"
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/{pid}/root").startswith(prefix):
-                    os.kill(int(pid), signal.SIGKILL)
+        # A container whose `rm -f` failed: every process in its cgroups, as `runc kill --all`
+        # (its /proc/PID/root reads "/" after pivot_root: its root folder cannot find it).
+        for cgroup in self._container_cgroups_left():
+            for procs in cgroup.rglob("cgroup.procs"):
+                with contextlib.suppress(OSError):
+                    for pid in procs.read_text().split():
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(int(pid), signal.SIGKILL)
 
     def _remove_cgroups_left(self) -> None:
-        # Containers whose `rm -f` failed: their cgroups, now empty, in every hierarchy.
+        # Those containers' cgroups, empty once their processes are dead.
+        for cgroup in self._container_cgroups_left():
+            remove_cgroup_tree(cgroup)
+
+    def _container_cgroups_left(self) -> list[Path]:
+        """The cgroups, in every hierarchy, of the containers our nodes still have records of."""
         ids = {p.name for ns in self.namespaces if isinstance(ns, Node)
                for p in (ns.root / "containers").glob("*") if p.is_dir()}
         if not ids:
-            return
+            return []
         with open("/proc/self/mountinfo") as f:
             hierarchies = [line.split()[4] for line in f if " - cgroup" in line]
-        for hierarchy in hierarchies:
-            for cid in ids:
-                remove_cgroup_tree(Path(hierarchy) / "pyctr" / cid)
+        return [Path(hierarchy) / "pyctr" / cid for hierarchy in hierarchies for cid in ids
+                if (Path(hierarchy) / "pyctr" / cid).is_dir()]
 
     def _unmount_under_dir(self) -> None:
         prefix = str(self.dir) + "/"
