@@ -441,8 +441,14 @@ def _remove_state_dir(sd: ocistate.StateDir) -> None:
 
 
 def _remove_files_then_folder(folder) -> None:
-    for name in os.listdir(folder):
-        os.unlink(os.path.join(folder, name))  # fails on a folder: then rmtree does it all
+    """The staging folder holds a file and an empty folder to bind onto (rootfs._staging_place);
+    anything deeper fails here, and rmtree does it all."""
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                os.rmdir(entry.path)
+            else:
+                os.unlink(entry.path)
     os.rmdir(folder)
 
 
