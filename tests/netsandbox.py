@@ -211,12 +211,9 @@ class Sandbox:
     def _kill_containers_left(self) -> None:
         # A container whose `rm -f` failed: every process in its cgroups, as `runc kill --all`
         # (its /proc/PID/root reads "/" after pivot_root: its root folder cannot find it).
-        for cgroup in self._container_cgroups_left():
-            for procs in cgroup.rglob("cgroup.procs"):
-                with contextlib.suppress(OSError):
-                    for pid in procs.read_text().split():
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(int(pid), signal.SIGKILL)
+        for pid in pids_in_cgroups(self._container_cgroups_left()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def _remove_cgroups_left(self) -> None:
         # Those containers' cgroups, empty once their processes are dead.
@@ -229,10 +226,8 @@ class Sandbox:
                for p in (ns.root / "containers").glob("*") if p.is_dir()}
         if not ids:
             return []
-        with open("/proc/self/mountinfo") as f:
-            hierarchies = [line.split()[4] for line in f if " - cgroup" in line]
-        return [Path(hierarchy) / "pyctr" / cid for hierarchy in hierarchies for cid in ids
-                if (Path(hierarchy) / "pyctr" / cid).is_dir()]
+        return [hierarchy / "pyctr" / cid for hierarchy in cgroup_hierarchies() for cid in ids
+                if (hierarchy / "pyctr" / cid).is_dir()]
 
     def _unmount_under_dir(self) -> None:
         prefix = str(self.dir) + "/"
@@ -412,6 +407,22 @@ def read_output(process: subprocess.Popen, timeout: float = 120) -> tuple[int, s
         texts.append(f.read())
         f.close()
     return process.returncode, texts[0], texts[1]
+
+
+def cgroup_hierarchies() -> list[Path]:
+    """Every cgroup hierarchy mounted here (v1, hybrid or v2)."""
+    with open("/proc/self/mountinfo") as f:
+        return [Path(line.split()[4]) for line in f if " - cgroup" in line]
+
+
+def pids_in_cgroups(cgroups: list[Path]) -> list[int]:
+    """The processes in these cgroups and in every cgroup below them."""
+    pids = set()
+    for cgroup in cgroups:
+        for procs in cgroup.rglob("cgroup.procs"):
+            with contextlib.suppress(OSError):
+                pids.update(int(pid) for pid in procs.read_text().split())
+    return sorted(pids)
 
 
 def remove_cgroup_tree(top: Path) -> None:

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import pytest
 
-from netsandbox import Sandbox, remove_cgroup_tree, run
+from netsandbox import Sandbox, cgroup_hierarchies, pids_in_cgroups, remove_cgroup_tree, run
 from bench.sandbox import remove_seccomp_filters  # netsandbox has put the project on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -165,9 +165,11 @@ class ClientSandbox:
                 step()
             except Exception as e:  # keep going: one failed step must not leak the rest
                 problems.append(f"{what}: {e}")
-        # Everything in our namespaces is ours: daemons, their shims and conmons, exec'd helpers.
+        # Everything in our namespaces is ours: daemons, their shims and conmons, exec'd helpers;
+        # and every process in our cgroup parent, where each client puts its containers.
         for ns in self.sandbox.namespaces:
             _kill_all(_pids_in_netns(ns.name))
+        _kill_all(pids_in_cgroups(_cgroup_dirs([self.cgroup_parent])))
         self.sandbox.close()  # container processes, mounts under the folder, namespaces, folder
         for cgroup in _cgroup_dirs([self.cgroup_parent]):
             remove_cgroup_tree(cgroup)
@@ -188,7 +190,8 @@ class ClientSandbox:
         found += [f"cgroup {d}" for d in _cgroup_dirs([self.cgroup_parent]) if d.exists()]
         found += [f"host path {p}" for p in self._absent_paths + self._absent_roots
                   if os.path.lexists(p) and p not in ignore_paths]
-        found += [f"process {pid}" for pid in _pids_rooted_under(prefix)]
+        found += [f"process {pid}" for pid in pids_in_cgroups(_cgroup_dirs([self.cgroup_parent]))
+                  if not _is_zombie(pid)]
         if self.dir.exists():
             found.append(f"folder {self.dir}")
         return found
@@ -224,9 +227,7 @@ def _mount_points_anywhere() -> set[str]:
 
 def _cgroup_dirs(names) -> list[Path]:
     """/sys/fs/cgroup/HIERARCHY/NAME for every cgroup hierarchy mounted (v1, hybrid or v2)."""
-    with open("/proc/self/mountinfo") as f:
-        hierarchies = [line.split()[4] for line in f if " - cgroup" in line]
-    return [Path(h) / name for h in hierarchies for name in names]
+    return [hierarchy / name for hierarchy in cgroup_hierarchies() for name in names]
 
 
 def remove_seccomp_filters_under(top: str, made_since: float) -> None:
@@ -248,16 +249,6 @@ def _remove_empty_dirs(top: Path) -> None:
 def _pids_in_netns(name: str) -> list[int]:
     out = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout
     return [int(pid) for pid in out.split()]
-
-
-def _pids_rooted_under(prefix: str) -> list[int]:
-    """Processes whose root is under our folder: containers of ours."""
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        with contextlib.suppress(OSError):
-            if os.readlink(f"/proc/{pid}/root").startswith(prefix) and not _is_zombie(int(pid)):
-                pids.append(int(pid))
-    return pids
 
 
 def _is_zombie(pid: int) -> bool:
