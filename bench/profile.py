@@ -1,11 +1,14 @@
 """`python -m bench.profile`: where the time of pyctr's commands goes, for the rows that miss
 their budget. For each command: its wall time, what `python -X importtime` says it imports
 (total and the heaviest top-level imports), and a cProfile of the calling process by
-cumulative time. Runs in a sandbox like the bench (private PYCTR_ROOT/STATE, its own Alpine).
+cumulative time. Then podman's calls to its runtime, pyctr-oci's and runc's side by side: when
+each call begins and how long it takes, within one `podman run --rm`. Runs in a sandbox like
+the bench (private PYCTR_ROOT/STATE, its own Alpine, podman's storage of its own).
 """
 
 import argparse
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -14,8 +17,9 @@ from pathlib import Path
 
 from bench import alpine
 from bench.measure import CommandFailed, run
+from bench.peers import PODMAN_IMAGE, Podman, missing, pyctr_oci_binary
 from bench.pyctr_cli import Pyctr
-from bench.sandbox import Sandbox
+from bench.sandbox import Sandbox, unmount_all_under
 
 IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \| ( *)(\S+)")
 
@@ -88,6 +92,57 @@ def profile(pyctr: Pyctr, label: str, args: list[str], runs: int, top: int) -> N
     print()
 
 
+# Between podman (conmon, for create) and the runtime: logs when each call began and ended.
+# bash's EPOCHREALTIME reads the clock without a fork; the shim costs both runtimes the same.
+CALL_LOGGING_SHIM = """#!/bin/bash
+began=$EPOCHREALTIME
+{runtime} "$@"
+code=$?
+verb=
+for word in "$@"; do case $word in create|start|state|kill|delete) verb=$word; break;; esac; done
+echo "$began $EPOCHREALTIME $verb" >> {log}
+exit $code
+"""
+
+
+def podman_calls(podman: Podman, workdir: Path, tarball: Path, runs: int) -> None:
+    """`podman run --rm --network none IMAGE /bin/true` with each runtime behind a logging shim,
+    interleaved: the run's median wall time, and for each call podman makes, the median time
+    from the run's start to the call's start, and the call's own time."""
+    podman.setup(tarball)
+    runtimes = {"pyctr-oci": pyctr_oci_binary(), "runc": shutil.which("runc")}
+    shims, logs = {}, {}
+    for name, binary in runtimes.items():
+        logs[name] = workdir / f"calls-{name}.log"
+        shims[name] = workdir / f"shim-{name}"
+        shims[name].write_text(CALL_LOGGING_SHIM.format(runtime=binary, log=logs[name]))
+        shims[name].chmod(0o700)
+    runs_of = {name: [] for name in runtimes}  # per run: (wall ms, {verb: (start, duration)})
+    for r in range(runs + 1):  # the first round warms up
+        for name in (runtimes if r % 2 else reversed(list(runtimes))):
+            logs[name].write_text("")
+            began = time.time()
+            run(["podman", "--runtime", str(shims[name]), "run", "--rm", "--network", "none", PODMAN_IMAGE,
+                 "/bin/true"], podman.env)
+            wall = (time.time() - began) * 1000
+            calls = {}
+            for line in logs[name].read_text().splitlines():
+                start, end, verb = line.split()
+                calls[verb] = ((float(start) - began) * 1000, (float(end) - float(start)) * 1000)
+            if r:
+                runs_of[name].append((wall, calls))
+    print(f"== podman run --rm: its calls to the runtime (medians of {runs}, through a logging shim)")
+    for name, samples in runs_of.items():
+        line = f"  {name:10s} run {statistics.median(w for w, _ in samples):6.1f} ms"
+        for verb in ("create", "start", "delete"):
+            found = [calls[verb] for _, calls in samples if verb in calls]
+            if found:
+                line += (f" | {verb} at {statistics.median(s for s, _ in found):5.1f}:"
+                         f" {statistics.median(d for _, d in found):5.1f} ms")
+        print(line)
+    print()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     p.add_argument("--runs", type=int, default=10)
@@ -99,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         sb.on_cleanup("pyctr containers", pyctr.cleanup)
         with alpine.mirror(args.mirror_dir) as url:
             pyctr.pull(url)
+            tarball = alpine.fetch_minirootfs(url, sb.dir)
         if pyctr.error:
             print(pyctr.error)
             return 1
@@ -114,6 +170,14 @@ def main(argv: list[str] | None = None) -> int:
                 ("start, no network", ["run", "--rm", "--network", "none", "alpine", "/bin/true"]),
                 ("exec", ["exec", cid, "/bin/true"])):
             profile(pyctr, label, command, args.runs, args.top)
+        podman_missing = missing("podman") or missing("runc")
+        if podman_missing:
+            print(f"podman's calls: {podman_missing}")
+            return 0
+        podman = Podman(sb.dir)
+        sb.on_cleanup("podman storage", lambda: unmount_all_under(podman.dir))
+        sb.on_cleanup("podman containers and image", podman.cleanup)
+        podman_calls(podman, sb.dir, tarball, args.runs)
     return 0
 
 
