@@ -331,7 +331,9 @@ def test_the_venv_is_made_from_the_distributions_python():
     too_old = subprocess.run([expected, "-c", "import sys; sys.exit(sys.version_info < (3, 11))"]).returncode
     if too_old and not os.environ.get("PYCTR_PYTHON"):
         expected = "/usr/bin/python3.11"  # Ubuntu 22.04's python3 is 3.10
-    assert os.path.realpath(sys._base_executable) == os.path.realpath(expected)
+    config = Path(sys.prefix, "pyvenv.cfg").read_text()
+    made_from = next(line.split("=", 1)[1].strip() for line in config.splitlines() if line.startswith("executable"))
+    assert os.path.realpath(made_from) == os.path.realpath(expected), config
 
 
 # --- jsonstore.loads: json.loads without importing json --------------------------------------------
