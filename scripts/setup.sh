@@ -99,13 +99,14 @@ fi
 # Python start ~2 ms slower (`python -c pass` 13 ms against 11) and pyctr's imports ~15% slower.
 # PYCTR_PYTHON=/path/to/python3.11+ picks another. pyctr needs 3.11 or newer; where python3 is
 # older (Ubuntu 22.04), use python3.11.
+is_python_3_11() { [ "$("$1" -c 'import sys; print(sys.version_info >= (3, 11))' 2>/dev/null)" = True ]; }
 python="${PYCTR_PYTHON:-/usr/bin/python3}"
-if [ -z "${PYCTR_PYTHON:-}" ] && ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+if [ -z "${PYCTR_PYTHON:-}" ] && ! is_python_3_11 "$python"; then
     scripts/apt-install-missing.sh --no-install-recommends python3.11 python3.11-venv python3.11-dev
     python=/usr/bin/python3.11
 fi
-if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
-    echo "setup: $python is older than Python 3.11, which pyctr needs" >&2
+if ! is_python_3_11 "$python"; then
+    echo "setup: $python is not a Python 3.11 or newer, which pyctr needs" >&2
     exit 1
 fi
 
