@@ -43,7 +43,7 @@ def load_policies(net: networks.Network, read: Read | None = None) -> dict[str, 
     bad one refuses the whole load, so the tables stay as they were rather than lose the rules it
     meant."""
     prefix = datastore.policies_prefix(net.name)
-    documents = _store(net).get_prefix(prefix) if read is None else _under(read.policies, prefix)
+    documents = _documents(net, prefix, None if read is None else read.policies)
     policies = {}
     for key, doc in documents.items():
         name = key[len(prefix):]
@@ -82,7 +82,7 @@ def other_nodes_endpoints(net: networks.Network, read: Read | None = None) -> li
     import ipaddress
 
     prefix = datastore.endpoints_prefix(net.name)
-    documents = _store(net).get_prefix(prefix) if read is None else _under(read.endpoints, prefix)
+    documents = _documents(net, prefix, None if read is None else read.endpoints)
     this_node = datastore.node_name()
     found = []
     for key, doc in documents.items():
@@ -143,6 +143,11 @@ class Follower:
                 return
             policyrules.sync(networks.load(net.name), read=read)
         self.log(f"network {net.name}: policy table rebuilt from the datastore")
+
+
+def _documents(net: networks.Network, prefix: str, already_read: dict[str, dict] | None) -> dict[str, dict]:
+    """The documents under `prefix`: those a poll already read, or read from etcd now."""
+    return _store(net).get_prefix(prefix) if already_read is None else _under(already_read, prefix)
 
 
 def _under(documents: dict[str, dict], prefix: str) -> dict[str, dict]:
