@@ -8,6 +8,7 @@ the bench (private PYCTR_ROOT/STATE, its own Alpine, podman's storage of its own
 
 import argparse
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -115,7 +116,8 @@ def podman_calls(podman: Podman, workdir: Path, tarball: Path, runs: int) -> Non
     for name, binary in runtimes.items():
         logs[name] = workdir / f"calls-{name}.log"
         shims[name] = workdir / f"shim-{name}"
-        shims[name].write_text(CALL_LOGGING_SHIM.format(runtime=binary, log=logs[name]))
+        shims[name].write_text(CALL_LOGGING_SHIM.format(runtime=shlex.quote(binary),
+                                                        log=shlex.quote(str(logs[name]))))
         shims[name].chmod(0o700)
     runs_of = {name: [] for name in runtimes}  # per run: (wall ms, {verb: (start, duration)})
     for r in range(runs + 1):  # the first round warms up
