@@ -100,6 +100,12 @@ def main(argv: list[str] | None = None) -> None:
         oci_cli_parser.build().print_help()
         sys.exit(1)
     logger.debug(f"{args.command} {' '.join(argv)}")
+    if args.command in ("create", "run"):
+        # PID 1's cgroup move waits ~10 ms for the lock unless it is warm: begin that wait now,
+        # beside the imports and the spec's reading, not at engine.create (runtime/cgroups/warm.py).
+        from pyctr.runtime.cgroups import warm
+
+        warm.keep()
     try:
         from pyctr.runtime import oci_commands
 
