@@ -22,6 +22,7 @@ def cmd_create(args) -> int:
 
 
 def cmd_run(args) -> int:
+    _warm_cgroup_lock()
     c = lifecycle.create(args)
     forwarder = None if args.detach else SignalForwarder()
     try:
@@ -36,9 +37,19 @@ def cmd_run(args) -> int:
     return attach_and_wait(started, args.interactive, forwarder)
 
 
+def _warm_cgroup_lock() -> None:
+    """PID 1's cgroup move, made by the monitor (or a detached container's keeper) ~20 ms from
+    now, waits ~10 ms for a lock unless it is warm: begin that wait here, beside the record and
+    the bundle's making (runtime/cgroups/warm.py; a runner's is warm from its first step)."""
+    from pyctr.runtime.cgroups import warm
+
+    warm.keep()
+
+
 def cmd_start(args) -> int:
     if args.attach and len(args.containers) > 1:
         raise PyctrError("you cannot start and attach multiple containers at once")
+    _warm_cgroup_lock()
     for ref in args.containers:
         c = records.find(ref)
         if c.running:
