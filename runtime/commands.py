@@ -150,6 +150,7 @@ def cmd_prune(args) -> int:
 
 # --- exec, debug -------------------------------------------------------------------------------
 def cmd_exec(args) -> int:
+    _warm_cgroup_lock()  # the exec'd process joins the container's cgroup, as PID 1 did
     from pyctr.runtime import nsenter
 
     if not args.command:

@@ -100,9 +100,9 @@ def main(argv: list[str] | None = None) -> None:
         oci_cli_parser.build().print_help()
         sys.exit(1)
     logger.debug(f"{args.command} {' '.join(argv)}")
-    if args.command in ("create", "run"):
-        # PID 1's cgroup move waits ~10 ms for the lock unless it is warm: begin that wait now,
-        # beside the imports and the spec's reading, not at engine.create (runtime/cgroups/warm.py).
+    if args.command in ("create", "run", "exec"):
+        # PID 1's cgroup move (an exec'd process's too) waits ~10 ms for the lock unless it is
+        # warm: begin that wait now, beside the imports and the spec's reading (runtime/cgroups/warm.py).
         from pyctr.runtime.cgroups import warm
 
         warm.keep()

@@ -121,13 +121,14 @@ def test_stop_returns_once_the_thread_has_made_its_last_move_and_a_fork_does_not
     assert out == "True 0 True 1"
 
 
-def test_run_and_start_warm_the_lock_before_they_make_anything(monkeypatch, capsys):
-    """A detached start's keeper joins PID 1 to its cgroup ~20 ms after the CLI began: the CLI
-    warms the lock at its first step, so that the join does not wait (~10 ms of each `run -d`
-    and `start`). In the CLI's own process: the keeper is a fork of the host monitor."""
+def test_run_start_and_exec_warm_the_lock_before_they_make_anything(monkeypatch, capsys):
+    """A detached start's keeper joins PID 1 to its cgroup ~20 ms after the CLI began, and exec's
+    process joins the container's: the CLI warms the lock at its first step, so that the join
+    does not wait (~10 ms of each `run -d`, `start` and `exec`). In the CLI's own process: the
+    keeper is a fork of the host monitor, exec's process a fork of the CLI."""
     from types import SimpleNamespace
 
-    from pyctr.runtime import commands, lifecycle
+    from pyctr.runtime import commands, lifecycle, nsenter
     from pyctr.runtime import container as records
     from pyctr.runtime.cgroups import warm
 
@@ -141,3 +142,8 @@ def test_run_and_start_warm_the_lock_before_they_make_anything(monkeypatch, caps
     assert commands.cmd_start(SimpleNamespace(attach=False, interactive=False, containers=["c0ffee"])) == 0
     assert calls == ["keep", "create", "start", "keep", "find", "start"]
     assert capsys.readouterr().out == "c0ffee\nc0ffee\n"
+    calls.clear()
+    created.running = True
+    monkeypatch.setattr(nsenter, "exec_in", lambda c, args: calls.append("exec_in") or 0)
+    assert commands.cmd_exec(SimpleNamespace(container="c0ffee", command=["true"])) == 0
+    assert calls == ["keep", "find", "exec_in"]

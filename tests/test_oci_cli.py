@@ -305,21 +305,22 @@ def test_create_and_run_import_little_in_any_of_their_processes(oci, tmp_path, c
     assert not imported & {"argparse", "json", "re", "enum", "pathlib", "signal", "socket"}, imported
 
 
-def test_create_and_run_warm_the_cgroup_lock_at_their_first_step(monkeypatch, tmp_path):
-    """PID 1's cgroup move waits ~10 ms for a lock unless it is warm (runtime/cgroups/warm.py).
-    create and run begin that wait before their imports and the spec's reading (~8 ms of a
-    fresh process), not when they reach engine.create; the other commands move no process."""
+def test_create_run_and_exec_warm_the_cgroup_lock_at_their_first_step(monkeypatch, tmp_path):
+    """PID 1's cgroup move (and an exec'd process's) waits ~10 ms for a lock unless it is warm
+    (runtime/cgroups/warm.py). create, run and exec begin that wait before their imports and the
+    spec's reading (~8 ms of a fresh process), not when they reach engine.create; the other
+    commands move no process."""
     from pyctr.runtime import oci_cli, oci_commands
     from pyctr.runtime.cgroups import warm
 
     calls = []
     monkeypatch.setattr(warm, "keep", lambda *_: calls.append("keep"))
-    for command in ("create", "run", "start"):
+    for command, argv in (("create", []), ("run", []), ("start", []), ("exec", ["/bin/true"])):
         monkeypatch.setattr(oci_commands, command, lambda _args, command=command: calls.append(command) or 0)
         with pytest.raises(SystemExit) as exited:
-            oci_cli.main(["--root", str(tmp_path), command, "some-id"])
+            oci_cli.main(["--root", str(tmp_path), command, "some-id", *argv])
         assert exited.value.code == 0
-    assert calls == ["keep", "create", "keep", "run", "start"]
+    assert calls == ["keep", "create", "keep", "run", "start", "keep", "exec"]
 
 
 def test_a_compiled_seccomp_filter_is_kept_under_the_root_and_used_again(oci, tmp_path):
