@@ -1,10 +1,12 @@
 """The Alpine minirootfs every contender starts: one tarball, fetched through one mirror.
 
-When the project's copy of the Alpine mirror (../shared/alpine-mirror) is there, it is served on
+The project's copy of the Alpine mirror (../shared/alpine-mirror, or --mirror-dir) is served on
 127.0.0.1 on a free port for the length of the set-up (pyctr pulls from it, and the peers' tarball
-comes from it); otherwise both use the real mirror.
+comes from it). Another mirror, the real one included, only when named (--mirror URL): a bench that
+finds no local copy stops rather than reach out to the internet unasked, as the tests do.
 """
 
+import argparse
 import contextlib
 import functools
 import hashlib
@@ -27,13 +29,29 @@ def default_mirror_dir() -> Path:
     return Path(__file__).resolve().parent.parent.parent / "shared" / "alpine-mirror"
 
 
+def add_mirror_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mirror-dir", type=Path, default=default_mirror_dir(),
+                        help="local Alpine mirror to serve (default ../shared/alpine-mirror)")
+    parser.add_argument("--mirror", metavar="URL",
+                        help=f"an Alpine mirror to fetch from instead, e.g. the real one, {REAL_MIRROR}")
+
+
+def check_mirror_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse, before anything is set up, a run that has no local mirror and names none."""
+    if args.mirror is None and not (args.mirror_dir / "alpine").is_dir():
+        parser.error(f"no Alpine mirror in {args.mirror_dir} (it has no alpine/ folder): give a local copy "
+                     f"with --mirror-dir, or a mirror to fetch from with --mirror URL (e.g. {REAL_MIRROR})")
+
+
 @contextlib.contextmanager
-def mirror(mirror_dir: Path) -> Iterator[str]:
-    """The mirror's base URL (…/alpine): a loopback server of mirror_dir while the block runs,
-    or the real mirror when that folder is absent."""
-    if not (mirror_dir / "alpine").is_dir():
-        yield REAL_MIRROR
+def mirror(mirror_dir: Path, url: str | None = None) -> Iterator[str]:
+    """The mirror's base URL (…/alpine): `url` when given, else a loopback server of mirror_dir
+    while the block runs."""
+    if url is not None:
+        yield url.rstrip("/")
         return
+    if not (mirror_dir / "alpine").is_dir():
+        raise FileNotFoundError(f"no Alpine mirror in {mirror_dir}")
     handler = functools.partial(_QuietHandler, directory=str(mirror_dir))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

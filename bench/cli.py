@@ -37,9 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--keep", action="store_true", help="keep the work directory (for debugging)")
     p.add_argument("--pyctr", help="the pyctr command (default: the one beside this Python)")
-    p.add_argument("--mirror-dir", type=Path, default=alpine.default_mirror_dir(),
-                   help="local Alpine mirror to serve (default ../shared/alpine-mirror)")
+    alpine.add_mirror_arguments(p)
     args = p.parse_args(argv)
+    alpine.check_mirror_arguments(p, args)
     args.runs = args.runs or (3 if args.quick else 20)
     args.density = [int(n) for n in (args.density or ("5,10" if args.quick else "10,100,1000")).split(",")]
     if min(args.density) < 1:
@@ -105,7 +105,7 @@ def _set_up(sb: Sandbox, args: argparse.Namespace, leaks: list[str]) -> Context:
         sb.make_netns()  # made first so that it goes last, after the containers in it
     pyctr = Pyctr(sb.dir, args.pyctr)
     sb.on_cleanup("pyctr containers", lambda: leaks.extend(pyctr.cleanup()))
-    with alpine.mirror(args.mirror_dir) as url:
+    with alpine.mirror(args.mirror_dir, args.mirror) as url:
         print(f"bench: Alpine from {url}", file=sys.stderr)
         tarball = alpine.fetch_minirootfs(url, sb.dir)
         pyctr.pull(url)

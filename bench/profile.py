@@ -149,12 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--top", type=int, default=12)
-    p.add_argument("--mirror-dir", type=Path, default=alpine.default_mirror_dir())
+    alpine.add_mirror_arguments(p)
     args = p.parse_args(argv)
+    alpine.check_mirror_arguments(p, args)
     with Sandbox() as sb:
         pyctr = Pyctr(sb.dir)
         sb.on_cleanup("pyctr containers", pyctr.cleanup)
-        with alpine.mirror(args.mirror_dir) as url:
+        with alpine.mirror(args.mirror_dir, args.mirror) as url:
             pyctr.pull(url)
             tarball = alpine.fetch_minirootfs(url, sb.dir)
         if pyctr.error:

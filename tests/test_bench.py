@@ -125,6 +125,20 @@ def _child(pid: int, started: list[int]) -> int:
     raise AssertionError(f"{pid} started no child")
 
 
+def test_without_a_local_mirror_the_bench_stops_rather_than_fetch_from_the_internet(tmp_path):
+    """No alpine/ in --mirror-dir and no --mirror URL: the bench (and its profile) refuse before
+    setting anything up, instead of falling back to the real Alpine mirror unasked."""
+    workdirs_before = _workdirs()
+    for module in ("bench", "bench.profile"):
+        p = subprocess.run([sys.executable, "-m", module, "--mirror-dir", str(tmp_path), "--only", "start"]
+                           if module == "bench" else [sys.executable, "-m", module, "--mirror-dir", str(tmp_path)],
+                           cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2, p.stderr
+        assert f"no Alpine mirror in {tmp_path}" in p.stderr and "--mirror URL" in p.stderr, p.stderr
+        assert "dl-cdn" not in p.stdout
+    assert _workdirs() == workdirs_before
+
+
 def test_a_tools_processes_are_found_whatever_their_names_and_parents(tmp_path):
     state = str(tmp_path / "state")
     ours = dict(os.environ, BENCH_TEST_STATE=state)
