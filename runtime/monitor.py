@@ -6,7 +6,7 @@ foreground container it is a fork of the CLI; for a detached one, a fork of the 
 (hostmonitor.py). The code is lifecycle._monitor.
 """
 
-import _signal  # the C module: signal's enums import enum, functools and collections (~6 ms)
+import _signal  # the C module: signal's enums import enum, functools and collections
 import os
 import time
 

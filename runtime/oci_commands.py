@@ -61,7 +61,7 @@ def start(args) -> int:
 
 def run(args) -> int:
     """create and start, then wait for the init and give its exit status (runc run)."""
-    import _signal  # not signal, whose enums bring enum, functools and collections (~6 ms)
+    import _signal  # not signal, whose enums bring enum, functools and collections
 
     from pyctr.runtime import monitor
 
