@@ -310,11 +310,12 @@ def test_create_run_and_exec_warm_the_cgroup_lock_at_their_first_step(monkeypatc
     (runtime/cgroups/warm.py). create, run and exec begin that wait before their imports and the
     spec's reading (~8 ms of a fresh process), not when they reach engine.create; the other
     commands move no process."""
-    from pyctr.runtime import oci_cli, oci_commands
+    from pyctr.runtime import log, oci_cli, oci_commands
     from pyctr.runtime.cgroups import warm
 
     calls = []
     monkeypatch.setattr(warm, "keep", lambda *_: calls.append("keep"))
+    monkeypatch.setattr(log, "_also", None)  # main() sends the log to its --log too: undone after
     for command, argv in (("create", []), ("run", []), ("start", []), ("exec", ["/bin/true"])):
         monkeypatch.setattr(oci_commands, command, lambda _args, command=command: calls.append(command) or 0)
         with pytest.raises(SystemExit) as exited:
