@@ -426,33 +426,30 @@ def _poststop_hooks(sd: ocistate.StateDir) -> list:
 
 
 def _remove_state_dir(sd: ocistate.StateDir) -> None:
-    """rm -rf: the files ocistate keeps and the init's staging folder, then the folders; shutil
-    (whose import brings bz2 and lzma) only for anything else found there."""
+    """rm -rf: the files ocistate keeps, and the init's staging folder (a file and an empty folder
+    to bind onto, rootfs._staging_place)."""
     explain.step("rm", "-rf", sd.dir)
-    staging = os.path.join(sd.dir, "staging")
+    remove_tree(sd.dir)
+
+
+def remove_tree(folder) -> None:
+    """rm -rf by descriptors, following no symlink, as shutil.rmtree does; shutil itself (whose
+    import brings zlib, bz2 and lzma: ~3 ms of a --rm start, ~7 ms of a pyctr-oci delete with
+    `re` and `enum`) only for what this cannot remove, such as a symlink to a folder."""
     try:
-        if os.path.isdir(staging):
-            _remove_files_then_folder(staging)
-        _remove_files_then_folder(sd.dir)
+        for _, subfolders, files, folder_fd in os.fwalk(folder, topdown=False):
+            for name in files:
+                os.unlink(name, dir_fd=folder_fd)
+            for name in subfolders:
+                os.rmdir(name, dir_fd=folder_fd)
+        os.rmdir(folder)
     except OSError:
-        import shutil
+        if os.path.lexists(folder):
+            import shutil
 
-        shutil.rmtree(sd.dir, ignore_errors=True)
-
-
-def _remove_files_then_folder(folder) -> None:
-    """The staging folder holds a file and an empty folder to bind onto (rootfs._staging_place);
-    anything deeper fails here, and rmtree does it all."""
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                os.rmdir(entry.path)
-            else:
-                os.unlink(entry.path)
-    os.rmdir(folder)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
-# --- pause, resume, update, stats, ps -----------------------------------------------------
 def pause(root: str, container_id: str) -> None:
     sd = ocistate.StateDir(root, container_id).load()
     with sd.lock:

@@ -533,7 +533,7 @@ def remove_files(c: Container, oci_deleted: bool = False) -> None:
     if not oci_deleted:
         delete_oci_container(c)
     explain.step("rm", "-rf", c.dir)
-    _remove_tree(c.dir)
+    engine.remove_tree(c.dir)
     release_id_mappings(c)
     for path in (c.state_path, c.lock_path):
         try:
@@ -541,24 +541,6 @@ def remove_files(c: Container, oci_deleted: bool = False) -> None:
         except FileNotFoundError:
             pass
     records.release_name(c.name, c.id)
-
-
-def _remove_tree(folder) -> None:
-    """rm -rf by descriptors, following no symlink, as shutil.rmtree does; shutil itself (whose
-    import brings zlib, bz2 and lzma: ~3 ms of a --rm start) only for what this cannot remove,
-    such as a symlink to a folder."""
-    try:
-        for _, subfolders, files, folder_fd in os.fwalk(folder, topdown=False):
-            for name in files:
-                os.unlink(name, dir_fd=folder_fd)
-            for name in subfolders:
-                os.rmdir(name, dir_fd=folder_fd)
-        os.rmdir(folder)
-    except OSError:
-        if os.path.lexists(folder):
-            import shutil
-
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 # --- signals, stop, remove -----------------------------------------------------------------
