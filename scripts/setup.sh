@@ -134,11 +134,9 @@ fi
 wanted="$(cat pyproject.toml; find runtime images network -name '*.py' -o -name '*.json' | sort)"
 stamp=.venv/.pyctr-installed
 have_test_tools() { .venv/bin/python -c "import pytest, pexpect, jwt" 2>/dev/null; }
-# The `pyctr` script that pip before 25.0 writes imports `re` (3-7 ms of every start, pip#13166).
-old_script() { grep -qx 'import re' .venv/bin/pyctr 2>/dev/null; }
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ] || old_script || { [ -n "$extras" ] && ! have_test_tools; }; then
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ] || { [ -n "$extras" ] && ! have_test_tools; }; then
     echo "setup: installing pyctr$extras into .venv" >&2
-    # A pip that writes the script without `re`.
+    # A current pip, not the one the venv came with (23.0 on Debian 12).
     if ! .venv/bin/python -m pip install --disable-pip-version-check -q --upgrade 'pip>=25' >.venv/pip.log 2>&1; then
         tail -20 .venv/pip.log >&2
         exit 1
@@ -154,3 +152,33 @@ fi
 # An editable install leaves bytecode to the first run; compile it now (even where
 # PYTHONDONTWRITEBYTECODE is set) so that every `pyctr` start does not pay for it.
 .venv/bin/python -m compileall -q build/__editable__.pyctr-* >/dev/null
+site_packages="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
+# setuptools, which `python -m venv` puts into a 3.11 venv, hooks every Python start through its
+# distutils-precedence.pth (~0.5 ms). Nothing in pyctr uses it at run time, and pip builds pyctr
+# with a copy of its own (build isolation).
+if [ -e "$site_packages/distutils-precedence.pth" ]; then
+    if ! .venv/bin/python -m pip uninstall --disable-pip-version-check -q -y setuptools >.venv/pip.log 2>&1; then
+        tail -20 .venv/pip.log >&2
+        exit 1
+    fi
+fi
+# pyctr's two commands, written over pip's scripts. They start Python without `site` (-S): Debian's
+# sitecustomize and the rest of site's work are ~1 ms of every command. Each adds the venv's
+# site-packages itself, with its .pth files (the editable install's path among them).
+write_command() {  # NAME MODULE FUNCTION
+    cat >".venv/bin/$1.new" <<SCRIPT
+#!$PWD/.venv/bin/python -S
+# $1, written by pyctr's scripts/setup.sh: Python without site (-S), and the venv's packages.
+import site
+import sys
+
+site.addsitedir("$site_packages")
+from $2 import $3
+
+sys.exit($3())
+SCRIPT
+    chmod 755 ".venv/bin/$1.new"
+    mv ".venv/bin/$1.new" ".venv/bin/$1"
+}
+write_command pyctr pyctr.runtime.cli run
+write_command pyctr-oci pyctr.runtime.oci_cli main

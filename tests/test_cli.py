@@ -315,12 +315,22 @@ def test_version_ps_inspect_and_logs_import_only_what_they_use(run_pyctr, pyctr_
     assert "pyctr.runtime.lifecycle" in ran and "argparse" not in ran
 
 
-def test_the_pyctr_script_imports_only_the_cli():
-    """pip before 25.0 wrote console scripts that import `re` (3-7 ms of every start): setup.sh
-    installs a newer one."""
-    script = Path(sys.executable).with_name("pyctr").read_text()
-    imports = [line for line in script.splitlines() if line.startswith(("import ", "from "))]
-    assert imports == ["import sys", "from pyctr.runtime.cli import run"], script
+@pytest.mark.parametrize("command, module, function", [("pyctr", "pyctr.runtime.cli", "run"),
+                                                       ("pyctr-oci", "pyctr.runtime.oci_cli", "main")])
+def test_the_commands_start_python_without_site_and_import_only_their_cli(command, module, function):
+    """setup.sh writes both commands over pip's: Python started without site (-S), which adds only
+    the venv's packages (Debian's sitecustomize, and setuptools' .pth hook, which setup.sh removes
+    with setuptools, cost every start ~1 ms), and no `re` (pip before 25.0 imported it, 3-7 ms)."""
+    path = Path(sys.executable).with_name(command)
+    first, *lines = path.read_text().splitlines()
+    assert first == f"#!{sys.executable} -S"
+    imports = [line for line in lines if line.startswith(("import ", "from "))]
+    assert imports == ["import site", "import sys", f"from {module} import {function}"], lines
+    started = subprocess.run([path, "--version"], env=dict(os.environ, PYTHONPROFILEIMPORTTIME="1"),
+                             capture_output=True, text=True, timeout=60)
+    assert started.returncode == 0 and "pyctr" in started.stdout, started
+    imported = {line.split("|")[-1].strip() for line in started.stderr.splitlines() if "|" in line}
+    assert {"site", module} <= imported and not imported & {"sitecustomize", "_distutils_hack"}, imported
 
 
 def test_the_venv_is_made_from_the_distributions_python():
