@@ -180,5 +180,12 @@ SCRIPT
     chmod 755 ".venv/bin/$1.new"
     mv ".venv/bin/$1.new" ".venv/bin/$1"
 }
-write_command pyctr pyctr.runtime.cli run
-write_command pyctr-oci pyctr.runtime.oci_cli main
+# A path with a space (or a quote) cannot go on a #! line or in the script as is: pip's scripts,
+# which handle it, stay there.
+case "$PWD" in
+    *[!A-Za-z0-9_./+@%-]*) ;;
+    *)
+        write_command pyctr pyctr.runtime.cli run
+        write_command pyctr-oci pyctr.runtime.oci_cli main
+        ;;
+esac

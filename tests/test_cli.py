@@ -321,6 +321,8 @@ def test_the_commands_start_python_without_site_and_import_only_their_cli(comman
     """setup.sh writes both commands over pip's: Python started without site (-S), which adds only
     the venv's packages (Debian's sitecustomize, and setuptools' .pth hook, which setup.sh removes
     with setuptools, cost every start ~1 ms), and no `re` (pip before 25.0 imported it, 3-7 ms)."""
+    if re.search(r"[^A-Za-z0-9_./+@%-]", str(Path(__file__).resolve().parent.parent)):
+        pytest.skip("setup.sh leaves pip's scripts where the checkout's path has a space or a quote")
     path = Path(sys.executable).with_name(command)
     first, *lines = path.read_text().splitlines()
     assert first == f"#!{sys.executable} -S"
