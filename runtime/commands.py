@@ -117,6 +117,7 @@ def cmd_stop(args) -> int:
 def cmd_restart(args) -> int:
     def restart(c):
         lifecycle.stop(c, args.time)
+        _warm_cgroup_lock()  # here, not first: a stop may take seconds, and the warming lasts 0.15 s
         lifecycle.start(records.load(c.id), attach=False)
 
     return _each(args.containers, restart)

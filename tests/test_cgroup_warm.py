@@ -121,11 +121,12 @@ def test_stop_returns_once_the_thread_has_made_its_last_move_and_a_fork_does_not
     assert out == "True 0 True 1"
 
 
-def test_run_start_and_exec_warm_the_lock_before_they_make_anything(monkeypatch, capsys):
+def test_run_start_restart_and_exec_warm_the_lock_before_they_make_anything(monkeypatch, capsys):
     """A detached start's keeper joins PID 1 to its cgroup ~20 ms after the CLI began, and exec's
-    process joins the container's: the CLI warms the lock at its first step, so that the join
-    does not wait (~10 ms of each `run -d`, `start` and `exec`). In the CLI's own process: the
-    keeper is a fork of the host monitor, exec's process a fork of the CLI."""
+    process joins the container's: the CLI warms the lock at its first step (restart: once the
+    stop is done), so that the join does not wait (~10 ms of each `run -d`, `start`, `restart`
+    and `exec`). In the CLI's own process: the keeper is a fork of the host monitor, exec's
+    process a fork of the CLI."""
     from types import SimpleNamespace
 
     from pyctr.runtime import commands, lifecycle, nsenter
@@ -147,3 +148,8 @@ def test_run_start_and_exec_warm_the_lock_before_they_make_anything(monkeypatch,
     monkeypatch.setattr(nsenter, "exec_in", lambda c, args: calls.append("exec_in") or 0)
     assert commands.cmd_exec(SimpleNamespace(container="c0ffee", command=["true"])) == 0
     assert calls == ["keep", "find", "exec_in"]
+    calls.clear()
+    monkeypatch.setattr(lifecycle, "stop", lambda c, timeout: calls.append("stop"))
+    monkeypatch.setattr(records, "load", lambda container_id: calls.append("load") or created)
+    assert commands.cmd_restart(SimpleNamespace(containers=["c0ffee"], time=10)) == 0
+    assert calls == ["find", "stop", "keep", "load", "start"]
