@@ -450,6 +450,7 @@ def remove_tree(folder) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+# --- pause, resume, update, stats, ps -----------------------------------------------------
 def pause(root: str, container_id: str) -> None:
     sd = ocistate.StateDir(root, container_id).load()
     with sd.lock:
