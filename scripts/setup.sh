@@ -136,11 +136,6 @@ stamp=.venv/.pyctr-installed
 have_test_tools() { .venv/bin/python -c "import pytest, pexpect, jwt" 2>/dev/null; }
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ] || { [ -n "$extras" ] && ! have_test_tools; }; then
     echo "setup: installing pyctr$extras into .venv" >&2
-    # A current pip, not the one the venv came with (23.0 on Debian 12).
-    if ! .venv/bin/python -m pip install --disable-pip-version-check -q --upgrade 'pip>=25' >.venv/pip.log 2>&1; then
-        tail -20 .venv/pip.log >&2
-        exit 1
-    fi
     rm -rf build/__editable__.pyctr-*
     if ! .venv/bin/python -m pip install --disable-pip-version-check \
             --config-settings editable_mode=strict -e ".$extras" >.venv/pip.log 2>&1; then
