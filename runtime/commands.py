@@ -6,7 +6,7 @@ import signal
 import sys
 
 from pyctr.runtime import container as records
-from pyctr.runtime import lifecycle, monitor, options
+from pyctr.runtime import lifecycle, options
 from pyctr.runtime.errors import PyctrError
 from pyctr.runtime.runclient import SignalRelay
 
@@ -83,8 +83,7 @@ def attach_and_wait(started: lifecycle.StartedContainer, interactive: bool,
         from pyctr.runtime import terminal
 
         terminal.proxy(started.pty_master, forward_stdin=interactive)
-    status = monitor.wait_for(started.monitor_pid)
-    return monitor.exit_code_of(status)
+    return started.wait_for_exit()
 
 
 def _remove_quietly(c) -> None:

@@ -22,8 +22,8 @@ It exits once it watches nothing, runs no foreground run, and no request came fo
 (or $PYCTR_HOST_MONITOR_IDLE).
 
 It also serves foreground runs (runtime/runclient.py): a fork of it, warm, runs `pyctr run` for
-a CLI that sent its command line and stdio, and sends the exit code back. From the fork on, that
-runner is on its own: a SIGKILL of the host monitor does not reach it.
+a CLI that sent its command line and stdio, is the container's monitor, and sends the exit code
+back. From the fork on, that runner is on its own: a SIGKILL of the host monitor does not reach it.
 
 The CLI talks to it over a unix socket in the state folder (0700, like the folder): it sends the
 descriptors the keeper needs (its end of the start handshake, the container's stdio), and gets

@@ -2,7 +2,9 @@
 
 A container is made by the one core both front ends share (runtime/engine.py), from the OCI
 bundle that create writes (runtime/bundle.py). The order of a start, and why:
-  1. the CLI writes /etc/hostname, /etc/hosts and /etc/resolv.conf, and forks the monitor;
+  1. the CLI writes /etc/hostname, /etc/hosts and /etc/resolv.conf, and forks the monitor (a
+     detached container's is a keeper, forked by the host monitor; a runner of the host
+     monitor's is the monitor itself, as it does not share the CLI's fate);
   2. the monitor, a child subreaper, calls engine.create: the cgroup with its limits, the
      namespaces, PID 1 in the cgroup, the root filesystem, the process made ready; PID 1 then
      waits on exec.fifo, orphaned to the monitor, which says "pid N";
@@ -16,7 +18,8 @@ import os
 import signal
 import time
 
-from pyctr.runtime import bundle, cgroups, engine, errors, explain, etcfiles, hosttools, jsonstore, monitor, options, security
+from pyctr.runtime import (bundle, cgroups, engine, errors, explain, etcfiles, hosttools, jsonstore, monitor, options,
+                           runclient, security)
 # Only the monitor that start() forks runs the container's init, but an import in a forked child
 # costs ~5x one here (each page it touches is copied on write): ~2 ms of every start.
 from pyctr.runtime import container_init  # noqa: F401
@@ -201,11 +204,15 @@ def _default_env(image_env: list[str], user_env: list[str], hostname: str, tty: 
 class StartedContainer:
     """What the caller of start() needs to attach to, or wait for, the new container."""
 
-    def __init__(self, c: Container, monitor_pid: int, pid: int, pty_master: int | None):
+    def __init__(self, c: Container, monitor, pid: int, pty_master: int | None):
         self.container = c
-        self.monitor_pid = monitor_pid
+        self.monitor = monitor
         self.pid = pid
         self.pty_master = pty_master
+
+    def wait_for_exit(self) -> int:
+        """The container's exit code, once its monitor has recorded it."""
+        return self.monitor.wait_for_exit()
 
 
 class AlreadyRunning(ConflictError):
@@ -247,26 +254,15 @@ def _start_unlocked(c: Container, attach: bool, interactive: bool, lock_fd: int)
     etcfiles.write_hostname(c.dir, cfg["Hostname"])
     etcfiles.write_resolv_conf(c.dir, not own_netns)
     stdio, parent_ends, monitor_ends = _stdio(c, tty, interactive, detached)
-    ready_r, ready_w = os.pipe()
-    go_r, go_w = os.pipe()  # "G" once the start has let PID 1 go; EOF: it never will, kill it
-    if detached:  # a keeper, forked by the host monitor (runtime/hostmonitor.py)
-        from pyctr.runtime import hostmonitor
-
-        try:
-            monitor_pid = hostmonitor.fork_keeper(c, stdio, monitor_ends, ready_w, go_r)
-        except BaseException:
-            for fd in (ready_r, ready_w, go_r, go_w, *stdio, *monitor_ends):
-                _close_quietly(fd)
-            raise
+    if detached:
+        container_monitor = _MonitorProcess.keeper(c, stdio, monitor_ends)
+    elif runclient.in_runner:
+        container_monitor = _RunnerAsMonitor(c, oci_root, stdio, monitor_ends)
     else:
-        monitor_pid = os.fork()
-        if monitor_pid == 0:
-            _monitor(c, oci_root, ready_w, go_r, stdio, monitor_ends, [ready_r, go_w, lock_fd, *parent_ends])
-    for fd in (ready_w, go_r, *stdio, *monitor_ends):
-        _close_quietly(fd)
-    undo = [lambda: _abandon(monitor_pid), lambda: os.close(go_w)]
+        container_monitor = _MonitorProcess.fork(c, oci_root, stdio, monitor_ends, [lock_fd, *parent_ends])
+    undo = [container_monitor.finish_without_start]
     try:
-        pid = _created_pid(ready_r)
+        pid = container_monitor.created_pid()
         undo.append(lambda: _kill_quietly(pid))
         if uses_network_driver(c):
             from pyctr.network import api
@@ -276,11 +272,12 @@ def _start_unlocked(c: Container, attach: bool, interactive: bool, lock_fd: int)
             c.save_config()
             etcfiles.write_hosts(c.dir, cfg["Hostname"], c.name, c.config["NetworkSettings"].get("IPAddress"))
         c.update_state(persist=True, Status="running", Running=True, Pid=pid,
-                       PidStartTime=records.process_start_time(pid), MonitorPid=monitor_pid,
-                       MonitorStartTime=records.process_start_time(monitor_pid),
+                       PidStartTime=records.process_start_time(pid), MonitorPid=container_monitor.pid,
+                       MonitorStartTime=records.process_start_time(container_monitor.pid),
                        BootId=records.boot_id(), StartedAt=records.now_rfc3339(),
                        FinishedAt="0001-01-01T00:00:00Z", ExitCode=0, OOMKilled=False, Error="",
                        RemovalInProgress=False, Keeper=detached)
+        container_monitor.check_start_still_wanted()
     except BaseException as error:
         for step in reversed(undo):
             try:
@@ -295,12 +292,12 @@ def _start_unlocked(c: Container, attach: bool, interactive: bool, lock_fd: int)
     try:
         engine.start(oci_root, c.id)  # the init execs the command, or says why it could not
     except BaseException as error:
-        _tell_monitor(go_w, oci_root, c.id)
-        _abandon(monitor_pid)  # it has recorded the exit
+        container_monitor.let_go(oci_root, c.id)
+        container_monitor.finish_without_start()  # it has recorded the exit
         if _still_exists(c) and isinstance(error, PyctrError):
             c.update_state(persist=True, Error=str(error))
         raise
-    _tell_monitor(go_w, oci_root, c.id)
+    container_monitor.let_go(oci_root, c.id)
     master = None
     if tty and parent_ends:
         from pyctr.runtime import terminal
@@ -309,17 +306,128 @@ def _start_unlocked(c: Container, attach: bool, interactive: bool, lock_fd: int)
     if detached:
         for fd in parent_ends:
             _close_quietly(fd)
-    return StartedContainer(c, monitor_pid, pid, master)
+    return StartedContainer(c, container_monitor, pid, master)
 
 
-def _tell_monitor(go_w: int, oci_root: str, container_id: str) -> None:
-    """"G" when the start opened exec.fifo (and removed it): PID 1 went on. Else nothing: the
-    monitor then kills PID 1, which would wait on the fifo forever."""
-    try:
-        if not os.path.exists(os.path.join(oci_root, container_id, "exec.fifo")):
-            os.write(go_w, b"G")
-    finally:
-        os.close(go_w)
+class _MonitorProcess:
+    """The container's monitor in a process of its own: a fork of the CLI (which may die, while
+    the container runs on), or a keeper forked by the host monitor. It creates the container,
+    says "pid N" on a pipe, and lets PID 1 go only on "G" from us."""
+
+    def __init__(self, pid: int, ready_r: int, go_w: int):
+        self.pid = pid
+        self.ready_r = ready_r
+        self.go_w = go_w
+
+    @classmethod
+    def fork(cls, c, oci_root, stdio, monitor_ends, parent_only) -> "_MonitorProcess":
+        ready_r, ready_w = os.pipe()
+        go_r, go_w = os.pipe()  # "G" once the start has let PID 1 go; EOF: it never will, kill it
+        pid = os.fork()
+        if pid == 0:
+            _monitor(c, oci_root, ready_w, go_r, stdio, monitor_ends, [ready_r, go_w, *parent_only])
+        return cls._forked(pid, ready_r, ready_w, go_r, go_w, [*stdio, *monitor_ends])
+
+    @classmethod
+    def keeper(cls, c, stdio, monitor_ends) -> "_MonitorProcess":
+        """A keeper, forked by the host monitor (runtime/hostmonitor.py)."""
+        from pyctr.runtime import hostmonitor
+
+        ready_r, ready_w = os.pipe()
+        go_r, go_w = os.pipe()
+        try:
+            pid = hostmonitor.fork_keeper(c, stdio, monitor_ends, ready_w, go_r)
+        except BaseException:
+            for fd in (ready_r, ready_w, go_r, go_w, *stdio, *monitor_ends):
+                _close_quietly(fd)
+            raise
+        return cls._forked(pid, ready_r, ready_w, go_r, go_w, [*stdio, *monitor_ends])
+
+    @classmethod
+    def _forked(cls, pid, ready_r, ready_w, go_r, go_w, its_fds) -> "_MonitorProcess":
+        for fd in (ready_w, go_r, *its_fds):
+            _close_quietly(fd)
+        return cls(pid, ready_r, go_w)
+
+    def created_pid(self) -> int:
+        return _created_pid(self.ready_r)
+
+    def check_start_still_wanted(self) -> None:
+        pass  # the one who wants it is this process
+
+    def let_go(self, oci_root: str, container_id: str) -> None:
+        """"G" when PID 1 went on. Else nothing: the monitor then kills PID 1, which would wait on
+        the fifo forever."""
+        try:
+            if _went_on(oci_root, container_id):
+                os.write(self.go_w, b"G")
+        finally:
+            self._close_go()
+
+    def finish_without_start(self) -> None:
+        """Once the start failed: the monitor (without "G", it kills PID 1) records the exit."""
+        self._close_go()
+        _abandon(self.pid)
+
+    def wait_for_exit(self) -> int:
+        return monitor.exit_code_of(monitor.wait_for(self.pid))
+
+    def _close_go(self) -> None:
+        if self.go_w is not None:
+            os.close(self.go_w)
+            self.go_w = None
+
+
+class _RunnerAsMonitor:
+    """A foreground run in a runner of the host monitor (runtime/runclient.py) is its own
+    container's monitor: a process apart from the CLI already, so a fork of it for the monitor
+    would only cost the fork and its copy-on-write faults again (~4 ms of the start). From the
+    container's creation on, the runner no longer dies with its CLI: if the CLI is gone before
+    the start, PID 1 never runs its command (as with a monitor that gets no "G"); after it, the
+    container runs on, and its exit is recorded."""
+
+    def __init__(self, c, oci_root, stdio, monitor_ends):
+        import prctl
+
+        runclient.outlive_the_cli()
+        hosttools.leave_callers_directory()  # it may be a bind mount the container writes to
+        prctl.set_child_subreaper(True)  # PID 1, orphaned by the engine, comes to us
+        self.pid = os.getpid()
+        self.container, self.oci_root, self.stdio, self.monitor_ends = c, oci_root, stdio, monitor_ends
+        self.pid1 = None
+        self.went_on = False
+
+    def created_pid(self) -> int:
+        try:
+            self.pid1 = _create(self.container, self.oci_root, self.stdio)
+        except BaseException:
+            for fd in self.monitor_ends:
+                _close_quietly(fd)
+            raise
+        return self.pid1
+
+    def check_start_still_wanted(self) -> None:
+        if runclient.cli_is_gone():
+            raise PyctrError("pyctr run ended before the container started")
+
+    def let_go(self, oci_root: str, container_id: str) -> None:
+        self.went_on = _went_on(oci_root, container_id)
+
+    def finish_without_start(self) -> None:
+        """Once the start failed: kill PID 1 unless it went on (an exec that failed ends it with
+        126 or 127), reap it and record the exit, as a monitor process would."""
+        if self.pid1 is not None:
+            if not self.went_on:
+                _kill_quietly(self.pid1)
+            self.wait_for_exit()
+
+    def wait_for_exit(self) -> int:
+        return _watch(records.load(self.container.id), self.pid1, self.monitor_ends)
+
+
+def _went_on(oci_root: str, container_id: str) -> bool:
+    """Whether the start opened exec.fifo (and removed it): PID 1 went on to its command."""
+    return not os.path.exists(os.path.join(oci_root, container_id, "exec.fifo"))
 
 
 def _created_pid(ready_r: int) -> int:
@@ -387,13 +495,7 @@ def _monitor(c, oci_root, ready_w, go_r, stdio, monitor_ends, parent_only) -> No
         if pid is None:  # the CLI was told why
             code = 0
             return
-        if not c.config["Config"]["Tty"]:  # with a pty, the CLI proxies it
-            from pyctr.runtime import reaper
-
-            reaper.capture(c.log_file, {monitor_ends[0]: "stdout", monitor_ends[1]: "stderr"},
-                           tee={monitor_ends[0]: 1, monitor_ends[1]: 2})
-        status = monitor.wait_for(pid)
-        code = monitor.finish(records.load(c.id), status)
+        code = _watch(c, pid, monitor_ends)
     except BaseException as e:
         errors.last_words("monitor", e)
     finally:
@@ -436,24 +538,35 @@ def _configure_from(request: dict) -> None:
     explain.enable(request["explain"])
 
 
-def _create_and_await_start(c, oci_root, ready_w, go_r, stdio) -> int | None:
-    """engine.create, then the handshake with the CLI: "pid N" (or "error CODE message") on
-    ready_w, and "G" on go_r once the start let PID 1 go. Returns PID 1's PID, or None when the
-    CLI was told of an error."""
+def _create(c: Container, oci_root: str, stdio) -> int:
+    """engine.create from the container's bundle; PID 1's PID, or PyctrError with the reason.
+    The container's ends of its stdio are closed either way (PID 1 holds its copies)."""
     from pyctr.runtime import seccomp
 
     try:
         spec = bundle.load(c)
         tty = spec.process.terminal
-        pid = engine.create(spec, oci_root, c.id, console_fd=stdio[0] if tty else None,
-                            stdio=None if tty else stdio, limits=bundle.limits(c),
-                            seccomp_cache=seccomp.pyctr_cache()).pid
+        return engine.create(spec, oci_root, c.id, console_fd=stdio[0] if tty else None,
+                             stdio=None if tty else stdio, limits=bundle.limits(c),
+                             seccomp_cache=seccomp.pyctr_cache()).pid
+    except PyctrError:
+        raise
     except BaseException as e:
-        failure = e if isinstance(e, PyctrError) else PyctrError(f"{type(e).__name__}: {e}")
+        raise PyctrError(f"{type(e).__name__}: {e}") from e
+    finally:
+        for fd in stdio:
+            _close_quietly(fd)
+
+
+def _create_and_await_start(c, oci_root, ready_w, go_r, stdio) -> int | None:
+    """In a monitor process: _create, then the handshake with the CLI: "pid N" (or "error CODE
+    message") on ready_w, and "G" on go_r once the start let PID 1 go. Returns PID 1's PID, or
+    None when the CLI was told of an error."""
+    try:
+        pid = _create(c, oci_root, stdio)
+    except PyctrError as failure:
         os.write(ready_w, f"error {failure.exit_code} {failure}".replace("\n", " ").encode() + b"\n")
         return None
-    for fd in stdio:
-        _close_quietly(fd)
     monitor.ignore_terminal_signals()  # only now: PID 1 must not inherit it
     try:
         os.write(ready_w, f"pid {pid}\n".encode())
@@ -465,6 +578,18 @@ def _create_and_await_start(c, oci_root, ready_w, go_r, stdio) -> int | None:
     if go != b"G":  # the CLI gave up, or died, before the start: PID 1 never runs the command
         _kill_quietly(pid)
     return pid
+
+
+def _watch(c: Container, pid: int, monitor_ends: list[int]) -> int:
+    """The monitor's part once PID 1 runs (or was killed): copy its output into the log (and to
+    our stdout and stderr, a foreground run's), reap it, record the exit; the exit code."""
+    if not c.config["Config"]["Tty"]:  # with a pty, the CLI proxies it
+        from pyctr.runtime import reaper
+
+        reaper.capture(c.log_file, {monitor_ends[0]: "stdout", monitor_ends[1]: "stderr"},
+                       tee={monitor_ends[0]: 1, monitor_ends[1]: 2})
+    status = monitor.wait_for(pid)
+    return monitor.finish(records.load(c.id), status)
 
 
 def _close_quietly(fd: int) -> None:

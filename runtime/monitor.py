@@ -2,8 +2,9 @@
 
 It copies the container's output into Docker's json-file log (reaper.py), reaps PID 1, records
 the exit code and finish time, and tidies up (network, cgroup, and everything on --rm). For a
-foreground container it is a fork of the CLI; for a detached one, a fork of the host monitor
-(hostmonitor.py). The code is lifecycle._monitor.
+foreground container it is a fork of the CLI, or the runner itself when a host monitor runs the
+CLI's command (runclient.py); for a detached one, a keeper forked by the host monitor
+(hostmonitor.py). The code is in lifecycle (_monitor, _RunnerAsMonitor, keep).
 """
 
 import _signal  # the C module: signal's enums import enum, functools and collections

@@ -4,14 +4,17 @@ A foreground run done in the CLI's own process first imports everything a start 
 of a ~80 ms start), and then creates the container in a cold process. The host monitor, when one
 serves the state folder, has all of that imported already: the CLI sends it the command line,
 its environment, umask and working directory, and its stdio, and the host monitor forks a
-runner that runs the command as the CLI would (cli.main, with the CLI's stdio as its own, and
-so the same foreground monitor under it), then sends back the exit code. Meanwhile the CLI
-passes on every signal it gets to the runner, whose handlers are the CLI's own: during a run,
-commands.SignalForwarder sends them on to the container's PID 1.
+runner that runs the command as the CLI would (cli.main, with the CLI's stdio as its own), as
+the container's monitor itself rather than forking one, then sends back the exit code. Meanwhile
+the CLI passes on every signal it gets to the runner, whose handlers are the CLI's own: during a
+run, commands.SignalForwarder sends them on to the container's PID 1.
 
 The runner is a process of its own from the fork on: a SIGKILL of the host monitor during a run
-changes nothing for it, nor for the container and its foreground monitor. It dies with its CLI,
-though, as the CLI's own process would have (the foreground monitor then goes on alone, as ever).
+changes nothing for it, nor for its container. Until it begins to create the container, it dies
+with its CLI, as the CLI's own process would have. From then on it is the container's monitor
+as well (lifecycle._RunnerAsMonitor; a CLI forks a monitor of its own), and it outlives the
+CLI, as that monitor would: a container whose CLI died before its start never runs its command,
+and one that runs goes on, its exit recorded.
 
 The CLI runs the command itself when no host monitor listens (and then starts one, without
 waiting, for the next run, unless it is in a named network namespace), under
@@ -41,6 +44,7 @@ NAMESPACES = ("mnt", "net", "pid", "uts", "ipc", "cgroup", "user")
 
 
 in_runner = False  # set in a runner: it runs the command itself
+_cli_connection = None  # a runner's connection to its CLI
 
 
 def wanted(args) -> bool:
@@ -211,8 +215,9 @@ FATAL_BEFORE_FORWARDING = (_signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _si
 def serve(conn, message: bytes, fds: list[int]) -> None:
     """In the host monitor's fork: become the CLI that sent `message` and run its command, then
     send its exit code. Never returns."""
-    global in_runner
+    global in_runner, _cli_connection
     in_runner = True
+    _cli_connection = conn
     try:
         from pyctr.runtime.cgroups import warm
 
@@ -245,7 +250,10 @@ def serve(conn, message: bytes, fds: list[int]) -> None:
 
         code = cli.main(argv)
         _flush()
-        conn.send(b"exit %d" % code)
+        try:
+            conn.send(b"exit %d" % code)
+        except OSError:
+            pass  # the CLI is gone: the exit is recorded all the same
     except BaseException as e:
         errors.last_words("runner", e)
     finally:
@@ -255,7 +263,7 @@ def serve(conn, message: bytes, fds: list[int]) -> None:
 def _die_with_the_cli(conn) -> None:
     """The runner is the CLI's body: when the CLI dies (its end of the connection closes), the
     kernel SIGKILLs the runner, at whatever step, as it would have killed the CLI doing that step
-    itself (what the foreground monitor does then is unchanged: it finishes on its own)."""
+    itself; until outlive_the_cli(), once the container is being made."""
     import fcntl
     import select
 
@@ -265,6 +273,22 @@ def _die_with_the_cli(conn) -> None:
     fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
     if select.select([fd], [], [], 0)[0]:  # it died before that was in place
         os._exit(0)
+
+
+def outlive_the_cli() -> None:
+    """From the container's creation on, the runner is its monitor (lifecycle._RunnerAsMonitor),
+    which must not die with the CLI: the kernel no longer kills it when the CLI dies."""
+    import fcntl
+
+    fd = _cli_connection.fileno()
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_ASYNC)
+
+
+def cli_is_gone() -> bool:
+    """Whether the CLI died: it sends nothing after its request, so its end reads only as closed."""
+    import select
+
+    return bool(select.select([_cli_connection], [], [], 0)[0])
 
 
 def _die_of(conn, sig: int) -> None:

@@ -233,12 +233,12 @@ def test_a_foreground_run_through_the_host_monitor_has_the_clis_stdio_and_exit_c
     run_ok(run_pyctr, "rm", "fg", env=warm_env)
 
 
-def test_a_foreground_run_is_a_fork_of_the_host_monitor_and_the_cli_forks_nothing(run_pyctr, warm_env):
+def test_a_foreground_run_is_a_fork_of_the_host_monitor_that_monitors_it_and_the_cli_forks_nothing(
+        run_pyctr, warm_env):
     [host] = host_monitors(warm_env)
     cli = subprocess.Popen(pyctr("run", "--rm", "--name", "fg", *NONE, "alpine", "sleep", "60"), env=warm_env)
     try:
-        monitor = monitor_of(run_pyctr, warm_env, "fg")
-        runner = parent_of(monitor)
+        runner = monitor_of(run_pyctr, warm_env, "fg")  # PID 1's parent: no monitor forked of the runner
         assert parent_of(runner) == host and runner != cli.pid
         assert not [pid for pid in processes_with(warm_env) if running(pid) and parent_of(pid) == cli.pid]
         run_ok(run_pyctr, "stop", "-t", "0", "fg", env=warm_env)
@@ -329,16 +329,20 @@ def test_sigkill_of_the_host_monitor_during_a_foreground_run_loses_no_exit_code_
     wait_until(lambda: not [pid for pid in processes_with(warm_env) if running(pid)], "no process of pyctr's left")
 
 
-def test_sigkill_of_the_cli_ends_its_runner_and_leaves_the_container_to_its_monitor(run_pyctr, warm_env):
-    cli = subprocess.Popen(pyctr("run", "--name", "fg", *NONE, "alpine", "sleep", "60"), env=warm_env)
-    monitor = monitor_of(run_pyctr, warm_env, "fg")
-    runner = parent_of(monitor)
-    cli.kill()  # as a SIGKILL of a CLI that ran the container itself
+def test_sigkill_of_the_cli_after_the_start_leaves_the_container_running_under_its_runner(run_pyctr, warm_env):
+    cli = subprocess.Popen(pyctr("run", "--name", "fg", *NONE, "alpine", "sh", "-c", "sleep 60; exit 9"),
+                           env=warm_env, stdout=subprocess.DEVNULL)
+    runner = monitor_of(run_pyctr, warm_env, "fg")
+    cli.kill()  # as a SIGKILL of a CLI that ran the container itself: its monitor goes on
     cli.wait()
-    wait_until(lambda: not running(runner), "the runner to die with its CLI")
-    assert running(monitor) and _running_state(run_pyctr, warm_env, "fg")["Pid"]
-    run_ok(run_pyctr, "rm", "-f", "fg", env=warm_env)
-    wait_until(lambda: not running(monitor), "the monitor to finish")
+    time.sleep(0.3)
+    assert running(runner) and _running_state(run_pyctr, warm_env, "fg")["Pid"]
+    pid = _running_state(run_pyctr, warm_env, "fg")["Pid"]
+    [sleep] = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()  # the container's own `sleep`
+    os.kill(int(sleep), signal.SIGKILL)
+    wait_until(lambda: not running(runner), "the runner to record the exit")
+    assert json.loads(run_ok(run_pyctr, "inspect", "fg", env=warm_env).stdout)[0]["State"]["ExitCode"] == 9
+    run_ok(run_pyctr, "rm", "fg", env=warm_env)
 
 
 def test_a_cli_in_other_namespaces_runs_the_container_itself(run_pyctr, warm_env):
@@ -392,7 +396,7 @@ def test_a_bridge_run_through_a_host_monitor_in_the_clis_network_namespace(pyctr
                                 "ip -4 -o addr show eth0; while [ ! -e /tmp/go ]; do sleep 0.05; done; exit 6"), env=env)
         address = cli.stdout.readline().split()[3]  # "2: eth0 inet 10.88.0.2/16 ..."
         pid = wait_until(lambda: json.loads(node.pyctr("inspect", "br").stdout)[0]["State"]["Pid"], "br to run")
-        assert parent_of(parent_of(parent_of(pid))) == host  # PID 1, its monitor, the runner, the host monitor
+        assert parent_of(parent_of(pid)) == host  # PID 1, the runner (its monitor), the host monitor
         assert node.inspect("br", "{{.NetworkSettings.IPAddress}}") == address.partition("/")[0]
         node.pyctr("exec", "br", "touch", "/tmp/go")
         assert cli.wait(20) == 6
@@ -401,6 +405,59 @@ def test_a_bridge_run_through_a_host_monitor_in_the_clis_network_namespace(pyctr
         if host is not None:
             os.kill(host, signal.SIGKILL)  # the host monitor this test started
         sandbox.close()
+
+
+def test_a_cli_killed_while_its_runner_makes_the_container_leaves_it_unstarted_and_nothing_behind(
+        pyctr_root, tmp_path):
+    """The runner outlives its CLI from the container's creation on (it is its monitor): here it
+    waits for the network's address book, which the test holds, when the CLI dies."""
+    import netsandbox
+
+    sandbox = netsandbox.Sandbox()
+    host = None
+    try:
+        node = sandbox.node("gone", images=pyctr_root / "images")
+        env = {**node.env, "PYCTR_HOST_MONITOR_IDLE": "60"}
+        node.run(sys.executable, "-c", "from pyctr.runtime import hostmonitor, settings; "
+                 "hostmonitor.start(settings.configure().state_dir)", env=env)
+        [host] = host_monitors(env)
+        node.pyctr("run", "--rm", "alpine", "true")  # the bridge network and its address book exist now
+        book = node.root / "networks" / "bridge" / "ipam.lock"
+        with open(book) as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            cli = node.spawn(*pyctr("run", "--rm", "--name", "gone", "-v", f"{tmp_path}:/out", "alpine",
+                                    "touch", "/out/ran"), env=env)
+            runner = wait_until(lambda: _waiting_for_flock(book), "the runner to wait for an address")
+            assert parent_of(runner) == host and running(_running_or_created_pid1(node))
+            cli.kill()
+            cli.wait()
+            time.sleep(0.2)
+            assert running(runner)  # not killed with its CLI: it holds a created container
+        wait_until(lambda: not running(runner), "the runner to clean up")
+        assert not (tmp_path / "ran").exists()  # PID 1 never ran its command
+        assert node.pyctr("ps", "-aq").stdout == ""  # --rm: removed
+        assert json.loads((book.parent / "ipam.json").read_text())["allocations"] == {}
+        assert [link for link in node.run("ip", "-o", "link").stdout.splitlines() if "veth" in link] == []
+    finally:
+        if host is not None:
+            os.kill(host, signal.SIGKILL)  # the host monitor this test started
+        sandbox.close()
+
+
+def _waiting_for_flock(path: Path) -> int | None:
+    """The PID of a process blocked on a flock of `path`, from /proc/locks ("N: -> FLOCK ...")."""
+    inode = os.stat(path).st_ino
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if fields[1] == "->" and fields[2] == "FLOCK" and int(fields[6].rsplit(":", 1)[1]) == inode:
+            return int(fields[5])
+    return None
+
+
+def _running_or_created_pid1(node) -> int:
+    """PID 1 of the node's one container, created and waiting for its start: the runner's child."""
+    [oci_state] = (node.state / "oci").glob("*/state.json")
+    return json.loads(oci_state.read_text())["pid"]
 
 
 # A keeper's fork of the host monitor keeps the cgroup lock warm (runtime/cgroups/warm.py) from a
