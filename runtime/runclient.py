@@ -241,7 +241,7 @@ def serve(conn, message: bytes, fds: list[int]) -> None:
         _signal.signal(_signal.SIGINT, _signal.default_int_handler)  # KeyboardInterrupt: 130, as in a CLI
         for sig in FATAL_BEFORE_FORWARDING:
             _signal.signal(sig, lambda sig, _frame: _die_of(conn, sig))
-        # The runner's forks (the foreground monitor, the engine's) must not keep the CLI waiting.
+        # The runner's forks (the engine's) must not keep the CLI waiting.
         os.register_at_fork(after_in_child=conn.close)
         _die_with_the_cli(conn)
         conn.send(b"runner %d" % os.getpid())
@@ -257,6 +257,13 @@ def serve(conn, message: bytes, fds: list[int]) -> None:
     except BaseException as e:
         errors.last_words("runner", e)
     finally:
+        # Closed before the exit, which first unmaps this large process (~1 ms): the CLI waits
+        # for its connection to close, and a reader of its output (`$(pyctr run …)`) for EOF.
+        for fd in (0, 1, 2, conn.fileno()):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
         os._exit(0)
 
 
