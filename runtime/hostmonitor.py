@@ -24,6 +24,7 @@ It exits once it watches nothing, runs no foreground run, and no request came fo
 It also serves foreground runs (runtime/runclient.py): a fork of it, warm, runs `pyctr run` for
 a CLI that sent its command line and stdio, is the container's monitor, and sends the exit code
 back. From the fork on, that runner is on its own: a SIGKILL of the host monitor does not reach it.
+Once a run has ended, the next run's runner is forked ahead, as a Spare.
 
 The CLI talks to it over a unix socket in the state folder (0700, like the folder): it sends the
 descriptors the keeper needs (its end of the start handshake, the container's stdio), and gets
@@ -193,8 +194,10 @@ class HostMonitor:
         self.selector = selectors.DefaultSelector()  # epoll: a thousand containers are 3000 fds
         self.keepers: dict[int, tuple[dict, int]] = {}  # keepers still creating: pid -> (request, report fd)
         self.watched: dict[str, Watched] = {}
-        self.helpers: set[int] = set()  # forks recording an exit
-        self.last_request = time.monotonic()
+        self.helpers: set[int] = set()  # forks recording an exit, and runners
+        self.runners: set[int] = set()  # the runners among them
+        self.spare: Spare | None = None
+        self.last_request = self.last_run = time.monotonic()
         try:
             self.idle_seconds = float(os.environ.get(IDLE_VARIABLE) or IDLE_SECONDS)
         except ValueError:
@@ -250,6 +253,8 @@ class HostMonitor:
         except FileNotFoundError:
             pass
         self.listener.close()  # a connection still queued is refused: its client starts another
+        if self.spare is not None:
+            self.spare.dismiss()
         return True
 
     def serve(self) -> None:
@@ -260,6 +265,9 @@ class HostMonitor:
         self.parents_fds = [self.lock_fd, self.listener.fileno(), wake_r, wake_w, self.selector.fileno()]
         while True:
             self.reap()
+            if self.spare is not None and time.monotonic() - self.last_run > self.idle_seconds:
+                self.spare.dismiss()  # no run for a while: detached starts alone have no use for it
+                self.spare = None
             if self.idle() and self.leave():
                 return
             for key, _ in self.selector.select(min(self.idle_seconds, IDLE_SECONDS) / 2):
@@ -301,8 +309,7 @@ class HostMonitor:
                 conn.send(f"error {e.strerror}".encode())
                 keeper = None
             if keeper == 0:
-                _run_keeper(request, fds, report_w, [*self.parents_fds, conn.fileno(), report_r,
-                                                     *self.watched_fds()])
+                _run_keeper(request, fds, report_w, [*self.ours_in_a_fork(), conn.fileno(), report_r])
             for fd in (*fds, report_w):
                 os.close(fd)
             if keeper is None:
@@ -313,27 +320,60 @@ class HostMonitor:
             conn.send(f"pid {keeper}".encode())
 
     def fork_runner(self, conn, message: bytes, fds: list[int]) -> None:
-        """A foreground `pyctr run` (runtime/runclient.py): a fork runs it as the CLI would."""
-        try:
-            runner = os.fork()
-        except OSError as e:
-            runner = None
-            _log(f"fork of a runner: {e}")  # the CLI, finding the connection closed, runs it itself
-        if runner == 0:
+        """A foreground `pyctr run` (runtime/runclient.py): a fork runs it as the CLI would; the
+        spare, when one waits, else a fork made now."""
+        self.last_run = time.monotonic()
+        spare, self.spare = self.spare, None
+        if spare is not None and spare.hand_over(conn, message, fds):
+            runner = spare.pid
+        else:
             try:
-                for fd in [*self.parents_fds, *self.watched_fds()]:
-                    os.close(fd)  # above all the lock: a runner must not hold a dead host monitor's
-                signal.set_wakeup_fd(-1)
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                from pyctr.runtime import runclient
+                runner = os.fork()
+            except OSError as e:
+                runner = None
+                _log(f"fork of a runner: {e}")  # the CLI, finding the connection closed, runs it itself
+            if runner == 0:
+                try:
+                    self._leave_to_the_fork()
+                    from pyctr.runtime import runclient
 
-                runclient.serve(conn, message, fds)
-            finally:
-                os._exit(255)
+                    runclient.serve(conn, message, fds)
+                finally:
+                    os._exit(255)
         for fd in fds:
             os.close(fd)
         if runner is not None:
             self.helpers.add(runner)  # we stay while it runs: the next run finds us warm
+            self.runners.add(runner)
+
+    def fork_spare(self) -> None:
+        """The next run's runner, forked now that no run is going on (see Spare)."""
+        import socket
+
+        ours, its = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            pid = os.fork()
+        except OSError as e:
+            _log(f"fork of a spare runner: {e}")
+            ours.close()
+            its.close()
+            return
+        if pid == 0:
+            try:
+                ours.close()
+                self._leave_to_the_fork()
+                Spare.wait_for_its_run(its)
+            finally:
+                os._exit(255)
+        its.close()
+        self.spare = Spare(pid, ours)
+
+    def _leave_to_the_fork(self) -> None:
+        """In a fork that becomes a runner: nothing of ours stays open in it."""
+        for fd in self.ours_in_a_fork():
+            os.close(fd)  # above all the lock: a runner must not hold a dead host monitor's
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
     def keeper_reported(self, fd: int, keeper: int) -> None:
         """The keeper wrote PID 1's PID, then exec'd (EOF), or it failed to create (EOF alone)."""
@@ -346,6 +386,12 @@ class HostMonitor:
         if report and request is not None:
             self.adopt(Watched(request["container"], keeper, int(report), request["log"],
                                {k: request[k] for k in ("root", "state", "explain")}), request["tty"])
+
+    def ours_in_a_fork(self) -> list[int]:
+        """What a fork of ours closes first: the lock, the socket, the wake-up pipe and the epoll,
+        the spare's end of its pair, and what watched_fds() says."""
+        return [*self.parents_fds, *([self.spare.channel.fileno()] if self.spare is not None else []),
+                *self.watched_fds()]
 
     def watched_fds(self) -> list[int]:
         """What a fork of ours must close: the descriptors of every container we watch or wait for."""
@@ -439,7 +485,7 @@ class HostMonitor:
             return
         code = 0
         try:
-            for fd in self.parents_fds + self.watched_fds():
+            for fd in self.ours_in_a_fork():
                 os.close(fd)
             signal.set_wakeup_fd(-1)
             from pyctr.runtime import container as records
@@ -477,10 +523,76 @@ class HostMonitor:
             if pid == 0:
                 return
             self.helpers.discard(pid)
+            if pid in self.runners:
+                self.runners.discard(pid)
+                if not self.runners and self.spare is None:
+                    self.fork_spare()  # runs come in bursts: the next one may come soon
+            if self.spare is not None and pid == self.spare.pid:  # it died waiting
+                self.spare.channel.close()
+                self.spare = None
             self.keepers.pop(pid, None)  # one that died creating: its report pipe says EOF too
             for w in self.watched.values():
                 if w.pid == pid and w.status is None:  # its keeper was killed: PID 1 came to us
                     w.status = status
+
+
+class Spare:
+    """A runner forked before its run's request. A fork pays for every page it writes that it
+    still shares with the host monitor (copy-on-write): a runner forked at the request took ~2 ms
+    of its run so. A spare is forked once a run has ended (runs come in bursts, and the CPU is
+    then free), takes those faults at once (~5 ms: every private writable mapping, as a write to
+    each page would), and waits on a socket pair for one request, which the host monitor passes
+    on as it came (the CLI's connection with it). It leaves when the host monitor does: at the
+    pair's EOF, whether the host monitor went idle or was killed."""
+
+    def __init__(self, pid: int, channel):
+        self.pid = pid
+        self.channel = channel
+
+    def hand_over(self, conn, message: bytes, fds: list[int]) -> bool:
+        """Pass a run's request on; False when the spare is gone (a fork serves it instead)."""
+        import socket
+
+        try:
+            socket.send_fds(self.channel, [message], [conn.fileno(), *fds])
+            return True
+        except OSError:
+            return False
+        finally:
+            self.channel.close()
+
+    def dismiss(self) -> None:
+        self.channel.close()
+
+    @staticmethod
+    def wait_for_its_run(channel) -> None:
+        """In the fork: take the faults, then serve the one request that comes, if one does."""
+        import socket
+
+        _take_write_faults_now()
+        message, fds, _, _ = socket.recv_fds(channel, RUN_REQUEST_SIZE, MAX_FDS)
+        channel.close()
+        if not fds:  # EOF: the host monitor left
+            return
+        from pyctr.runtime import runclient
+
+        runclient.serve(socket.socket(fileno=fds[0]), message, fds[1:])
+
+
+def _take_write_faults_now() -> None:
+    """Copy now the pages this process shares copy-on-write with its parent, and map those it
+    has not touched: every private writable mapping but the stack."""
+    from pyctr.runtime import syscalls
+
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split()
+                if fields[1] == "rw-p" and fields[-1] != "[stack]":
+                    start, end = (int(address, 16) for address in fields[0].split("-"))
+                    syscalls.populate_writable(start, end - start)
+    except OSError:
+        pass  # before Linux 5.14: the runner takes them as it goes
 
 
 def _run_keeper(request: dict, fds: list[int], report_w: int, parents_fds: list[int]) -> None:

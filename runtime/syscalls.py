@@ -185,6 +185,16 @@ def unix_socketpair() -> tuple[int, int]:
     return fds[0], fds[1]
 
 
+MADV_POPULATE_WRITE = 23  # Linux 5.14
+
+
+def populate_writable(start: int, length: int) -> None:
+    """madvise(MADV_POPULATE_WRITE): take the write faults of a mapped range now, as a write to
+    each page would (a page shared copy-on-write with the parent is copied), without writing."""
+    _check(_libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(length), ctypes.c_int(MADV_POPULATE_WRITE)),
+           "madvise")
+
+
 # <linux/keyctl.h>; glibc has no wrapper for keyctl(2).
 _SYS_KEYCTL = {"x86_64": 250, "aarch64": 219, "armv7l": 311, "ppc64le": 271, "s390x": 280}
 KEYCTL_JOIN_SESSION_KEYRING = 1
