@@ -263,13 +263,16 @@ def stage2(ctx: InitContext) -> None:
             _import_what_later_steps_need(spec)
         state: dict = {}
         userns_root = None
+        cgroups_as_the_host_sees_them: dict = {}
 
-        def wait_for_go() -> None:
+        def wait_for_go() -> dict:
             """The parent's "go": we are in our cgroup, and the createRuntime hooks have run.
-            With a user namespace, the root the parent's helper mounted comes first."""
+            With a user namespace, the root the parent's helper mounted comes first. Returns our
+            cgroups' paths as the host sees them (for a cgroup mount, which binds them), read
+            before a cgroup namespace of our own makes them all "/"."""
             nonlocal userns_root
             if state:
-                return
+                return cgroups_as_the_host_sees_them
             line = ctx.receive()
             if line.startswith("userns-root "):
                 userns_root = _UsernsRoot(line.partition(" ")[2], ctx.fds)
@@ -278,9 +281,14 @@ def stage2(ctx: InitContext) -> None:
             if not line.startswith("go "):
                 os._exit(1)
             state.update(jsonstore.loads(line[3:]))  # json's decoder would import re and enum: ~5 ms
+            if any(m.type == "cgroup" for m in spec.mounts):
+                from pyctr.runtime import rootfs
+
+                cgroups_as_the_host_sees_them.update(rootfs.own_cgroups())
             if spec.linux.new_namespace("cgroup"):  # now that the cgroup we are in is ours: its "/"
                 explain.step("unshare", "--cgroup")
                 syscalls.unshare(syscalls.CLONE_NEWCGROUP)
+            return cgroups_as_the_host_sees_them
 
         # The root needs neither the cgroup (slow to join on v1) nor the createRuntime hooks until
         # a cgroup mount or pivot_root (which the spec puts after those hooks and the createContainer

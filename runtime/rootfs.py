@@ -172,10 +172,12 @@ def mount_root(spec, staging: str, before_pivot=None, no_pivot: bool = False, in
         _mount(root, root, None, MS_BIND | MS_REC, shown=["mount", "--rbind", root, root])
     root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
+        host_cgroups = None
         for m in spec.mounts:
             if m.type == "cgroup" and before_cgroup_mount:
-                before_cgroup_mount()  # it shows the cgroup we are in: wait until we are in ours
-            _apply_mount(root_fd, m, spec, staging)
+                # It shows the cgroups we are in: wait until we are in ours (paths as the host sees them).
+                host_cgroups = before_cgroup_mount()
+            _apply_mount(root_fd, m, spec, staging, host_cgroups)
         _make_devices(root_fd, spec, in_user_namespace)
         if before_pivot:
             before_pivot()
@@ -222,7 +224,7 @@ def _mask(path: str) -> None:
         _bind("/dev/null", path, recursive=False)
 
 
-def _apply_mount(root_fd: int, m, spec, staging: str) -> None:
+def _apply_mount(root_fd: int, m, spec, staging: str, host_cgroups: dict | None = None) -> None:
     destination = os.path.normpath("/" + m.destination.lstrip("/"))
     if m.bind:
         source = m.source if os.path.isabs(m.source) else os.path.join(spec.bundle, m.source)
@@ -259,7 +261,7 @@ def _apply_mount(root_fd: int, m, spec, staging: str) -> None:
     finally:
         os.close(target_fd)
     if m.type == "cgroup":
-        _mount_cgroups(root_fd, destination, m)
+        _mount_cgroups(root_fd, destination, m, host_cgroups or own_cgroups())
     _set_propagation(root_fd, destination, m.propagation)
 
 
@@ -305,10 +307,11 @@ def _kernel_path(root_fd: int, destination: str) -> int:
         os.close(parent_fd)
 
 
-def _mount_cgroups(root_fd: int, destination: str, m) -> None:
+def _mount_cgroups(root_fd: int, destination: str, m, own: dict[str, str]) -> None:
     """A `cgroup` mount, on the tmpfs just mounted there: the container's own cgroups, one
-    folder per v1 hierarchy bound from the host (its cgroup namespace's root, or its own
-    folders when it shares the host's), or cgroup2 alone on a pure v2 host, as runc mounts them."""
+    folder per v1 hierarchy bound from the host (`own`: their paths as the host sees them, also
+    with a cgroup namespace, in which /proc/self/cgroup says "/"), or cgroup2 alone on a pure v2
+    host, as runc mounts them."""
     from pyctr.runtime import cgroups
 
     readonly = bool(m.flags & MS_RDONLY)
@@ -320,19 +323,21 @@ def _mount_cgroups(root_fd: int, destination: str, m) -> None:
         return
 
     def fill(target: str, shown: str) -> None:
-        own = _own_cgroups()
+        own_by_set = {frozenset(options.split(",")): path for options, path in own.items()}
         for options, host_mount in _v1_hierarchies().items():
+            path = own_by_set.get(frozenset(options.split(",")))
+            if path is None:  # not ours to show: never the hierarchy's root in its place
+                continue
             name = os.path.basename(host_mount)
             os.mkdir(f"{target}/{name}", 0o755)
-            _bind(host_mount + own.get(options, "/"), f"{target}/{name}", readonly=readonly,
-                  extra=locked, recursive=False)
+            _bind(host_mount + path, f"{target}/{name}", readonly=readonly, extra=locked, recursive=False)
             for controller in options.split(","):
                 if controller != name and not os.path.lexists(f"{target}/{controller}"):
                     os.symlink(name, f"{target}/{controller}")
-        if layout.unified and layout.mode == "hybrid":
+        if layout.unified and layout.mode == "hybrid" and "" in own:
             os.mkdir(f"{target}/unified", 0o755)
-            _bind(str(layout.unified) + own.get("", "/"), f"{target}/unified", readonly=readonly,
-                  extra=locked, recursive=False)
+            _bind(str(layout.unified) + own[""], f"{target}/unified", readonly=readonly, extra=locked,
+                  recursive=False)
         if readonly:
             _mount(None, target, None, MS_REMOUNT | MS_RDONLY | locked, "mode=755",
                    shown=["mount", "-o", "remount,ro", shown])
@@ -340,8 +345,9 @@ def _mount_cgroups(root_fd: int, destination: str, m) -> None:
     _on_new_mount(root_fd, destination, fill)
 
 
-def _own_cgroups() -> dict[str, str]:
-    """This process's cgroup in each hierarchy (controllers -> path), as the host sees it."""
+def own_cgroups() -> dict[str, str]:
+    """This process's cgroup in each hierarchy (controllers -> path), as /proc/self/cgroup says:
+    as the host sees it, unless the process is in a cgroup namespace of its own."""
     own = {}
     with open("/proc/self/cgroup") as f:
         for line in f:

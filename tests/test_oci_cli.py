@@ -423,6 +423,27 @@ def test_run_passes_the_exit_status(oci):
     assert oci("list", "-q", check=True).stdout == ""  # run deletes what it made
 
 
+def test_a_cgroup_mount_shows_the_containers_own_cgroups_also_in_a_cgroup_namespace(oci):
+    """runc's default spec makes a cgroup namespace and mounts /sys/fs/cgroup (pyctr-oci's, and
+    podman's, make the namespace; docker's and podman's mount it too). The container
+    sees its own cgroups there, never a hierarchy's root (cgroup.sane_behavior, on v1) nor
+    anyone else's cgroups: inside the namespace /proc/self/cgroup says "/", and a bind of that
+    path from the host's hierarchy would show all of it (the host's slices, other containers)."""
+    from pyctr.runtime import cgroups
+
+    depth = 1 if cgroups.detect().mode == "v2" else 2  # v1: one folder per hierarchy first
+    cgroup_mount = {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                    "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}  # runc's
+    config = oci.config(["sh", "-c", f"find /sys/fs/cgroup -mindepth {depth} -type d; "
+                                     "ls /sys/fs/cgroup/*/cgroup.sane_behavior /sys/fs/cgroup/cgroup.sane_behavior "
+                                     "2>/dev/null; grep -c . /proc/self/cgroup"],
+                        edit=lambda c: c["mounts"].append(cgroup_mount))
+    assert {"type": "cgroup"} in config["linux"]["namespaces"]
+    result = oci("run", "--bundle", oci.bundle, oci.new_id(), check=True)
+    *seen, count = result.stdout.split("\n")[:-1]
+    assert seen == [] and int(count) > 0, result.stdout
+
+
 def test_run_detached(oci):
     oci.config()
     container_id = oci.new_id()
