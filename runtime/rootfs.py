@@ -146,6 +146,9 @@ def _pivot(root_fd: int) -> None:
 DEFAULT_DEVICES = {"/dev/null": (1, 3), "/dev/zero": (1, 5), "/dev/full": (1, 7), "/dev/random": (1, 8),
                    "/dev/urandom": (1, 9), "/dev/tty": (5, 0)}
 _KERNEL_FILESYSTEMS = ("proc", "sysfs")
+# A device node bound from the host's /dev (and /dev/null over a masked file): read-only, so that
+# its inode, the host's own, cannot be chmod'ed or chown'ed; never nodev, or it would not work.
+DEVICE_BIND_FLAGS = MS_RDONLY | MS_NOSUID | MS_NOEXEC
 
 
 def mount_root(spec, staging: str, before_pivot=None, no_pivot: bool = False, in_user_namespace: bool = False,
@@ -220,8 +223,8 @@ def _mask(path: str) -> None:
         return
     if os.path.isdir(path) and not os.path.islink(path):
         _mount_fs("tmpfs", path, MS_RDONLY)
-    else:
-        _bind("/dev/null", path, recursive=False)
+    else:  # /dev/null is the host's (see _make_device): read-only here too
+        _bind("/dev/null", path, recursive=False, readonly=True, extra=DEVICE_BIND_FLAGS & ~MS_RDONLY)
 
 
 def _apply_mount(root_fd: int, m, spec, staging: str, host_cgroups: dict | None = None) -> None:
@@ -413,6 +416,9 @@ def _make_device(root_fd: int, path: str, kind: str, major: int, minor: int, mod
                 _bind_fd(path, target_fd, False)
             finally:
                 os.close(target_fd)
+            # Read-only: the node is the host's own inode, which the container's root could else
+            # chmod or chown for the whole host. A device's I/O does not need a writable mount.
+            _remount_new(root_fd, path, DEVICE_BIND_FLAGS)
             return
         kinds = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
         explain.step("mknod", "-m", f"{mode & 0o7777:o}", shown, kind, *((major, minor) if kind != "p" else ()))

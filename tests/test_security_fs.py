@@ -210,6 +210,28 @@ def test_read_only_covers_the_etc_files(run_pyctr):
     assert result.stderr.count("Read-only file system") == 3, result.stderr
 
 
+def test_the_hosts_device_nodes_are_out_of_reach_of_the_containers_root(run_pyctr):
+    """/dev/null, /dev/zero, … in a container are the host's own nodes, bound (the container's
+    /dev is nodev), and so is /dev/null bound over a masked /proc file. Bound read-only, a
+    container's root (CAP_CHOWN, CAP_FOWNER) cannot chmod or chown them for the whole host, while
+    their I/O still works. The script first checks that they are read-only, and stops if one is
+    not; then it tries only what changes nothing (the mode and owner they have already)."""
+    host_null = os.stat("/dev/null")
+    script = ("grep -E ' /dev/(null|zero|full|random|urandom|tty) | /proc/(keys|timer_list) ' /proc/self/mountinfo"
+              " | awk '{print $5, $6}' > /tmp/binds; cat /tmp/binds; "
+              "if awk '{split($2, o, \",\"); if (o[1] != \"ro\") bad = 1} END {exit !bad}' /tmp/binds; then exit 9; fi; "
+              "echo ---; echo x > /dev/null && head -c 3 /dev/urandom | wc -c; "
+              "chmod 666 /dev/null; chmod 666 /proc/keys; chown 0:0 /dev/zero; true")
+    result = run_pyctr("run", "--rm", *NONE, "alpine", "sh", "-c", script)
+    assert result.returncode == 0, result  # 9: a bind is writable, and nothing was tried
+    binds, _, io = result.stdout.partition("---\n")
+    assert {line.split()[0] for line in binds.splitlines()} >= {"/dev/null", "/dev/zero", "/dev/urandom", "/proc/keys"}
+    assert io.split() == ["3"], result.stdout  # the devices work
+    assert result.stderr.count("Read-only file system") == 3, result.stderr
+    now = os.stat("/dev/null")
+    assert (now.st_mode, now.st_uid, now.st_gid) == (host_null.st_mode, host_null.st_uid, host_null.st_gid)
+
+
 # --- weaker than Docker: bad input fails at create -----------------------------------------------
 BAD_INPUT = {
     "volume on /": ["-v", "{dir}:/"],
