@@ -25,7 +25,7 @@ from pyctr.runtime import (bundle, cgroups, engine, errors, explain, etcfiles, h
 from pyctr.runtime import container_init  # noqa: F401
 from pyctr.runtime import container as records
 from pyctr.runtime.container import Container
-from pyctr.runtime.errors import ConflictError, PyctrError
+from pyctr.runtime.errors import ConflictError, NotFoundError, PyctrError
 
 OWN_NETWORK_MODES = ("none", "host")
 
@@ -704,9 +704,12 @@ def stop(c: Container, timeout: int) -> None:
     if not c.running:
         return
     send_signal(c, signal.SIGTERM)
-    if not wait_until_exited(c, timeout):
-        send_signal(c, signal.SIGKILL)
-        wait_until_exited(c, 10)
+    try:
+        if not wait_until_exited(c, timeout):
+            send_signal(c, signal.SIGKILL)
+            wait_until_exited(c, 10)
+    except NotFoundError:  # --rm: its monitor recorded the exit, then removed it: stopped, as Docker says
+        pass
 
 
 def remove(c: Container, force: bool) -> None:

@@ -107,6 +107,31 @@ def test_dev_and_proc_are_the_containers_own(run_pyctr):
 
 
 # --- the lifecycle -------------------------------------------------------------------------
+STOP_WHILE_REMOVED = """
+import signal, subprocess, sys
+from pyctr.runtime import container as records, lifecycle, settings
+
+settings.configure()
+c = records.load(sys.argv[1])
+# As the monitor of a --rm container does, between the signal and stop's read of the record.
+lifecycle.send_signal = lambda c, sig: subprocess.run(
+    [sys.executable, "-m", "pyctr.runtime", "rm", "-f", c.id], check=True, capture_output=True)
+lifecycle.stop(c, 5)
+print("stopped")
+"""
+
+
+def test_a_container_removed_while_stop_waits_counts_as_stopped(run_pyctr, pyctr_env):
+    """`stop` of a --rm container waits for its exit, then reads its record, which the monitor
+    may have removed by then: stopped all the same, as with `docker stop` (it failed with "No such
+    container" when the removal was quick). Made certain here: the record goes before the read."""
+    cid = run_ok(run_pyctr, "run", "-d", *NONE, "alpine", "sleep", "60").stdout.strip()
+    stopped = subprocess.run([sys.executable, "-c", STOP_WHILE_REMOVED, cid], env=pyctr_env,
+                             capture_output=True, text=True, timeout=60)
+    assert (stopped.returncode, stopped.stdout) == (0, "stopped\n"), stopped.stderr
+    assert run_pyctr("inspect", cid).returncode != 0
+
+
 def test_create_start_ps_exec_logs_stop_rm(run_pyctr, pyctr_env):
     cid = run_ok(run_pyctr, "create", *NONE, "--name", "web", "alpine",
                  "sh", "-c", "echo hello; echo oops >&2; exec sleep 60").stdout.strip()
