@@ -473,7 +473,8 @@ def test_a_bridge_run_through_a_host_monitor_in_the_clis_network_namespace(pyctr
 def test_a_cli_killed_while_its_runner_makes_the_container_leaves_it_unstarted_and_nothing_behind(
         pyctr_root, tmp_path):
     """The runner outlives its CLI from the container's creation on (it is its monitor): here it
-    waits for the network's address book, which the test holds, when the CLI dies."""
+    waits for the lock of the network's address allocations (IPAM), which the test holds, when
+    the CLI dies."""
     import netsandbox
 
     sandbox = netsandbox.Sandbox()
@@ -484,14 +485,14 @@ def test_a_cli_killed_while_its_runner_makes_the_container_leaves_it_unstarted_a
         node.run(sys.executable, "-c", "from pyctr.runtime import hostmonitor, settings; "
                  "hostmonitor.start(settings.configure().state_dir)", env=env)
         [host] = host_monitors(env)
-        node.pyctr("run", "--rm", "alpine", "true")  # the bridge network and its address book exist now
-        book = node.root / "networks" / "bridge" / "ipam.lock"
-        with open(book) as held:
+        node.pyctr("run", "--rm", "alpine", "true")  # the bridge network and its allocations exist now
+        allocations_lock = node.root / "networks" / "bridge" / "ipam.lock"
+        with open(allocations_lock) as held:
             fcntl.flock(held, fcntl.LOCK_EX)
             cli = node.spawn(*pyctr("run", "--rm", "--name", "gone", "-v", f"{tmp_path}:/out", "alpine",
                                     "touch", "/out/ran"), env=env)
-            runner = wait_until(lambda: _waiting_for_flock(book), "the runner to wait for an address")
-            assert parent_of(runner) == host and running(_running_or_created_pid1(node))
+            runner = wait_until(lambda: _waiting_for_flock(allocations_lock), "the runner to wait for an address")
+            assert parent_of(runner) == host and running(_created_pid1(node))
             cli.kill()
             cli.wait()
             time.sleep(0.2)
@@ -499,7 +500,7 @@ def test_a_cli_killed_while_its_runner_makes_the_container_leaves_it_unstarted_a
         wait_until(lambda: not running(runner), "the runner to clean up")
         assert not (tmp_path / "ran").exists()  # PID 1 never ran its command
         assert node.pyctr("ps", "-aq").stdout == ""  # --rm: removed
-        assert json.loads((book.parent / "ipam.json").read_text())["allocations"] == {}
+        assert json.loads((allocations_lock.parent / "ipam.json").read_text())["allocations"] == {}
         assert [link for link in node.run("ip", "-o", "link").stdout.splitlines() if "veth" in link] == []
     finally:
         if host is not None:
@@ -508,16 +509,18 @@ def test_a_cli_killed_while_its_runner_makes_the_container_leaves_it_unstarted_a
 
 
 def _waiting_for_flock(path: Path) -> int | None:
-    """The PID of a process blocked on a flock of `path`, from /proc/locks ("N: -> FLOCK ...")."""
-    inode = os.stat(path).st_ino
+    """The PID of a process blocked on a flock of `path`, from /proc/locks
+    ("N: -> FLOCK  ADVISORY  WRITE PID MAJ:MIN:INODE 0 EOF", the device in hex)."""
+    st = os.stat(path)
+    file = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     for line in Path("/proc/locks").read_text().splitlines():
         fields = line.split()
-        if fields[1] == "->" and fields[2] == "FLOCK" and int(fields[6].rsplit(":", 1)[1]) == inode:
+        if fields[1:3] == ["->", "FLOCK"] and fields[6] == file:
             return int(fields[5])
     return None
 
 
-def _running_or_created_pid1(node) -> int:
+def _created_pid1(node) -> int:
     """PID 1 of the node's one container, created and waiting for its start: the runner's child."""
     [oci_state] = (node.state / "oci").glob("*/state.json")
     return json.loads(oci_state.read_text())["pid"]
