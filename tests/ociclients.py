@@ -150,10 +150,15 @@ class ClientSandbox:
     def netns(self, role: str):
         return self.sandbox.netns(role)
 
-    def spawn(self, argv: list, log: Path, **kwargs) -> subprocess.Popen:
-        """A daemon in a session of its own, its output to `log`."""
+    def spawn(self, argv: list, log: Path, env: dict | None = None, **kwargs) -> subprocess.Popen:
+        """A daemon in a session of its own, its output to `log`, its temporary files in our
+        folder: a Go daemon (containerd, dockerd and the containerd it starts) dumps its stacks
+        into $TMPDIR, /tmp by default, when it gets SIGUSR1."""
+        tmp = self.dir / "tmp"
+        tmp.mkdir(exist_ok=True)
+        env = {**(env if env is not None else os.environ), "TMPDIR": str(tmp)}
         with open(log, "ab") as out:
-            return self.sandbox.spawn(argv, stdout=out, stderr=subprocess.STDOUT, **kwargs)
+            return self.sandbox.spawn(argv, stdout=out, stderr=subprocess.STDOUT, env=env, **kwargs)
 
     def on_close(self, what: str, step) -> None:
         self._closers.append((what, step))
@@ -194,6 +199,8 @@ class ClientSandbox:
                   if not _is_zombie(pid)]
         if self.dir.exists():
             found.append(f"folder {self.dir}")
+        found += [f"file {p}" for p in Path("/tmp").glob("*.stacks.log")
+                  if p.stat().st_mtime >= self._started]
         return found
 
     def _remove_host_paths(self) -> set[str]:
