@@ -3,6 +3,7 @@ container, each kept by a `sleep infinity` that is PID 1's parent. Nothing is lo
 SIGKILLed: the containers run on, their output reaches the log, their exit codes are recorded.
 """
 
+import contextlib
 import fcntl
 import json
 import os
@@ -201,12 +202,43 @@ def test_a_pid_1_named_like_a_stat_line_still_gets_its_own_exit_code(run_pyctr, 
 def warm_env(pyctr_env):
     """A host monitor that stays while the test runs: foreground runs go through it."""
     env = {**pyctr_env, "PYCTR_HOST_MONITOR_IDLE": "60"}
-    subprocess.run([sys.executable, "-c", "import sys; from pyctr.runtime import hostmonitor, settings; "
-                    "hostmonitor.start(settings.configure().state_dir)"], env=env, check=True, timeout=30)
-    [monitor] = host_monitors(env)
+    [monitor] = start_host_monitor(env)
     yield env
     os.kill(monitor, signal.SIGKILL)  # the one this fixture started; killing it is safe
     wait_until(lambda: not running(monitor), "the host monitor to die")
+
+
+START_HOST_MONITOR = "from pyctr.runtime import hostmonitor, settings; hostmonitor.start(settings.configure().state_dir)"
+
+
+def start_host_monitor(env, run=None) -> list[int]:
+    """Start a host monitor for env's state folder (with `run`, in a node's namespace); its PID,
+    in a list, as host_monitors() finds it."""
+    if run is None:
+        subprocess.run([sys.executable, "-c", START_HOST_MONITOR], env=env, check=True, timeout=30)
+    else:
+        run(sys.executable, "-c", START_HOST_MONITOR, env=env)
+    return host_monitors(env)
+
+
+@contextlib.contextmanager
+def node_with_a_host_monitor(pyctr_root, role: str):
+    """A node namespace of a sandbox of its own, with a host monitor in it (idle for 60 s), which
+    the CLI's runs there go through; (node, its environment, the host monitor's PID). The host
+    monitor is killed and the sandbox removed after."""
+    import netsandbox
+
+    sandbox = netsandbox.Sandbox()
+    host = None
+    try:
+        node = sandbox.node(role, images=pyctr_root / "images")
+        env = {**node.env, "PYCTR_HOST_MONITOR_IDLE": "60"}
+        [host] = start_host_monitor(env, node.run)
+        yield node, env, host
+    finally:
+        if host is not None:
+            os.kill(host, signal.SIGKILL)  # the host monitor this test started
+        sandbox.close()
 
 
 def pyctr(*args: str) -> list[str]:
@@ -295,9 +327,7 @@ def _run_until_stopped(run_pyctr, env, name: str) -> int:
 @pytest.mark.parametrize("how", ["idle", "SIGKILL"])
 def test_a_spare_runner_leaves_with_its_host_monitor(run_pyctr, pyctr_env, how):
     env = {**pyctr_env, "PYCTR_HOST_MONITOR_IDLE": "1" if how == "idle" else "60"}
-    subprocess.run([sys.executable, "-c", "import sys; from pyctr.runtime import hostmonitor, settings; "
-                    "hostmonitor.start(settings.configure().state_dir)"], env=env, check=True, timeout=30)
-    [host] = host_monitors(env)
+    [host] = start_host_monitor(env)
     try:
         runner = _run_until_stopped(run_pyctr, env, "fg")
         [spare] = wait_until(lambda: [pid for pid in children_of(host) if pid != runner], "a spare runner")
@@ -445,16 +475,7 @@ def test_a_cold_run_in_a_named_network_namespace_starts_no_host_monitor(run_pyct
 
 
 def test_a_bridge_run_through_a_host_monitor_in_the_clis_network_namespace(pyctr_root):
-    import netsandbox
-
-    sandbox = netsandbox.Sandbox()
-    host = None
-    try:
-        node = sandbox.node("thin", images=pyctr_root / "images")
-        env = {**node.env, "PYCTR_HOST_MONITOR_IDLE": "60"}
-        node.run(sys.executable, "-c", "from pyctr.runtime import hostmonitor, settings; "
-                 "hostmonitor.start(settings.configure().state_dir)", env=env)
-        [host] = host_monitors(env)
+    with node_with_a_host_monitor(pyctr_root, "thin") as (node, env, host):
         cli = node.spawn(*pyctr("run", "--rm", "--name", "br", "alpine", "sh", "-c",
                                 "ip -4 -o addr show eth0; while [ ! -e /tmp/go ]; do sleep 0.05; done; exit 6"), env=env)
         address = cli.stdout.readline().split()[3]  # "2: eth0 inet 10.88.0.2/16 ..."
@@ -464,10 +485,6 @@ def test_a_bridge_run_through_a_host_monitor_in_the_clis_network_namespace(pyctr
         node.pyctr("exec", "br", "touch", "/tmp/go")
         assert cli.wait(20) == 6
         assert node.pyctr("ps", "-aq").stdout == ""  # removed, network and all, before the CLI exits
-    finally:
-        if host is not None:
-            os.kill(host, signal.SIGKILL)  # the host monitor this test started
-        sandbox.close()
 
 
 def test_a_cli_killed_while_its_runner_makes_the_container_leaves_it_unstarted_and_nothing_behind(
@@ -475,16 +492,7 @@ def test_a_cli_killed_while_its_runner_makes_the_container_leaves_it_unstarted_a
     """The runner outlives its CLI from the container's creation on (it is its monitor): here it
     waits for the lock of the network's address allocations (IPAM), which the test holds, when
     the CLI dies."""
-    import netsandbox
-
-    sandbox = netsandbox.Sandbox()
-    host = None
-    try:
-        node = sandbox.node("gone", images=pyctr_root / "images")
-        env = {**node.env, "PYCTR_HOST_MONITOR_IDLE": "60"}
-        node.run(sys.executable, "-c", "from pyctr.runtime import hostmonitor, settings; "
-                 "hostmonitor.start(settings.configure().state_dir)", env=env)
-        [host] = host_monitors(env)
+    with node_with_a_host_monitor(pyctr_root, "gone") as (node, env, host):
         node.pyctr("run", "--rm", "alpine", "true")  # the bridge network and its allocations exist now
         allocations_lock = node.root / "networks" / "bridge" / "ipam.lock"
         with open(allocations_lock) as held:
@@ -502,10 +510,6 @@ def test_a_cli_killed_while_its_runner_makes_the_container_leaves_it_unstarted_a
         assert node.pyctr("ps", "-aq").stdout == ""  # --rm: removed
         assert json.loads((allocations_lock.parent / "ipam.json").read_text())["allocations"] == {}
         assert [link for link in node.run("ip", "-o", "link").stdout.splitlines() if "veth" in link] == []
-    finally:
-        if host is not None:
-            os.kill(host, signal.SIGKILL)  # the host monitor this test started
-        sandbox.close()
 
 
 def _waiting_for_flock(path: Path) -> int | None:
