@@ -253,9 +253,14 @@ class HostMonitor:
         except FileNotFoundError:
             pass
         self.listener.close()  # a connection still queued is refused: its client starts another
-        if self.spare is not None:
-            self.spare.dismiss()
+        self.dismiss_spare()
         return True
+
+    def dismiss_spare(self) -> None:
+        """Let the spare go (it leaves at its pair's EOF), if there is one."""
+        if self.spare is not None:
+            self.spare.channel.close()
+            self.spare = None
 
     def serve(self) -> None:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -265,9 +270,8 @@ class HostMonitor:
         self.parents_fds = [self.lock_fd, self.listener.fileno(), wake_r, wake_w, self.selector.fileno()]
         while True:
             self.reap()
-            if self.spare is not None and time.monotonic() - self.last_run > self.idle_seconds:
-                self.spare.dismiss()  # no run for a while: detached starts alone have no use for it
-                self.spare = None
+            if time.monotonic() - self.last_run > self.idle_seconds:
+                self.dismiss_spare()  # no run for a while: detached starts alone have no use for it
             if self.idle() and self.leave():
                 return
             for key, _ in self.selector.select(min(self.idle_seconds, IDLE_SECONDS) / 2):
@@ -528,8 +532,7 @@ class HostMonitor:
                 if not self.runners and self.spare is None:
                     self.fork_spare()  # runs come in bursts: the next one may come soon
             if self.spare is not None and pid == self.spare.pid:  # it died waiting
-                self.spare.channel.close()
-                self.spare = None
+                self.dismiss_spare()
             self.keepers.pop(pid, None)  # one that died creating: its report pipe says EOF too
             for w in self.watched.values():
                 if w.pid == pid and w.status is None:  # its keeper was killed: PID 1 came to us
@@ -560,9 +563,6 @@ class Spare:
             return False
         finally:
             self.channel.close()
-
-    def dismiss(self) -> None:
-        self.channel.close()
 
     @staticmethod
     def wait_for_its_run(channel) -> None:
