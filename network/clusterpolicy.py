@@ -17,6 +17,12 @@ same policy applied again, the same content to the second), and no poll would se
 to rebuild it. A change made anywhere thus reaches every node within a poll period plus one
 rebuild; a connection already open keeps going (its packets are `established`), as in
 Kubernetes. The node that made the change rebuilds its own table at once, before it returns.
+
+A poll compares each key's etcd revision as well as its document. The same document can come
+back: `policy rm` on this node (its table loses the policy at once), and the same policy
+applied on another node within the same second (the same creationTimestamp) before this node's
+next poll. By documents alone the agent would see no change and leave this node without the
+policy; the key's new revision makes it rebuild.
 """
 
 import json
@@ -117,13 +123,16 @@ class Follower:
         self.seen = {name: seen for name, seen in self.seen.items() if name in {n.name for n in cluster}}
         if not cluster:
             return
-        read = Read(endpoints=self.store.get_prefix(datastore.all_endpoints_prefix()),
-                    policies=self.store.get_prefix(datastore.all_policies_prefix()))
+        endpoints = self.store.get_prefix_with_revisions(datastore.all_endpoints_prefix())
+        policies = self.store.get_prefix_with_revisions(datastore.all_policies_prefix())
+        read = Read(endpoints={key: doc for key, (doc, _) in endpoints.items()},
+                    policies={key: doc for key, (doc, _) in policies.items()})
         for net in cluster:
             ours = _under(read.policies, datastore.policies_prefix(net.name))
             enforced = bool(getattr(net, "default_deny", False) or ours)
-            state = json.dumps([enforced, ours, _under(read.endpoints, datastore.endpoints_prefix(net.name))],
-                               sort_keys=True)
+            # Revisions too, not only documents: see the module's docstring.
+            state = json.dumps([enforced, _under(policies, datastore.policies_prefix(net.name)),
+                                _under(endpoints, datastore.endpoints_prefix(net.name))], sort_keys=True)
             previous = self.seen.get(net.name)
             if previous is not None and previous[0] == state:
                 continue
@@ -150,5 +159,5 @@ def _documents(net: networks.Network, prefix: str, already_read: dict[str, dict]
     return _store(net).get_prefix(prefix) if already_read is None else _under(already_read, prefix)
 
 
-def _under(documents: dict[str, dict], prefix: str) -> dict[str, dict]:
-    return {key: doc for key, doc in documents.items() if key.startswith(prefix)}
+def _under(by_key: dict, prefix: str) -> dict:
+    return {key: value for key, value in by_key.items() if key.startswith(prefix)}

@@ -145,9 +145,14 @@ class Datastore:
 
     def get_prefix(self, prefix: str) -> dict[str, dict]:
         """{key: document} of every key that starts with `prefix`."""
+        return {key: document for key, (document, _) in self.get_prefix_with_revisions(prefix).items()}
+
+    def get_prefix_with_revisions(self, prefix: str) -> dict[str, tuple[dict, int]]:
+        """{key: (document, the revision of its last change)} of every key that starts with
+        `prefix`. A key deleted and put again, even with the same document, has a new revision."""
         with self._reaching():
             found = self._client.get_prefix(prefix)
-        return {meta["key"].decode(): json.loads(value) for value, meta in found}
+        return {meta["key"].decode(): (json.loads(value), int(meta["mod_revision"])) for value, meta in found}
 
     def create(self, key: str, value: dict, also: dict[str, dict] | None = None,
                lease: int | None = None) -> tuple[bool, dict | None]:

@@ -374,6 +374,45 @@ def test_a_node_builds_its_table_from_what_its_poll_compared_so_a_policy_back_in
     everywhere(cluster)
 
 
+# Stops the node agent (argv[1]) while holding the lock it holds through each rebuild, so that
+# stopped it holds none of the locks a `policy` command takes.
+PAUSE_THE_AGENT = """
+import os, signal, sys, time
+from pyctr.network import networks
+
+agent = int(sys.argv[1])
+with networks.definitions_lock():
+    os.kill(agent, signal.SIGSTOP)
+    deadline = time.monotonic() + 5
+    while open(f"/proc/{agent}/stat").read().rpartition(")")[2].split()[0] not in ("T", "t"):
+        if time.monotonic() > deadline:
+            raise SystemExit("the node agent did not stop")
+        time.sleep(0.001)
+"""
+
+
+def test_a_policy_removed_here_and_put_back_the_same_before_a_poll_is_rebuilt_here(clean):
+    """`policy rm` on node1 takes the policy out of node1's table at once; the same policy applied
+    again on another node within that second is the same document in etcd. node1's agent, which
+    had seen it before the rm, must still rebuild (the key's revision changed)."""
+    cluster = clean
+    apply(cluster, "node1", "db-from-web", DB_FROM_WEB)
+    everywhere(cluster)
+    key = f"/pyctr/policies/{NET}/db-from-web"
+    policy = keys(cluster)[key]
+    node = cluster.node1
+    agent = (node.state / "node" / "agent.pid").read_text().strip()
+    try:
+        node.run(PYTHON, "-c", PAUSE_THE_AGENT, agent, env=node.env, timeout=30)  # no poll in between
+        node.pyctr("network", "policy", "rm", NET, "db-from-web")
+        assert "chain policy-db-from-web-ingress" not in node.run("nft", "list", "ruleset").stdout
+        etcd_put(cluster.head, ETCD_URL, key, policy)
+    finally:
+        os.kill(int(agent), signal.SIGCONT)
+    assert keys(cluster)[key] == policy
+    everywhere(cluster)
+
+
 def test_endpoints_are_published_with_their_labels_and_cleanup_leaves_etcd_and_nodes_as_before(cluster):
     published = {key.rpartition("/")[2]: doc for key, doc in keys(cluster).items()
                  if key.startswith(f"/pyctr/endpoints/{NET}/")}
