@@ -31,6 +31,7 @@ so containers keep talking; the agent says so once in its log and tries again.
 """
 
 import contextlib
+import faulthandler
 import os
 import signal
 import subprocess
@@ -201,6 +202,8 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    # As containerd does: SIGUSR1 writes the agent's stack to its log, to see where a stuck one is.
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     try:
         agent.open_wake()
         agent.start_bird()

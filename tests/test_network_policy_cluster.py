@@ -150,10 +150,13 @@ def everywhere(cluster, policy: str = "db-from-web") -> None:
                 "nft", "list", "table", "inet", TABLE, check=False).stdout, timeout=10, interval=0.05)
         except AssertionError:
             table = node.run("nft", "list", "table", "inet", TABLE, check=False)
+            agent = int((node.state / "node" / "agent.pid").read_text())
+            os.kill(agent, signal.SIGUSR1)  # its stack, into its log
+            time.sleep(0.3)
             agent_log = (node.state / "node" / "agent.log").read_text(errors="replace").splitlines()
             raise AssertionError(
                 f"{role}: no chain policy-{policy}-ingress after 10 s; etcd holds {sorted(keys(cluster))}; "
-                f"its table: {(table.stdout or table.stderr)[:1500]}; its agent's log ends: {agent_log[-15:]}") from None
+                f"its table: {(table.stdout or table.stderr)[:1500]}; its agent's log ends: {agent_log[-40:]}") from None
 
 
 @pytest.fixture
