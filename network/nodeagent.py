@@ -27,7 +27,8 @@ folder (node.wake_agent), so the mesh hears of a new block within a fraction of 
 changes (nodes that come and go, a `node rm`) wait for the poll.
 
 When etcd cannot be reached, nothing changes: BIRD keeps its sessions and the kernel its routes,
-so containers keep talking; the agent says so once in its log and tries again.
+so containers keep talking; the agent says so once in its log and tries again. SIGUSR1 writes the
+agent's stack to its log.
 """
 
 import contextlib
