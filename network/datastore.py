@@ -152,7 +152,7 @@ class Datastore:
         `prefix`. A key deleted and put again, even with the same document, has a new revision."""
         with self._reaching():
             found = self._client.get_prefix(prefix)
-        return {meta["key"].decode(): (json.loads(value), int(meta["mod_revision"])) for value, meta in found}
+        return {meta["key"].decode(): (json.loads(value), int(meta.get("mod_revision", 0))) for value, meta in found}
 
     def create(self, key: str, value: dict, also: dict[str, dict] | None = None,
                lease: int | None = None) -> tuple[bool, dict | None]:
