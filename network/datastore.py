@@ -141,7 +141,7 @@ class Datastore:
     def get(self, key: str) -> dict | None:
         with self._reaching():
             values = self._client.get(key)
-        return json.loads(values[0]) if values else None
+        return _document(key, values[0]) if values else None
 
     def get_prefix(self, prefix: str) -> dict[str, dict]:
         """{key: document} of every key that starts with `prefix`."""
@@ -152,7 +152,8 @@ class Datastore:
         `prefix`. A key deleted and put again, even with the same document, has a new revision."""
         with self._reaching():
             found = self._client.get_prefix(prefix)
-        return {meta["key"].decode(): (json.loads(value), int(meta.get("mod_revision", 0))) for value, meta in found}
+        return {key: (_document(key, value), int(meta.get("mod_revision", 0)))
+                for value, meta in found for key in [meta["key"].decode()]}
 
     def create(self, key: str, value: dict, also: dict[str, dict] | None = None,
                lease: int | None = None) -> tuple[bool, dict | None]:
@@ -170,7 +171,7 @@ class Datastore:
         if reply.get("succeeded"):
             return True, None
         kvs = (reply.get("responses") or [{}])[0].get("response_range", {}).get("kvs", [])
-        return False, json.loads(base64.b64decode(kvs[0]["value"])) if kvs else None
+        return False, _document(key, base64.b64decode(kvs[0]["value"])) if kvs else None
 
     def put(self, key: str, value: dict, lease: int | None = None) -> None:
         """Put `key`; with `lease` (an ID), the key goes when the lease expires or is revoked."""
@@ -219,6 +220,15 @@ class Datastore:
             with self._reaching():
                 self._client.transaction({"compare": [], "failure": [], "success": [
                     {"request_delete_range": {"key": _b64(k)}} for k in keys[start:start + MAX_TXN_OPS]]})
+
+
+def _document(key: str, value: bytes):
+    """A key's value as JSON: one that is not (etcdctl can put anything) is a one-line error
+    naming the key, for a command and for the node agent, which says it and lives on."""
+    try:
+        return json.loads(value)
+    except ValueError as e:
+        raise not_valid(key, "JSON document", e) from None
 
 
 def _json(value: dict) -> str:

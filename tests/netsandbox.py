@@ -469,7 +469,8 @@ requests.post(sys.argv[1] + "/v3/kv/deleterange", json={"key": base64.b64encode(
 
 
 def etcd_put(ns: Netns, client_url: str, key: str, doc) -> None:
-    ns.run(PYTHON, "-c", ETCD_PUT, client_url, key, json.dumps(doc))
+    """`doc` as JSON; a str is put as it is (a value that is not JSON, as etcdctl can put)."""
+    ns.run(PYTHON, "-c", ETCD_PUT, client_url, key, doc if isinstance(doc, str) else json.dumps(doc))
 
 
 def etcd_delete(ns: Netns, client_url: str, key: str) -> None:

@@ -255,6 +255,7 @@ HOSTILE_KEYS = {
         "/pyctr/nodes/evil", {"address": BIRD_INJECTED, "asn": 64512, "gateway": False}),
     "a node whose name breaks out of its description": (
         '/pyctr/nodes/x"; } protocol static pwned { ipv4; }', {"address": "10.141.0.9", "asn": 64512}),
+    "a node that is not JSON": ("/pyctr/nodes/garbage", "10.141.0.9 }; protocol static pwned {"),
     "a block whose CIDR is not one": (
         "/pyctr/blocks/calico/0.0.0.0/0 blackhole; route 10.0.0.0", {"node": "node1"}),
 }

@@ -270,6 +270,8 @@ HOSTILE = {
         f"/pyctr/policies/{NET}/x-ingress {{}} chain pwned",
         {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "x"},
          "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}),
+    "a policy that is not JSON": (f"/pyctr/policies/{NET}/garbage", "{not json"),
+    "an endpoint that is not JSON": (f"/pyctr/endpoints/{NET}/10.9.9.8", "10.9.9.8 }; chain pwned {"),
     "an endpoint whose address is nft text": (
         f"/pyctr/endpoints/{NET}/10.9.9.9 }}; }} chain pwned {{",
         {"container": "c0ffee", "node": "node9", "labels": {"app": "web"}}),
