@@ -226,6 +226,8 @@ def blocks_by_node(store: datastore.Datastore) -> dict[str, list[str]]:
         try:
             block = str(ipaddress.IPv4Network(key[len(prefix):].partition("/")[2]))  # NET/CIDR
             owner = doc.get("node", "?")
+            if not isinstance(owner, str):
+                raise ValueError(f"its node is {owner!r}, not a name")
         except (ValueError, AttributeError) as e:
             raise datastore.not_valid(key, "block", e) from None
         found.setdefault(owner, []).append(block)

@@ -256,6 +256,7 @@ HOSTILE_KEYS = {
     "a node whose name breaks out of its description": (
         '/pyctr/nodes/x"; } protocol static pwned { ipv4; }', {"address": "10.141.0.9", "asn": 64512}),
     "a node that is not JSON": ("/pyctr/nodes/garbage", "10.141.0.9 }; protocol static pwned {"),
+    "a block whose node is not a name": ("/pyctr/blocks/calico/10.99.0.0/28", {"node": ["node1"]}),
     "a block whose CIDR is not one": (
         "/pyctr/blocks/calico/0.0.0.0/0 blackhole; route 10.0.0.0", {"node": "node1"}),
 }
