@@ -316,28 +316,39 @@ def test_explain_prints_the_nft_lines_and_the_etcd_put(clean):
     assert f"etcdctl --endpoints={ETCD_URL} put /pyctr/policies/{NET}/db-from-web" in explained
 
 
+# A script's part: pause(agent) stops a node agent while holding the lock it holds through each
+# rebuild, and lets go only once it is stopped: so it holds none of the locks that our rebuilds
+# and `policy` commands take. (Called after the script's imports: well within the agent's lease.)
+PAUSE = """
+import os, signal, time
+from pyctr.network import networks
+
+
+def pause(agent: int) -> None:
+    with networks.definitions_lock():
+        os.kill(agent, signal.SIGSTOP)
+        deadline = time.monotonic() + 5
+        while open(f"/proc/{agent}/stat").read().rpartition(")")[2].split()[0] not in ("T", "t"):
+            if time.monotonic() > deadline:
+                raise SystemExit("the node agent did not stop")
+            time.sleep(0.001)
+"""
+PAUSE_THE_AGENT = PAUSE + "import sys\npause(int(sys.argv[1]))\n"
+
 # Run on node3, with its agent paused: a follower of our own sees the policy come, and between
 # its read and its rebuild the policy goes and comes back the same (apply, rm, apply within a
 # second: the same content, as creationTimestamp counts seconds). Prints whether the table built
 # has the policy's chain after one more poll. A table built from a read of its own would lack it,
 # and no poll would see a change to rebuild it.
-POLICY_BACK_DURING_A_REBUILD = """
-import os, signal, subprocess, sys, time
-from pyctr.network import clusterpolicy, datastore, networks, policyrules
+POLICY_BACK_DURING_A_REBUILD = PAUSE + """
+import subprocess, sys
+from pyctr.network import clusterpolicy, datastore, policyrules
 
 net_name, key, agent = sys.argv[1], sys.argv[2], int(sys.argv[3])
 store = datastore.Datastore(os.environ["PYCTR_DATASTORE"])
 policy = store.get(key)
 follower = clusterpolicy.Follower(store, lambda message: None)
-# Paused (after the imports: well within its lease) while we hold the lock it holds through each
-# rebuild, and only once stopped do we let go: so it holds none of the locks our rebuilds take.
-with networks.definitions_lock():
-    os.kill(agent, signal.SIGSTOP)
-    deadline = time.monotonic() + 5
-    while open(f"/proc/{agent}/stat").read().rpartition(")")[2].split()[0] not in ("T", "t"):
-        if time.monotonic() > deadline:
-            raise SystemExit("the node agent did not stop")
-        time.sleep(0.001)
+pause(agent)
 try:
     store.put_and_delete({}, [key])
     follower.refresh()  # its first look: no policy
@@ -377,23 +388,6 @@ def test_a_node_builds_its_table_from_what_its_poll_compared_so_a_policy_back_in
     assert script.stdout.strip() == "True", script.stderr
     assert (node.state / "node" / "agent.pid").read_text().strip() == agent  # it lives on, resumed
     everywhere(cluster)
-
-
-# Stops the node agent (argv[1]) while holding the lock it holds through each rebuild, so that
-# stopped it holds none of the locks a `policy` command takes.
-PAUSE_THE_AGENT = """
-import os, signal, sys, time
-from pyctr.network import networks
-
-agent = int(sys.argv[1])
-with networks.definitions_lock():
-    os.kill(agent, signal.SIGSTOP)
-    deadline = time.monotonic() + 5
-    while open(f"/proc/{agent}/stat").read().rpartition(")")[2].split()[0] not in ("T", "t"):
-        if time.monotonic() > deadline:
-            raise SystemExit("the node agent did not stop")
-        time.sleep(0.001)
-"""
 
 
 def test_a_policy_removed_here_and_put_back_the_same_before_a_poll_is_rebuilt_here(clean):
