@@ -222,13 +222,17 @@ class Datastore:
                     {"request_delete_range": {"key": _b64(k)}} for k in keys[start:start + MAX_TXN_OPS]]})
 
 
-def _document(key: str, value: bytes):
-    """A key's value as JSON: one that is not (etcdctl can put anything) is a one-line error
-    naming the key, for a command and for the node agent, which says it and lives on."""
+def _document(key: str, value: bytes) -> dict:
+    """A key's value, a JSON object as pyctr writes every one: anything else (etcdctl can put
+    anything) is a one-line error naming the key, for a command and for the node agent, which
+    says it and lives on."""
     try:
-        return json.loads(value)
+        document = json.loads(value)
     except ValueError as e:
         raise not_valid(key, "JSON document", e) from None
+    if not isinstance(document, dict):
+        raise not_valid(key, "JSON document", f"a JSON {type(document).__name__}, not an object")
+    return document
 
 
 def _json(value: dict) -> str:

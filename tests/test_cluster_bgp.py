@@ -281,6 +281,20 @@ def test_what_etcd_holds_is_checked_before_it_becomes_birds_configuration(cluste
         etcd_delete(cluster.head, ETCD_URL, key)
 
 
+def test_a_value_that_is_not_a_json_object_is_named_by_a_command_that_reads_every_key(cluster):
+    """`node rm` reads every key: a list where pyctr writes objects is refused by its key, in one
+    line, and nothing is removed (as `node ls` refuses it)."""
+    key = "/pyctr/blocks/calico/10.99.1.0/28"
+    before = keys(cluster)
+    etcd_put(cluster.head, ETCD_URL, key, ["pwned"])
+    try:
+        for argv in (("node", "rm", "nosuch"), ("node", "ls")):
+            fails_in_one_line(cluster.node1.pyctr(*argv, check=False), key, "not a valid")
+    finally:
+        etcd_delete(cluster.head, ETCD_URL, key)
+    assert keys(cluster) == before
+
+
 def test_a_killed_bird_loses_its_routes_within_the_hold_time_and_node_start_brings_them_back(cluster):
     n2 = cluster.node2
     block = sorted(blocks_of(cluster, "node2"))[0]
