@@ -222,6 +222,9 @@ class Datastore:
                     {"request_delete_range": {"key": _b64(k)}} for k in keys[start:start + MAX_TXN_OPS]]})
 
 
+JSON_KINDS = {list: "array", str: "string", bool: "boolean"}  # what else json.loads gives: a number, or None
+
+
 def _document(key: str, value: bytes) -> dict:
     """A key's value, a JSON object as pyctr writes every one: anything else (etcdctl can put
     anything) is a one-line error naming the key, for a command and for the node agent, which
@@ -231,7 +234,8 @@ def _document(key: str, value: bytes) -> dict:
     except ValueError as e:
         raise not_valid(key, "JSON document", e) from None
     if not isinstance(document, dict):
-        raise not_valid(key, "JSON document", f"a JSON {type(document).__name__}, not an object")
+        kind = "null" if document is None else JSON_KINDS.get(type(document), "number")
+        raise not_valid(key, "JSON document", f"a JSON {kind}, not an object")
     return document
 
 
