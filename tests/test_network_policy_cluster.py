@@ -7,6 +7,7 @@ nc): web on node1, db on node2, a stranger on node3. Nothing runs in this machin
 A refusal is checked twice, as on one host: no answer, and the drop counter of the chain on
 the node that holds the container went up."""
 
+import contextlib
 import json
 import os
 import signal
@@ -150,9 +151,9 @@ def everywhere(cluster, policy: str = "db-from-web") -> None:
                 "nft", "list", "table", "inet", TABLE, check=False).stdout, timeout=10, interval=0.05)
         except AssertionError:
             table = node.run("nft", "list", "table", "inet", TABLE, check=False)
-            agent = int((node.state / "node" / "agent.pid").read_text())
-            os.kill(agent, signal.SIGUSR1)  # its stack, into its log
-            time.sleep(0.3)
+            with contextlib.suppress(OSError, ValueError):  # an agent that died has no pid file
+                os.kill(int((node.state / "node" / "agent.pid").read_text()), signal.SIGUSR1)  # its stack, to its log
+                time.sleep(0.3)
             agent_log = (node.state / "node" / "agent.log").read_text(errors="replace").splitlines()
             raise AssertionError(
                 f"{role}: no chain policy-{policy}-ingress after 10 s; etcd holds {sorted(keys(cluster))}; "
@@ -395,11 +396,16 @@ def test_a_policy_removed_here_and_put_back_the_same_before_a_poll_is_rebuilt_he
     again on another node within that second is the same document in etcd. node1's agent, which
     had seen it before the rm, must still rebuild (the key's revision changed)."""
     cluster = clean
+    node = cluster.node1
+    agent_log = node.state / "node" / "agent.log"
+    rebuilds_before = agent_log.read_text().count("policy table rebuilt")
     apply(cluster, "node1", "db-from-web", DB_FROM_WEB)
     everywhere(cluster)
+    # node1's own command built its table; its agent must have seen the policy too (what its
+    # next poll compares with), or the test would pass whatever the agent compares.
+    eventually(lambda: agent_log.read_text().count("policy table rebuilt") > rebuilds_before, timeout=10)
     key = f"/pyctr/policies/{NET}/db-from-web"
     policy = keys(cluster)[key]
-    node = cluster.node1
     agent = (node.state / "node" / "agent.pid").read_text().strip()
     try:
         node.run(PYTHON, "-c", PAUSE_THE_AGENT, agent, env=node.env, timeout=30)  # no poll in between
