@@ -65,6 +65,17 @@ def _serve(folder: Path, handler=QuietHandler):
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
+def pytest_unconfigure(config):
+    """pytest removes the session's tmp_path folders (pyproject.toml: tmp_path_retention_policy),
+    but leaves the folder that holds them: removed too when empty (another session may be using
+    it)."""
+    import getpass
+    import tempfile
+
+    with contextlib.suppress(OSError):
+        os.rmdir(Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_host_paths_left():
     """The tools the tests start as root (skopeo, podman, docker, containerd) write to fixed host
